@@ -1,0 +1,69 @@
+//! `pgauth.*` settings. The prefix is reserved so a typo (`SET pgauth.argon2_memroy_kib`) is an
+//! error instead of a silently ignored placeholder.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+use crate::password::limits::*;
+use crate::password::Argon2Settings;
+
+pub static ARGON2_MEMORY_KIB: GucSetting<i32> =
+    GucSetting::<i32>::new(Argon2Settings::OWASP.memory_kib as i32);
+pub static ARGON2_ITERATIONS: GucSetting<i32> =
+    GucSetting::<i32>::new(Argon2Settings::OWASP.iterations as i32);
+pub static ARGON2_PARALLELISM: GucSetting<i32> =
+    GucSetting::<i32>::new(Argon2Settings::OWASP.parallelism as i32);
+pub static CHECK_ROLE_PASSWORDS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+pub fn register() {
+    // Superuser-only (PGC_SUSET): a session must not be able to lower the cost of new hashes or
+    // make auth_needs_rehash() accept weaker ones. PostgreSQL refuses out-of-range values with an
+    // error that names the valid range.
+    GucRegistry::define_int_guc(
+        c"pgauth.argon2_memory_kib",
+        c"Argon2id memory cost in KiB for new password hashes.",
+        c"OWASP recommends 19456 KiB (19 MiB) with 2 iterations and 1 lane.",
+        &ARGON2_MEMORY_KIB,
+        ARGON2_MIN_MEMORY_KIB as i32,
+        ARGON2_MAX_MEMORY_KIB as i32,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"pgauth.argon2_iterations",
+        c"Argon2id iterations (time cost) for new password hashes.",
+        c"",
+        &ARGON2_ITERATIONS,
+        ARGON2_MIN_ITERATIONS as i32,
+        ARGON2_MAX_ITERATIONS as i32,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgauth.argon2_parallelism",
+        c"Argon2id lanes for new password hashes (computed on one core).",
+        c"",
+        &ARGON2_PARALLELISM,
+        ARGON2_MIN_PARALLELISM as i32,
+        ARGON2_MAX_PARALLELISM as i32,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pgauth.check_role_passwords",
+        c"Check cleartext passwords of CREATE/ALTER ROLE against the default password policy.",
+        c"Takes effect only when pgauth is in shared_preload_libraries.",
+        &CHECK_ROLE_PASSWORDS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pgauth".as_ptr()) };
+}
+
+/// The Argon2 settings in force for this session.
+pub fn argon2_settings() -> Argon2Settings {
+    Argon2Settings {
+        memory_kib: ARGON2_MEMORY_KIB.get() as u32,
+        iterations: ARGON2_ITERATIONS.get() as u32,
+        parallelism: ARGON2_PARALLELISM.get() as u32,
+    }
+}

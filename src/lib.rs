@@ -1,0 +1,35 @@
+//! pgauth: authentication and authorization inside PostgreSQL.
+//!
+//! Each capability is a folder with a pure-Rust core and a thin `sql.rs`; hand-written DDL is in
+//! `sql/`. See README.md for the SQL reference.
+
+use pgrx::prelude::*;
+
+pub mod error;
+pub mod guc;
+pub mod password;
+
+::pgrx::pg_module_magic!(name, version);
+
+// Schema, roles and state tables come first; privileges on the generated functions come last.
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        password::role_check::install();
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}
