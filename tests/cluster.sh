@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for pg_regress, the integration tests and the benchmarks.
+# Trust authentication on loopback and a private socket directory only; pgauth preloaded so the
+# role-password check can be tested. Usage: tests/cluster.sh start|stop|status
+set -euo pipefail
+PG_MAJOR=${PG_MAJOR:-15}
+TEST_PORT=${TEST_PORT:-5499}
+TEST_ROOT=${TEST_ROOT:-/tmp/pgauth-test}
+BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+DATA=$TEST_ROOT/data
+SOCK=$TEST_ROOT/socket
+LOG=$TEST_ROOT/server.log
+
+as_postgres() {
+    if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres -- "$@"; fi
+}
+
+case "${1:-start}" in
+start)
+    if as_postgres "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
+        # Restart so a freshly installed pgauth library is the one loaded.
+        as_postgres "$BIN/pg_ctl" -D "$DATA" -w -m fast restart -l "$LOG" >/dev/null
+        exit 0
+    fi
+    mkdir -p "$TEST_ROOT"
+    chown postgres: "$TEST_ROOT" 2>/dev/null || true
+    if [ ! -f "$DATA/PG_VERSION" ]; then
+        as_postgres "$BIN/initdb" -D "$DATA" --auth=trust --username=postgres -E UTF8 --locale=C.UTF-8 >/dev/null
+        as_postgres mkdir -p "$SOCK"
+        cat <<CONF | as_postgres tee -a "$DATA/postgresql.conf" >/dev/null
+port = $TEST_PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$SOCK'
+shared_preload_libraries = 'pgauth'
+max_connections = 100
+fsync = off
+log_min_messages = warning
+CONF
+    fi
+    as_postgres "$BIN/pg_ctl" -D "$DATA" -w -t 60 start -l "$LOG" >/dev/null || { cat "$LOG"; exit 1; }
+    ;;
+stop)
+    if [ -f "$DATA/PG_VERSION" ]; then
+        as_postgres "$BIN/pg_ctl" -D "$DATA" -w -m fast stop >/dev/null 2>&1 || true
+    fi
+    ;;
+status)
+    as_postgres "$BIN/pg_ctl" -D "$DATA" status
+    ;;
+*)
+    echo "usage: $0 start|stop|status" >&2
+    exit 2
+    ;;
+esac
