@@ -24,8 +24,10 @@ SELECT auth_check_password('x', NULL, 'nonexistent');
 SELECT name, min_length, require_upper, require_lower, require_digit, require_special, min_strength,
        history, max_age_days
   FROM pgauth.password_policies ORDER BY name;
+\set VERBOSITY terse
 UPDATE pgauth.password_policies SET min_length = 200 WHERE name = 'default';
 UPDATE pgauth.password_policies SET history = 25 WHERE name = 'default';
+\set VERBOSITY default
 INSERT INTO pgauth.password_policies (name, min_length, require_digit) VALUES ('pin_free', 12, true);
 SELECT auth_password_problems('Vq-sN-rKf-LmWz', NULL, 'pin_free') AS needs_digit;
 -- Restoring a dump re-inserts existing names: the row is updated, not duplicated.

@@ -11,9 +11,13 @@ SELECT * FROM pgauth.password_policies;
 UPDATE pgauth.password_policies SET min_length = 4;
 SET pgauth.argon2_memory_kib = 65536;
 SET pgauth.argon2_iterations = 1;
--- A same-named function earlier on the search_path does not hijack the SECURITY DEFINER check.
+-- A same-named table earlier on the caller's search_path does not hijack the SECURITY DEFINER check.
 CREATE TEMP TABLE password_policies (name text, min_length int);
+INSERT INTO password_policies VALUES ('default', 4);
+SET search_path = pg_temp, public;
 SELECT auth_password_problems('short') AS still_uses_pgauth_table;
+RESET search_path;
+DROP TABLE pg_temp.password_policies;
 RESET ROLE;
 
 SET ROLE pgauth_regress_dba;

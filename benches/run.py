@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""pgauth benchmarks: each figure beside its anchor, as a ratio from the same run.
+
+Run with `make bench` (it installs pgauth and starts the throwaway test cluster first).
+Timings are wall-clock medians of several repetitions; lower is better.
+"""
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import nacl.pwhash
+import psycopg
+
+PORT = int(os.environ.get("TEST_PORT", "5499"))
+REPS = int(os.environ.get("BENCH_REPS", "5"))
+DSN = f"host=127.0.0.1 port={PORT} user=postgres"
+ARGON2 = dict(m=19456, t=2, p=1)
+rows = []
+
+
+def median_time(fn, reps=REPS):
+    samples = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def report(name, ours, anchor_name, anchor, unit, target=None):
+    ratio = ours / anchor
+    verdict = ""
+    if target is not None:
+        verdict = "meets target" if ratio <= target else "MISSES target"
+        verdict = f"(target <= {target:.2f}x: {verdict})"
+    rows.append((name, ours, anchor_name, anchor, unit, ratio, verdict))
+
+
+def setup_database():
+    with psycopg.connect(DSN + " dbname=postgres", autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS pgauth_bench WITH (FORCE)")
+        conn.execute("CREATE DATABASE pgauth_bench")
+    conn = psycopg.connect(DSN + " dbname=pgauth_bench", autocommit=True)
+    conn.execute("CREATE EXTENSION pgauth")
+    conn.execute("CREATE EXTENSION pgcrypto")
+    return conn
+
+
+def bench_argon2(conn):
+    n = 20
+    # One statement hashing n passwords: no per-call round trips in the figure.
+    sql = f"SELECT count(auth_hash_password('bench password ' || g)) FROM generate_series(1, {n}) g"
+    conn.execute(sql)  # warm up (loads the library, first allocation)
+    ours = median_time(lambda: conn.execute(sql).fetchone()) / n
+
+    def sodium():
+        for i in range(n):
+            nacl.pwhash.argon2id.str(b"bench password %d" % i, opslimit=ARGON2["t"],
+                                     memlimit=ARGON2["m"] * 1024)
+    sodium()
+    libsodium = median_time(sodium) / n
+    # The reference CLI reports the time of the hash itself (process start-up excluded).
+    samples = []
+    for i in range(n):
+        out = subprocess.run(
+            ["argon2", "benchsaltbenchsalt", "-id", "-t", str(ARGON2["t"]), "-k", str(ARGON2["m"]),
+             "-p", str(ARGON2["p"])],
+            input=b"bench password %d" % i, capture_output=True, check=True).stdout.decode()
+        samples.append(float(re.search(r"([0-9.]+) seconds", out).group(1)))
+    reference = statistics.median(samples)
+    report("auth_hash_password, Argon2id m=19456 t=2 p=1", ours * 1e3,
+           "libsodium argon2id (PyNaCl)", libsodium * 1e3, "ms/hash", 1.10)
+    report("auth_hash_password, Argon2id m=19456 t=2 p=1", ours * 1e3,
+           "reference C argon2 CLI", reference * 1e3, "ms/hash")
+
+
+def bench_bcrypt(conn):
+    n = 40
+    conn.execute(f"""CREATE TABLE bcrypt_hashes AS
+                     SELECT crypt('bench password', gen_salt('bf', 10)) AS hash
+                       FROM generate_series(1, {n})""")
+    ours_sql = "SELECT count(*) FILTER (WHERE auth_verify('bench password', hash)) FROM bcrypt_hashes"
+    anchor_sql = "SELECT count(*) FILTER (WHERE crypt('bench password', hash) = hash) FROM bcrypt_hashes"
+    assert conn.execute(ours_sql).fetchone()[0] == n
+    assert conn.execute(anchor_sql).fetchone()[0] == n
+    ours = median_time(lambda: conn.execute(ours_sql).fetchone()) / n
+    anchor = median_time(lambda: conn.execute(anchor_sql).fetchone()) / n
+    report("auth_verify, bcrypt cost 10", ours * 1e3, "pgcrypto crypt()", anchor * 1e3, "ms/verify", 1.10)
+
+
+def bench_rejection(conn):
+    """How fast hostile stored hashes are refused (they must not be computed)."""
+    hostile = "$argon2id$v=19$m=4294967295,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc"
+    n = 2000
+    sql = f"""DO $$ BEGIN FOR i IN 1..{n} LOOP
+                BEGIN PERFORM auth_verify('pw', '{hostile}' || repeat('', i));
+                EXCEPTION WHEN invalid_parameter_value THEN NULL; END;
+              END LOOP; END $$"""
+    base = f"""DO $$ BEGIN FOR i IN 1..{n} LOOP
+                BEGIN PERFORM length('{hostile}' || repeat('', i));
+                EXCEPTION WHEN invalid_parameter_value THEN NULL; END;
+              END LOOP; END $$"""
+    ours = median_time(lambda: conn.execute(sql)) / n
+    anchor = median_time(lambda: conn.execute(base)) / n
+    report("auth_verify refusing a 4 TiB Argon2 hash", ours * 1e6, "plpgsql loop with no call",
+           anchor * 1e6, "us/call")
+
+
+def main():
+    conn = setup_database()
+    benches = {"argon2": bench_argon2, "bcrypt": bench_bcrypt, "reject": bench_rejection}
+    chosen = sys.argv[1:] or list(benches)
+    for name in chosen:
+        benches[name](conn)
+    print(f"\npgauth benchmarks (median of {REPS} runs, same machine, same run)\n")
+    width = max(len(r[0]) for r in rows)
+    for name, ours, anchor_name, anchor, unit, ratio, verdict in rows:
+        print(f"{name:<{width}}  {ours:10.3f} {unit:<9}  vs {anchor_name}: {anchor:10.3f}  "
+              f"ratio {ratio:5.2f}x {verdict}")
+    conn.close()
+
+
+if __name__ == "__main__":
+    main()

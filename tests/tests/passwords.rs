@@ -1,0 +1,147 @@
+//! Passwords through a real client: fixtures from real tools, hostile input, secrets kept out of
+//! messages and logs, interop with other Argon2 implementations, the role-password check.
+
+use pgauth_integration_tests::*;
+use std::process::Command;
+
+#[test]
+fn fixtures_from_real_tools_verify_through_sql() {
+    let mut db = fresh_database("pgauth_it_passwords");
+    let rows = fixture_rows("hashes.tsv");
+    assert!(rows.len() >= 30);
+    for row in &rows {
+        let (tool, scheme, password, hash) = (&row[0], &row[1], &row[2], &row[3]);
+        let ok: bool = db
+            .query_one("SELECT auth_verify($1, $2)", &[password, hash])
+            .unwrap_or_else(|e| panic!("{tool} {scheme}: {e}"))
+            .get(0);
+        assert!(ok, "{tool} {scheme} should verify");
+        let wrong = format!("{password}!");
+        let bad: bool = db.query_one("SELECT auth_verify($1, $2)", &[&wrong, hash]).unwrap().get(0);
+        // bcrypt reads only the first 72 bytes, so appending to a longer password changes nothing.
+        assert_eq!(bad, scheme == "bcrypt-long", "{tool} {scheme} with a wrong password");
+        let rehash: bool = db.query_one("SELECT auth_needs_rehash($1)", &[hash]).unwrap().get(0);
+        assert!(rehash || scheme.starts_with("argon2id"), "{tool} {scheme}: only argon2id may skip a rehash");
+    }
+}
+
+#[test]
+fn bad_hashes_raise_invalid_parameter_value() {
+    let mut db = fresh_database("pgauth_it_bad_hashes");
+    for row in fixture_rows("bad_hashes.tsv") {
+        let why = &row[0];
+        let hash = row.get(1).cloned().unwrap_or_default();
+        let err = db
+            .query_one("SELECT auth_verify('password', $1)", &[&hash])
+            .expect_err(why);
+        assert_eq!(sqlstate(&err), Some("22023"), "{why}: {err}");
+        // The session is still usable: nothing crashed.
+        let one: i32 = db.query_one("SELECT 1", &[]).unwrap().get(0);
+        assert_eq!(one, 1);
+    }
+}
+
+#[test]
+fn other_argon2_implementations_verify_pgauth_hashes() {
+    let mut db = fresh_database("pgauth_it_interop");
+    let password = "pässwörd with spaces & ünïcode";
+    let hash: String = db.query_one("SELECT auth_hash_password($1)", &[&password]).unwrap().get(0);
+    // libargon2 (argon2-cffi) and libsodium (PyNaCl) must both accept what pgauth writes.
+    let script = r#"
+import sys, argon2, nacl.pwhash
+h, pw = sys.argv[1], sys.argv[2]
+assert argon2.PasswordHasher().verify(h, pw)
+assert nacl.pwhash.verify(h.encode(), pw.encode())
+try:
+    argon2.PasswordHasher().verify(h, pw + "x"); sys.exit("wrong password accepted")
+except argon2.exceptions.VerifyMismatchError:
+    pass
+print("ok")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &hash, password])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python interop failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn secrets_stay_out_of_messages_and_the_server_log() {
+    let mut db = fresh_database("pgauth_it_secrets");
+    let secret = "Zebra-Secret-4471";
+    let long_secret = format!("{secret}{}", "y".repeat(1100));
+    let mut messages = Vec::new();
+    for (query, params) in [
+        ("SELECT auth_check_password($1)", vec![secret.to_string()]),
+        ("SELECT auth_check_password($1, $2)", vec![format!("{secret}aaaa"), "bob".into()]),
+        ("SELECT auth_hash_password($1)", vec![long_secret.clone()]),
+        ("SELECT auth_verify($1, $2)", vec![secret.into(), format!("$argon2id$v=19$m=1,t=1,p=1${secret}$x")]),
+        ("SELECT auth_verify($1, $2)", vec![long_secret.clone(), "$2b$04$KOEPW6zqvF2xZBsBvBO9UO7nAtMuwWmEBmKUwqPyHvhyuIMO9Umc2".into()]),
+    ] {
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+        let err = db.query_one(query, &refs).expect_err(query);
+        assert_eq!(sqlstate(&err), Some("22023"), "{query}");
+        let db_err = err.as_db_error().unwrap();
+        let text = format!("{} {:?} {:?}", db_err.message(), db_err.detail(), db_err.hint());
+        assert!(!text.contains(secret), "{query} leaked: {text}");
+        messages.push(db_err.message().to_string());
+    }
+    // The errors were logged (log_min_error_statement = error) without the bound parameters.
+    if let Some(log) = server_log() {
+        assert!(log.contains(&messages[0]), "the error should be in the server log");
+        assert!(!log.contains(secret), "the server log contains a password");
+    }
+}
+
+#[test]
+fn role_passwords_are_checked_when_enabled() {
+    let mut db = fresh_database("pgauth_it_roles");
+    db.batch_execute("DROP ROLE IF EXISTS pgauth_it_weak; DROP ROLE IF EXISTS pgauth_it_ok")
+        .unwrap();
+    db.batch_execute("SET pgauth.check_role_passwords = on").unwrap();
+    let err = db
+        .batch_execute("CREATE ROLE pgauth_it_weak LOGIN PASSWORD 'pgauth_it_weak1'")
+        .expect_err("weak role password must be refused");
+    assert_eq!(sqlstate(&err), Some("22023"));
+    let msg = err.as_db_error().unwrap().message().to_string();
+    assert!(msg.contains("user name"), "{msg}");
+    assert!(!msg.contains("pgauth_it_weak1"), "{msg}");
+    db.batch_execute("CREATE ROLE pgauth_it_ok LOGIN PASSWORD 'xT7#qLm9!vRw2Zp'").unwrap();
+    db.batch_execute("SET pgauth.check_role_passwords = off; CREATE ROLE pgauth_it_weak PASSWORD 'password'")
+        .unwrap();
+    db.batch_execute("DROP ROLE pgauth_it_weak; DROP ROLE pgauth_it_ok").unwrap();
+}
+
+#[test]
+fn app_role_cannot_change_hash_settings_or_read_policies() {
+    let mut db = fresh_database("pgauth_it_privs");
+    db.batch_execute(
+        "DROP ROLE IF EXISTS pgauth_it_app; CREATE ROLE pgauth_it_app LOGIN;
+         GRANT CONNECT ON DATABASE pgauth_it_privs TO pgauth_it_app",
+    )
+    .unwrap();
+    let mut app = postgres::Client::connect(
+        &format!("{} dbname=pgauth_it_privs user=pgauth_it_app", dsn()),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let err = app.batch_execute("SET pgauth.argon2_memory_kib = 8192").unwrap_err();
+    assert_eq!(sqlstate(&err), Some("42501"));
+    let err = app.query("SELECT * FROM pgauth.password_policies", &[]).unwrap_err();
+    assert_eq!(sqlstate(&err), Some("42501"));
+    let problems: Vec<String> = app
+        .query_one("SELECT auth_password_problems('password')", &[])
+        .unwrap()
+        .get(0);
+    assert!(!problems.is_empty());
+    drop(app);
+    let mut admin = postgres::Client::connect(&dsn(), postgres::NoTls).unwrap();
+    admin
+        .batch_execute("DROP DATABASE pgauth_it_privs WITH (FORCE); DROP ROLE pgauth_it_app")
+        .unwrap();
+}
