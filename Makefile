@@ -13,7 +13,7 @@ DEMO_DB      ?= pgauth_demo
 TEST_PORT    ?= 5499
 TEST_ROOT    ?= /tmp/pgauth-test
 PGRX_PGDATA  ?= /tmp/pgauth-pgrx
-APT_PACKAGES := postgresql-$(PG_MAJOR) postgresql-server-dev-$(PG_MAJOR) postgresql-contrib clang libclang-dev sudo pgbouncer argon2 python3-pip
+APT_PACKAGES := postgresql-$(PG_MAJOR) postgresql-server-dev-$(PG_MAJOR) clang libclang-dev sudo pgbouncer argon2
 PIP_PACKAGES := pynacl argon2-cffi passlib bcrypt psycopg[binary]
 export PATH  := $(HOME)/.cargo/bin:$(PATH)
 

@@ -86,7 +86,7 @@ impl AuthError {
     /// Raise this error as a PostgreSQL ERROR. Never returns.
     #[track_caller]
     pub fn raise(&self) -> ! {
-        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "pgauth");
+        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), ERROR_ORIGIN);
         if let Some(hint) = self.hint() {
             report = report.set_hint(hint);
         }
@@ -96,6 +96,36 @@ impl AuthError {
 }
 
 pub type AuthResult<T> = Result<T, AuthError>;
+
+/// The function name every pgauth error carries; `hide_failed_statement` looks for it.
+const ERROR_ORIGIN: &str = "pgauth";
+
+static mut PREVIOUS_EMIT_LOG_HOOK: pgrx::pg_sys::emit_log_hook_type = None;
+
+/// Keep the text of statements that pgauth rejected out of the server log. PostgreSQL logs a
+/// failed statement's text (log_min_error_statement = error), and a statement that fails in
+/// pgauth has a password in it more often than not: `auth_verify('…', …)`,
+/// `CREATE ROLE … PASSWORD '…'`. The error itself is still logged.
+pub(crate) fn install_log_hook() {
+    unsafe {
+        PREVIOUS_EMIT_LOG_HOOK = pgrx::pg_sys::emit_log_hook;
+        pgrx::pg_sys::emit_log_hook = Some(hide_failed_statement);
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn hide_failed_statement(edata: *mut pgrx::pg_sys::ErrorData) {
+    if let Some(edata) = edata.as_mut() {
+        if !edata.funcname.is_null()
+            && std::ffi::CStr::from_ptr(edata.funcname).to_bytes() == ERROR_ORIGIN.as_bytes()
+        {
+            edata.hide_stmt = true;
+        }
+    }
+    if let Some(previous) = PREVIOUS_EMIT_LOG_HOOK {
+        previous(edata);
+    }
+}
 
 /// Unwrap a core result at the SQL boundary, raising the mapped ERROR on failure.
 pub trait OrRaise<T> {

@@ -18,6 +18,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    error::install_log_hook();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         password::role_check::install();
     }

@@ -17,18 +17,36 @@ pub fn connect_to(dbname: &str) -> Client {
 /// A new, empty database with pgauth installed; dropped first if a previous run left it.
 pub fn fresh_database(name: &str) -> Client {
     let mut admin = Client::connect(&dsn(), NoTls).expect("connect to the test cluster");
+    // Separate statements: DROP/CREATE DATABASE cannot run in a multi-statement batch.
     admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .expect("drop old test database");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
         .expect("create test database");
     let mut client = connect_to(name);
-    client.batch_execute("CREATE EXTENSION pgauth").expect("CREATE EXTENSION pgauth");
+    client
+        .batch_execute("CREATE EXTENSION pgauth")
+        .expect("CREATE EXTENSION pgauth");
     client
 }
 
 /// The server log of the throwaway cluster, if readable.
 pub fn server_log() -> Option<String> {
     let root = std::env::var("TEST_ROOT").unwrap_or_else(|_| "/tmp/pgauth-test".into());
-    std::fs::read_to_string(format!("{root}/server.log")).ok()
+    std::fs::read(format!("{root}/server.log"))
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Where the server log ends now; pass it to `server_log_since` to read what a test caused.
+pub fn server_log_mark() -> usize {
+    server_log().map(|l| l.len()).unwrap_or(0)
+}
+
+pub fn server_log_since(mark: usize) -> String {
+    let log = server_log().expect("the test cluster's server log is readable");
+    log.get(mark..).unwrap_or("").to_string()
 }
 
 pub fn sqlstate(err: &postgres::Error) -> Option<&str> {
