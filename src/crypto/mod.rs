@@ -16,8 +16,10 @@
 //! - decrypt: [`envelope::parse_header`] for the key id, look the key up and check its status,
 //!   then [`envelope::open`].
 
+pub mod envelope;
 pub mod keys;
 
+pub use envelope::{open, parse_header, seal, Header};
 pub use keys::{
     check_key_file_mode, master_key_fingerprint, parse_master_key, unwrap_data_key, wrap_data_key,
     DataKey, KeyId, MasterKey,
