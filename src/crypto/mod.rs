@@ -16,9 +16,11 @@
 //! - decrypt: [`envelope::parse_header`] for the key id, look the key up and check its status,
 //!   then [`envelope::open`].
 
+pub mod digest;
 pub mod envelope;
 pub mod keys;
 
+pub use digest::{blind_index, digest_sha3_512, hmac_sha3_256, keyed_hmac};
 pub use envelope::{open, parse_header, seal, Header};
 pub use keys::{
     check_key_file_mode, master_key_fingerprint, parse_master_key, unwrap_data_key, wrap_data_key,
