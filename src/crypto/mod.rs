@@ -16,10 +16,12 @@
 //! - decrypt: [`envelope::parse_header`] for the key id, look the key up and check its status,
 //!   then [`envelope::open`].
 
+pub mod cache;
 pub mod digest;
 pub mod envelope;
 pub mod keys;
 
+pub use cache::KeyCache;
 pub use digest::{blind_index, digest_sha3_512, hmac_sha3_256, keyed_hmac};
 pub use envelope::{open, parse_header, seal, Header};
 pub use keys::{
