@@ -44,6 +44,53 @@ pub enum AuthError {
         problems: Vec<String>,
     },
 
+    /// Neither `pgauth.master_key_file` nor `pgauth.master_key_command` gives a master key. Hashing
+    /// and RBAC keep working; every key operation fails with this.
+    #[error("no master key is configured")]
+    MasterKeyMissing,
+
+    /// A master key was found but cannot be used: wrong encoding or length, or a key file with
+    /// loose permissions or the wrong owner. The text says what is expected, never what was read.
+    #[error("invalid master key: {0}")]
+    MasterKeyInvalid(String),
+
+    /// The bytes are not an envelope pgauth can read: truncated, or an unknown format byte. The
+    /// text gives lengths and the format byte only.
+    #[error("malformed ciphertext: {0}")]
+    MalformedCiphertext(String),
+
+    /// AES-GCM authentication failed. Deliberately one error for every cause, so a caller cannot
+    /// tell a wrong key from a wrong AAD from a flipped bit.
+    #[error("ciphertext failed authentication: wrong key, wrong associated data, or tampered")]
+    DecryptionFailed,
+
+    /// A ciphertext or wrapped key names a key id that is not in `pgauth.keys` (e.g. data restored
+    /// without its keys). 22000 like `DecryptionFailed`: the value cannot be decrypted, and issue B
+    /// groups "unknown or revoked key id" with the authentication failures. The text is the key id
+    /// or key name, never key material.
+    #[error("unknown encryption key {0}")]
+    UnknownKey(String),
+
+    /// `auth_encrypt`, `auth_blind_index` or `auth_hmac` was given a key name that does not exist.
+    /// 42704 (undefined_object), like naming a role that does not exist: it is a mistake in the
+    /// call, not in stored data.
+    #[error("encryption key \"{0}\" does not exist")]
+    NoSuchKeyName(String),
+
+    /// The key version was revoked. 22000 for the same reason as `UnknownKey`: for a caller
+    /// holding a ciphertext, "cannot decrypt" is the one actionable fact, whatever the cause.
+    #[error("encryption key {0} has been revoked")]
+    KeyRevoked(String),
+
+    /// A wrapped data key failed authentication under the configured master key: the master key
+    /// changed, or the wrapped key (or its id) was altered.
+    #[error("data key cannot be unwrapped with the configured master key")]
+    KeyWrapFailed,
+
+    /// The plaintext would make an envelope larger than a bytea can hold.
+    #[error("plaintext is longer than the maximum of {max} bytes")]
+    PlaintextTooLong { max: usize },
+
     #[error("internal error in pgauth: {0}")]
     Internal(String),
 }
@@ -58,6 +105,15 @@ impl AuthError {
             | PasswordTooLong { .. }
             | UnknownPolicy(_)
             | PolicyViolation { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            MasterKeyMissing | MasterKeyInvalid(_) | KeyWrapFailed => {
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            MalformedCiphertext(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            DecryptionFailed | UnknownKey(_) | KeyRevoked(_) => {
+                PgSqlErrorCode::ERRCODE_DATA_EXCEPTION
+            }
+            NoSuchKeyName(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            PlaintextTooLong { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -79,6 +135,33 @@ impl AuthError {
             PolicyViolation { .. } => {
                 Some("Choose a longer password that is not based on words or names.")
             }
+            MasterKeyMissing => Some(
+                "Set pgauth.master_key_file to a file holding 32 random bytes, e.g. \
+                 openssl rand -hex 32 > /etc/postgresql/pgauth.key; \
+                 chown postgres: /etc/postgresql/pgauth.key; chmod 600 /etc/postgresql/pgauth.key \
+                 (or set pgauth.master_key_command to a command that prints the key), \
+                 then reload the server configuration.",
+            ),
+            MasterKeyInvalid(_) => Some(
+                "The master key must be 32 bytes written as 64 hexadecimal characters or as \
+                 base64, e.g. from openssl rand -hex 32; a key file must be owned by the server's \
+                 operating system user and have mode 600.",
+            ),
+            MalformedCiphertext(_) => {
+                Some("auth_decrypt() accepts only values produced by auth_encrypt().")
+            }
+            DecryptionFailed => Some(
+                "Pass the same associated data (aad) that was given when the value was encrypted.",
+            ),
+            UnknownKey(_) => Some(
+                "The value was encrypted under a key that is not in pgauth.keys; restore the \
+                 keys together with the data.",
+            ),
+            NoSuchKeyName(_) => Some("Create it with auth_create_key()."),
+            KeyWrapFailed => Some(
+                "The data keys were wrapped under a different master key; configure the master \
+                 key they were created with.",
+            ),
             _ => None,
         }
     }
@@ -139,5 +222,48 @@ impl<T> OrRaise<T> for AuthResult<T> {
             Ok(value) => value,
             Err(err) => err.raise(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crypto_errors_map_to_the_documented_sqlstates() {
+        use AuthError::*;
+        let cases = [
+            (MasterKeyMissing, "55000"),
+            (MasterKeyInvalid("x".into()), "55000"),
+            (KeyWrapFailed, "55000"),
+            (MalformedCiphertext("x".into()), "22023"),
+            (DecryptionFailed, "22000"),
+            (UnknownKey("x".into()), "22000"),
+            (KeyRevoked("x".into()), "22000"),
+            (NoSuchKeyName("x".into()), "42704"),
+            (PlaintextTooLong { max: 1 }, "54000"),
+        ];
+        for (err, sqlstate) in cases {
+            let code = err.sqlstate() as isize;
+            // Unpack PostgreSQL's MAKE_SQLSTATE: five 6-bit characters, first in the low bits.
+            let text: String = (0..5)
+                .map(|i| char::from(((code >> (6 * i)) & 0x3f) as u8 + b'0'))
+                .collect();
+            assert_eq!(text, sqlstate, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn key_errors_have_actionable_hints() {
+        let hint = AuthError::MasterKeyMissing.hint().unwrap();
+        assert!(hint.contains("pgauth.master_key_file"));
+        assert!(hint.contains("pgauth.master_key_command"));
+        assert!(hint.contains("chmod 600"));
+        assert!(AuthError::DecryptionFailed.hint().is_some());
+        assert!(AuthError::KeyWrapFailed.hint().is_some());
+        assert_eq!(
+            AuthError::DecryptionFailed.to_string(),
+            "ciphertext failed authentication: wrong key, wrong associated data, or tampered"
+        );
     }
 }

@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+pub mod crypto;
 pub mod error;
 pub mod guc;
 pub mod password;
