@@ -51,8 +51,17 @@ install-ext: setup-apt setup-pgrx
 ## install: set up, build, install, start Debian's cluster, create the demo database, run the demo.
 install: setup install-ext demo
 
+# The demo cluster's master key: generated once, never overwritten, mode 600, owned by postgres.
+MASTER_KEY   ?= /etc/postgresql/$(PG_MAJOR)/main/pgauth_master.key
+
 demo:
-	@pg_lsclusters -h | grep -q "^$(PG_MAJOR) *main .*online" || pg_ctlcluster $(PG_MAJOR) main start
+	@if [ ! -f $(MASTER_KEY) ]; then \
+	  umask 077 && openssl rand -hex 32 > $(MASTER_KEY) && chown postgres: $(MASTER_KEY) && chmod 600 $(MASTER_KEY); \
+	  echo "generated the master key $(MASTER_KEY) (back it up: data encrypted under it is lost without it)"; \
+	fi
+	@mkdir -p /etc/postgresql/$(PG_MAJOR)/main/conf.d
+	@echo "pgauth.master_key_file = '$(MASTER_KEY)'" > /etc/postgresql/$(PG_MAJOR)/main/conf.d/pgauth.conf
+	@pg_lsclusters -h | grep -q "^$(PG_MAJOR) *main .*online" && pg_ctlcluster $(PG_MAJOR) main reload || pg_ctlcluster $(PG_MAJOR) main start
 	@sudo -u postgres psql -XAtq -c "SELECT 1 FROM pg_database WHERE datname = '$(DEMO_DB)'" | grep -q 1 || \
 	  sudo -u postgres createdb $(DEMO_DB)
 	@sudo -u postgres psql -Xq -v ON_ERROR_STOP=1 -d $(DEMO_DB) \

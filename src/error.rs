@@ -91,6 +91,14 @@ pub enum AuthError {
     #[error("plaintext is longer than the maximum of {max} bytes")]
     PlaintextTooLong { max: usize },
 
+    /// The caller lacks a pgauth privilege (administration, or the use of a key).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
+    /// An administrative request that contradicts the current state (e.g. a key that exists).
+    #[error("{0}")]
+    InvalidRequest(String),
+
     #[error("internal error in pgauth: {0}")]
     Internal(String),
 }
@@ -114,6 +122,8 @@ impl AuthError {
             }
             NoSuchKeyName(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             PlaintextTooLong { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            InvalidRequest(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -157,7 +167,14 @@ impl AuthError {
                 "The value was encrypted under a key that is not in pgauth.keys; restore the \
                  keys together with the data.",
             ),
-            NoSuchKeyName(_) => Some("Create it with auth_create_key()."),
+            NoSuchKeyName(_) => Some(
+                "Create it with auth_create_key() (a member of pgauth_admin); the key \"default\" \
+                 is created by the first auth_encrypt() outside a parallel query.",
+            ),
+            PermissionDenied(_) => Some(
+                "Key administration is for members of pgauth_admin; a key's use is granted with \
+                 auth_grant_key_usage(key_name, role).",
+            ),
             KeyWrapFailed => Some(
                 "The data keys were wrapped under a different master key; configure the master \
                  key they were created with.",

@@ -1,6 +1,8 @@
 //! `pgauth.*` settings. The prefix is reserved so a typo (`SET pgauth.argon2_memroy_kib`) is an
 //! error instead of a silently ignored placeholder.
 
+use std::ffi::CString;
+
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 use crate::password::limits::*;
@@ -13,6 +15,13 @@ pub static ARGON2_ITERATIONS: GucSetting<i32> =
 pub static ARGON2_PARALLELISM: GucSetting<i32> =
     GucSetting::<i32>::new(Argon2Settings::OWASP.parallelism as i32);
 pub static CHECK_ROLE_PASSWORDS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static MASTER_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static MASTER_KEY_COMMAND: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static PREVIOUS_MASTER_KEY_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static PREVIOUS_MASTER_KEY_COMMAND: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
 
 pub fn register() {
     // Superuser-only (PGC_SUSET): a session must not be able to lower the cost of new hashes or
@@ -56,6 +65,23 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    // Where the master key comes from. Superuser-only to set and to read (GUC_SUPERUSER_ONLY):
+    // the path or command is not the key, but it tells where the key is.
+    for (name, short, setting) in [
+        (c"pgauth.master_key_file", c"File holding the 32-byte master key (hex or base64), mode 600, owned by the server's user.", &MASTER_KEY_FILE),
+        (c"pgauth.master_key_command", c"Command whose standard output is the master key; takes precedence over master_key_file.", &MASTER_KEY_COMMAND),
+        (c"pgauth.previous_master_key_file", c"The master key before a change, for auth_rewrap_keys().", &PREVIOUS_MASTER_KEY_FILE),
+        (c"pgauth.previous_master_key_command", c"Command printing the master key before a change, for auth_rewrap_keys().", &PREVIOUS_MASTER_KEY_COMMAND),
+    ] {
+        GucRegistry::define_string_guc(
+            name,
+            short,
+            c"",
+            setting,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY,
+        );
+    }
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pgauth".as_ptr()) };
 }
 

@@ -14,6 +14,7 @@ pub mod password;
 
 // Schema, roles and state tables come first; privileges on the generated functions come last.
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!("../sql/keys.sql", name = "keys", requires = ["bootstrap"]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
@@ -32,6 +33,7 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        // A fixed master key for the #[pg_test] cluster only.
+        vec!["pgauth.master_key_command = 'echo 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'"]
     }
 }

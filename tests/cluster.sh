@@ -18,9 +18,7 @@ as_postgres() {
 case "${1:-start}" in
 start)
     if as_postgres "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
-        # Restart so a freshly installed pgauth library is the one loaded.
-        as_postgres "$BIN/pg_ctl" -D "$DATA" -w -m fast restart -l "$LOG" >/dev/null
-        exit 0
+        as_postgres "$BIN/pg_ctl" -D "$DATA" -w -m fast stop >/dev/null
     fi
     mkdir -p "$TEST_ROOT"
     chown postgres: "$TEST_ROOT" 2>/dev/null || true
@@ -36,6 +34,14 @@ max_connections = 100
 fsync = off
 log_min_messages = warning
 CONF
+    fi
+    # A master key for the encryption tests: 32 random bytes, readable only by the server.
+    if [ ! -f "$TEST_ROOT/master.key" ]; then
+        openssl rand -hex 32 | as_postgres tee "$TEST_ROOT/master.key" >/dev/null
+        as_postgres chmod 600 "$TEST_ROOT/master.key"
+    fi
+    if ! as_postgres grep -q "pgauth.master_key_file" "$DATA/postgresql.conf"; then
+        echo "pgauth.master_key_file = '$TEST_ROOT/master.key'" | as_postgres tee -a "$DATA/postgresql.conf" >/dev/null
     fi
     as_postgres "$BIN/pg_ctl" -D "$DATA" -w -t 60 start -l "$LOG" >/dev/null || { cat "$LOG"; exit 1; }
     ;;

@@ -20,6 +20,11 @@ pub mod cache;
 pub mod digest;
 pub mod envelope;
 pub mod keys;
+pub mod master_source;
+mod sql;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
 
 pub use cache::KeyCache;
 pub use digest::{blind_index, digest_sha3_512, hmac_sha3_256, keyed_hmac};

@@ -1,0 +1,95 @@
+-- pgauth keys: data keys wrapped under the master key, who may use them, and the generation
+-- counter that tells every backend when its cache of unwrapped keys is stale.
+
+CREATE TABLE pgauth.keys (
+    id                     uuid PRIMARY KEY,
+    name                   text NOT NULL CHECK (name ~ '^[A-Za-z0-9_.:@/-]{1,128}$'),
+    version                integer NOT NULL CHECK (version >= 1),
+    status                 text NOT NULL DEFAULT 'active'
+                           CHECK (status IN ('active', 'decrypt_only', 'revoked')),
+    -- AES-256-GCM(master key, data key), nonce || ciphertext || tag; associated data is the key id.
+    wrapped_key            bytea NOT NULL CHECK (octet_length(wrapped_key) = 60),
+    -- Which master key wrapped it (HMAC of a fixed label, 8 bytes): not secret, tells keys apart.
+    master_key_fingerprint bytea NOT NULL CHECK (octet_length(master_key_fingerprint) = 8),
+    created_by             name NOT NULL DEFAULT current_user,
+    created_at             timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    status_changed_at      timestamptz,
+    UNIQUE (name, version)
+);
+CREATE UNIQUE INDEX keys_one_active_version ON pgauth.keys (name) WHERE status = 'active';
+COMMENT ON TABLE pgauth.keys IS
+    'pgauth data keys, stored only wrapped under the master key (pgauth.master_key_file / pgauth.master_key_command)';
+
+-- Which database roles may use a key name (all its versions). Membership counts.
+CREATE TABLE pgauth.key_grants (
+    key_name   text NOT NULL,
+    grantee    name NOT NULL,
+    granted_by name NOT NULL DEFAULT current_user,
+    granted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (key_name, grantee)
+);
+
+-- Bumped by every change to keys or grants; backends compare it once per transaction.
+CREATE TABLE pgauth.key_state (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    generation bigint NOT NULL DEFAULT 1
+);
+INSERT INTO pgauth.key_state DEFAULT VALUES;
+
+CREATE FUNCTION pgauth.bump_key_generation() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    UPDATE pgauth.key_state SET generation = generation + 1;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgauth.keys
+    FOR EACH STATEMENT EXECUTE FUNCTION pgauth.bump_key_generation();
+CREATE TRIGGER key_grants_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgauth.key_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION pgauth.bump_key_generation();
+
+-- Restoring a dump into a database where CREATE EXTENSION already made a key must not fail or
+-- duplicate: a row whose id exists is skipped (the ids are random, so equal ids are the same key).
+CREATE FUNCTION pgauth.keys_skip_existing() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pgauth.keys k WHERE k.id = NEW.id) THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER keys_skip_existing BEFORE INSERT ON pgauth.keys
+    FOR EACH ROW EXECUTE FUNCTION pgauth.keys_skip_existing();
+
+CREATE FUNCTION pgauth.key_grants_skip_existing() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pgauth.key_grants g
+                WHERE g.key_name = NEW.key_name AND g.grantee = NEW.grantee) THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER key_grants_skip_existing BEFORE INSERT ON pgauth.key_grants
+    FOR EACH ROW EXECUTE FUNCTION pgauth.key_grants_skip_existing();
+
+REVOKE ALL ON FUNCTION pgauth.bump_key_generation(), pgauth.keys_skip_existing(),
+                       pgauth.key_grants_skip_existing() FROM PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('pgauth.keys', '');
+SELECT pg_catalog.pg_extension_config_dump('pgauth.key_grants', '');
+
+REVOKE ALL ON pgauth.keys, pgauth.key_grants, pgauth.key_state FROM PUBLIC;
+GRANT SELECT ON pgauth.keys, pgauth.key_grants TO pgauth_admin;
+
+-- The one internal function every capability reports security events through. The audit log
+-- (issue D) connects it to pgauth.audit_log; until then events are accepted and not stored.
+CREATE FUNCTION pgauth.record_event(event text, subject text, details jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    RETURN;
+END
+$$;
+REVOKE ALL ON FUNCTION pgauth.record_event(text, text, jsonb) FROM PUBLIC;
