@@ -1,6 +1,8 @@
 -- Password hashing and verification as a user sees it in psql.
-CREATE EXTENSION pgauth;
-CREATE EXTENSION pgcrypto;
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pgauth;
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+RESET client_min_messages;
 
 -- New hashes: Argon2id PHC strings with OWASP parameters, 16-byte salt, 32-byte hash.
 SELECT auth_hash_password('correct horse battery staple')

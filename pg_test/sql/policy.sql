@@ -1,5 +1,7 @@
 -- Password policy: every problem, in plain words, never quoting the password.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgauth;
+RESET client_min_messages;
 
 SELECT pw, auth_password_problems(pw) AS problems
   FROM (VALUES ('short'), ('password'), ('P@ssw0rd!'), ('aaaaaaaaaa'), ('1234abcd'), ('qwertyuiop'),

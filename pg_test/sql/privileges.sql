@@ -1,5 +1,7 @@
 -- What an application role may and may not do.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgauth;
+RESET client_min_messages;
 CREATE ROLE pgauth_regress_app LOGIN;
 CREATE ROLE pgauth_regress_dba LOGIN IN ROLE pgauth_admin;
 

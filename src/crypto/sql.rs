@@ -572,18 +572,25 @@ fn auth_rotate_key(name: &str) -> Uuid {
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_revoke_key(id: Uuid) {
     require_key_admin("auth_revoke_key").or_raise();
+    // No row limit on this UPDATE: SPI with a limit would skip the statement-level trigger that
+    // tells other backends their cached keys are stale.
     let name = as_owner(|| {
-        Spi::get_one_with_args::<String>(
-            "UPDATE pgauth.keys SET status = 'revoked', status_changed_at = now()
-              WHERE id = $1 RETURNING name",
-            &[id.into()],
-        )
+        Spi::connect_mut(|client| {
+            let rows = client.update(
+                "UPDATE pgauth.keys SET status = 'revoked', status_changed_at = now()
+                  WHERE id = $1 RETURNING name",
+                None,
+                &[id.into()],
+            )?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            rows.first().get::<String>(1)
+        })
     });
     let name = match name {
         Ok(Some(name)) => name,
-        Ok(None) | Err(pgrx::spi::Error::InvalidPosition) => {
-            AuthError::UnknownKey(id.to_string()).raise()
-        }
+        Ok(None) => AuthError::UnknownKey(id.to_string()).raise(),
         Err(e) => spi_err(e).raise(),
     };
     forget_cached_keys();
@@ -646,8 +653,19 @@ fn json_string(s: &str) -> String {
     out
 }
 
+type StoredKeyRow = (
+    Uuid,
+    String,
+    i32,
+    String,
+    pgrx::datum::TimestampWithTimeZone,
+    Option<pgrx::datum::TimestampWithTimeZone>,
+    Vec<u8>,
+);
+
 /// Every key version the caller may see (pgauth_admin: all), with its status and whether the
 /// configured master key wrapped it (NULL when no master key is configured).
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_safe)]
 fn auth_key_status() -> TableIterator<
     'static,
@@ -669,7 +687,7 @@ fn auth_key_status() -> TableIterator<
         _ => None,
     };
     let admin = is_key_admin(caller());
-    let rows: Vec<(Uuid, String, i32, String, pgrx::datum::TimestampWithTimeZone, Option<pgrx::datum::TimestampWithTimeZone>, Vec<u8>)> =
+    let rows: Vec<StoredKeyRow> =
         as_owner(|| {
             Spi::connect(|client| {
                 let rows = client.select(
@@ -754,7 +772,7 @@ fn auth_rewrap_keys() -> i64 {
 
 /// Wrapped key material and grants as JSON, for backup or moving keys to another database with
 /// the same master key. Contains no unwrapped key.
-#[pg_extern(stable, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe)]
 fn auth_export_keys() -> JsonB {
     require_key_admin("auth_export_keys").or_raise();
     let doc = as_owner(|| {
@@ -793,7 +811,10 @@ fn auth_import_keys(export: JsonB) -> i64 {
         .raise();
     }
     let added = as_owner(|| {
-        let added = Spi::get_one_with_args::<i64>(
+        // No row limit (see auth_revoke_key): the statement triggers must fire.
+        let added = Spi::connect_mut(|client| {
+            client
+                .update(
             "WITH incoming AS (
                  SELECT * FROM jsonb_to_recordset($1->'keys') AS k(
                      id uuid, name text, version integer, status text, wrapped_key text,
@@ -808,8 +829,12 @@ fn auth_import_keys(export: JsonB) -> i64 {
                   WHERE NOT EXISTS (SELECT 1 FROM pgauth.keys k WHERE k.id = incoming.id)
                  RETURNING 1)
              SELECT count(*) FROM added",
+            None,
             &[JsonB(export.0.clone()).into()],
-        )?;
+        )?
+                .first()
+                .get::<i64>(1)
+        })?;
         Spi::run_with_args(
             "INSERT INTO pgauth.key_grants (key_name, grantee)
              SELECT key_name, grantee FROM jsonb_to_recordset($1->'grants') AS g(key_name text, grantee name)",
