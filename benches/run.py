@@ -109,9 +109,46 @@ def bench_rejection(conn):
            anchor * 1e6, "us/call")
 
 
+def bench_crypto(conn):
+    """1,000,000 values of 100 bytes: AES-256-GCM with key lookup against pgcrypto's
+    unauthenticated AES-256-CBC and PostgreSQL's sha256() as the per-row floor."""
+    n = int(os.environ.get("BENCH_CRYPTO_ROWS", "1000000"))
+    reps = max(3, REPS // 2)
+    conn.execute("SET max_parallel_workers_per_gather = 0")  # one core each, like for like
+    conn.execute("SET work_mem = '256MB'")
+    conn.execute(f"""CREATE TABLE crypto_plain AS
+                     SELECT convert_to(rpad(g::text, 100, 'x'), 'UTF8') AS v FROM generate_series(1, {n}) g""")
+    key = "'\\x" + "11" * 32 + "'::bytea"
+    iv = "'\\x" + "22" * 16 + "'::bytea"
+    conn.execute("SELECT auth_encrypt('warm up')")  # the default key exists before timing
+    conn.execute(f"""CREATE TABLE crypto_gcm AS SELECT auth_encrypt(v) AS c FROM crypto_plain""")
+    conn.execute(f"""CREATE TABLE crypto_cbc AS SELECT encrypt_iv(v, {key}, {iv}, 'aes-cbc') AS c FROM crypto_plain""")
+    conn.execute("VACUUM ANALYZE crypto_plain, crypto_gcm, crypto_cbc")
+
+    def timed(sql):
+        conn.execute(sql).fetchone()  # warm the cache
+        return median_time(lambda: conn.execute(sql).fetchone(), reps)
+
+    floor = timed("SELECT sum(length(sha256(v))) FROM crypto_plain")
+    enc = timed("SELECT sum(length(auth_encrypt(v))) FROM crypto_plain")
+    cbc_enc = timed(f"SELECT sum(length(encrypt_iv(v, {key}, {iv}, 'aes-cbc'))) FROM crypto_plain")
+    dec = timed("SELECT sum(length(auth_decrypt(c))) FROM crypto_gcm")
+    cbc_dec = timed(f"SELECT sum(length(decrypt_iv(c, {key}, {iv}, 'aes-cbc'))) FROM crypto_cbc")
+    sha3 = timed("SELECT sum(length(auth_digest(v))) FROM crypto_plain")
+    sha512 = timed("SELECT sum(length(digest(v, 'sha512'))) FROM crypto_plain")
+    label = f"{n:,} x 100 B"
+    report(f"auth_encrypt, AES-256-GCM, {label}", enc * 1e3, "pgcrypto encrypt_iv aes-cbc",
+           cbc_enc * 1e3, "ms", 1.0)
+    report(f"auth_encrypt, AES-256-GCM, {label}", enc * 1e3, "sha256() per-row floor", floor * 1e3, "ms")
+    report(f"auth_decrypt, AES-256-GCM, {label}", dec * 1e3, "pgcrypto decrypt_iv aes-cbc",
+           cbc_dec * 1e3, "ms", 1.0)
+    report(f"auth_digest, SHA3-512, {label}", sha3 * 1e3, "pgcrypto digest sha512", sha512 * 1e3, "ms")
+
+
 def main():
     conn = setup_database()
-    benches = {"argon2": bench_argon2, "bcrypt": bench_bcrypt, "reject": bench_rejection}
+    benches = {"argon2": bench_argon2, "bcrypt": bench_bcrypt, "reject": bench_rejection,
+               "crypto": bench_crypto}
     chosen = sys.argv[1:] or list(benches)
     for name in chosen:
         benches[name](conn)

@@ -94,6 +94,19 @@ SET ROLE pgauth_regress_stranger;
 SHOW pgauth.master_key_file;
 RESET ROLE;
 
+-- Parallel query gives the same answers (keys are read, never written, in parallel mode).
+SET force_parallel_mode = on;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SELECT id, auth_decrypt_text(ssn, int4send(id)) AS ssn FROM patients ORDER BY id;
+SELECT auth_decrypt_text(email) AS found FROM customers WHERE email_bidx = auth_blind_index('ann@example.com');
+SELECT count(*) AS encrypted_in_parallel FROM (SELECT auth_encrypt(email) FROM customers) s;
+RESET force_parallel_mode;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+
 DROP TABLE patients, customers;
 DROP ROLE pgauth_regress_reader;
 DROP ROLE pgauth_regress_stranger;

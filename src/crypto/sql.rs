@@ -57,6 +57,22 @@ thread_local! {
     static STATE: RefCell<CryptoState> = RefCell::new(CryptoState::default());
 }
 
+/// A read-only query's first row, first column. pgrx's `Spi::get_one*` run read-write, which a
+/// parallel worker may not do; every read here must also work inside a parallel query.
+fn read_one<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    query: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> Result<Option<T>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        let rows = client.select(query, Some(1), args)?;
+        if rows.is_empty() {
+            Ok(None)
+        } else {
+            rows.first().get::<T>(1)
+        }
+    })
+}
+
 fn spi_err(e: pgrx::spi::Error) -> AuthError {
     AuthError::Internal(format!("key table access failed: {e}"))
 }
@@ -82,8 +98,9 @@ fn caller() -> pg_sys::Oid {
 /// Run `f` as the owner of schema pgauth (who owns the key tables), then switch back.
 fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     let owner = STATE.with(|s| s.borrow().owner).unwrap_or_else(|| {
-        let owner = Spi::get_one::<pg_sys::Oid>(
+        let owner = read_one::<pg_sys::Oid>(
             "SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname = 'pgauth'",
+            &[],
         )
         .ok()
         .flatten()
@@ -149,7 +166,7 @@ fn refresh_key_state() -> AuthResult<()> {
         });
     }
     let generation = as_owner(|| {
-        Spi::get_one::<i64>("SELECT generation FROM pgauth.key_state")
+        read_one::<i64>("SELECT generation FROM pgauth.key_state", &[])
             .map_err(spi_err)
             .map(|g| g.unwrap_or(0))
     })?;
@@ -357,15 +374,26 @@ fn active_key(name: &str, create_default: bool) -> AuthResult<(KeyId, DataKey)> 
         return Ok((id, key));
     }
     let row = as_owner(|| {
-        Spi::get_three_with_args::<Uuid, Vec<u8>, Vec<u8>>(
-            "SELECT id, wrapped_key, master_key_fingerprint FROM pgauth.keys
-              WHERE name = $1 AND status = 'active'",
-            &[name.into()],
-        )
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT id, wrapped_key, master_key_fingerprint FROM pgauth.keys
+                  WHERE name = $1 AND status = 'active'",
+                Some(1),
+                &[name.into()],
+            )?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let r = rows.first();
+            Ok(match (r.get::<Uuid>(1)?, r.get::<Vec<u8>>(2)?, r.get::<Vec<u8>>(3)?) {
+                (Some(id), Some(w), Some(f)) => Some((key_id_of(&id), w, f)),
+                _ => None,
+            })
+        })
     });
     let (id, wrapped, fingerprint) = match row {
-        Ok((Some(id), Some(w), Some(f))) => (key_id_of(&id), w, f),
-        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => {
+        Ok(Some(found)) => found,
+        Ok(None) => {
             // A key named "default" exists once a master key is configured: made on first use.
             // Never inside a parallel query, where no backend may write.
             if create_default && name == DEFAULT_KEY && !unsafe { pg_sys::IsInParallelMode() } {
@@ -446,16 +474,14 @@ fn first_version_key(name: &str) -> AuthResult<DataKey> {
         Some(id) => id,
         None => {
             let id = as_owner(|| {
-                Spi::get_one_with_args::<Uuid>(
+                read_one::<Uuid>(
                     "SELECT id FROM pgauth.keys WHERE name = $1 AND version = 1",
                     &[name.into()],
                 )
             });
             let id = match id {
                 Ok(Some(id)) => key_id_of(&id),
-                Ok(None) | Err(pgrx::spi::Error::InvalidPosition) => {
-                    return Err(AuthError::NoSuchKeyName(name.to_string()))
-                }
+                Ok(None) => return Err(AuthError::NoSuchKeyName(name.to_string())),
                 Err(e) => return Err(spi_err(e)),
             };
             STATE.with(|s| s.borrow_mut().first_versions.insert(name.to_string(), id));
@@ -523,7 +549,7 @@ fn create_key_version(name: &str) -> AuthResult<KeyId> {
 
 fn key_name_exists(name: &str) -> bool {
     as_owner(|| {
-        Spi::get_one_with_args::<bool>(
+        read_one::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pgauth.keys WHERE name = $1)",
             &[name.into()],
         )
