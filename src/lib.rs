@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+pub mod backend;
 pub mod crypto;
 pub mod error;
 pub mod guc;

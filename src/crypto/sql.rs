@@ -20,6 +20,10 @@ use super::keys::{
     FINGERPRINT_LEN,
 };
 use super::master_source::KeySource;
+use crate::backend::{
+    as_owner, caller, current_position, has_role, json_string, read_one, require_role, role_oid,
+    spi_err,
+};
 use crate::error::{AuthError, AuthResult, OrRaise};
 use crate::guc;
 
@@ -50,77 +54,10 @@ struct CryptoState {
     /// This backend changed keys: reload at the next check even if its transaction rolled back
     /// (the generation would not show it).
     changed_keys: bool,
-    owner: Option<pg_sys::Oid>,
 }
 
 thread_local! {
     static STATE: RefCell<CryptoState> = RefCell::new(CryptoState::default());
-}
-
-/// A read-only query's first row, first column. pgrx's `Spi::get_one*` run read-write, which a
-/// parallel worker may not do; every read here must also work inside a parallel query.
-fn read_one<T: pgrx::FromDatum + pgrx::IntoDatum>(
-    query: &str,
-    args: &[pgrx::datum::DatumWithOid],
-) -> Result<Option<T>, pgrx::spi::Error> {
-    Spi::connect(|client| {
-        let rows = client.select(query, Some(1), args)?;
-        if rows.is_empty() {
-            Ok(None)
-        } else {
-            rows.first().get::<T>(1)
-        }
-    })
-}
-
-fn spi_err(e: pgrx::spi::Error) -> AuthError {
-    AuthError::Internal(format!("key table access failed: {e}"))
-}
-
-/// Where this backend is: transaction, command within it, and statement start. Changes to keys
-/// are looked for whenever this moves, so never per row, but at every statement and after every
-/// modifying command of the transaction.
-fn current_position() -> (u32, u32, i64) {
-    // SAFETY: MyProc is set for every backend and parallel worker before any SQL runs.
-    unsafe {
-        (
-            (*pg_sys::MyProc).lxid,
-            pg_sys::GetCurrentCommandId(false),
-            pg_sys::GetCurrentStatementStartTimestamp(),
-        )
-    }
-}
-
-fn caller() -> pg_sys::Oid {
-    unsafe { pg_sys::GetUserId() }
-}
-
-/// Run `f` as the owner of schema pgauth (who owns the key tables), then switch back.
-fn as_owner<R>(f: impl FnOnce() -> R) -> R {
-    let owner = STATE.with(|s| s.borrow().owner).unwrap_or_else(|| {
-        let owner = read_one::<pg_sys::Oid>(
-            "SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname = 'pgauth'",
-            &[],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| AuthError::Internal("schema pgauth is missing".into()).raise());
-        STATE.with(|s| s.borrow_mut().owner = Some(owner));
-        owner
-    });
-    let (mut saved_user, mut saved_context) = (pg_sys::Oid::INVALID, 0);
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    // On an ERROR the transaction (or subtransaction) abort restores the user, as it does for
-    // SECURITY DEFINER functions.
-    let result = f();
-    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
-    result
 }
 
 /// Once per statement: drop cached keys when pgauth.keys or key_grants changed since, or when
@@ -143,9 +80,6 @@ fn refresh_key_state() -> AuthResult<()> {
         STATE.with(|s| (s.borrow().checked_at, s.borrow().checked_settings));
     if checked == Some(position) && checked_settings == settings {
         return Ok(());
-    }
-    if checked.map(|c| c.0) != Some(position.0) {
-        STATE.with(|s| s.borrow_mut().owner = None);
     }
     // A removed or changed master key takes effect here: nothing stays usable from the cache.
     let master_before = STATE.with(|s| s.borrow().master.as_ref().map(|m| m.fingerprint));
@@ -294,27 +228,12 @@ fn display_id(id: &KeyId) -> String {
     Uuid::from_bytes(*id).to_string()
 }
 
-fn role_oid(name: &str) -> Option<pg_sys::Oid> {
-    let c = CString::new(name).ok()?;
-    let oid = unsafe { pg_sys::get_role_oid(c.as_ptr(), true) };
-    (oid != pg_sys::Oid::INVALID).then_some(oid)
-}
-
 fn is_key_admin(role: pg_sys::Oid) -> bool {
-    unsafe {
-        pg_sys::superuser_arg(role)
-            || role_oid("pgauth_admin").is_some_and(|admin| pg_sys::has_privs_of_role(role, admin))
-    }
+    has_role(role, "pgauth_admin")
 }
 
 fn require_key_admin(action: &str) -> AuthResult<()> {
-    if is_key_admin(caller()) {
-        Ok(())
-    } else {
-        Err(AuthError::PermissionDenied(format!(
-            "{action} requires membership in pgauth_admin"
-        )))
-    }
+    require_role("pgauth_admin", action)
 }
 
 /// May the caller use keys of this name? Superusers and pgauth_admin always; others through a
@@ -385,10 +304,16 @@ fn active_key(name: &str, create_default: bool) -> AuthResult<(KeyId, DataKey)> 
                 return Ok(None);
             }
             let r = rows.first();
-            Ok(match (r.get::<Uuid>(1)?, r.get::<Vec<u8>>(2)?, r.get::<Vec<u8>>(3)?) {
-                (Some(id), Some(w), Some(f)) => Some((key_id_of(&id), w, f)),
-                _ => None,
-            })
+            Ok(
+                match (
+                    r.get::<Uuid>(1)?,
+                    r.get::<Vec<u8>>(2)?,
+                    r.get::<Vec<u8>>(3)?,
+                ) {
+                    (Some(id), Some(w), Some(f)) => Some((key_id_of(&id), w, f)),
+                    _ => None,
+                },
+            )
         })
     });
     let (id, wrapped, fingerprint) = match row {
@@ -492,14 +417,7 @@ fn first_version_key(name: &str) -> AuthResult<DataKey> {
 }
 
 fn record_event(event: &str, subject: &str, details: &str) {
-    as_owner(|| {
-        Spi::run_with_args(
-            "SELECT pgauth.record_event($1, $2, $3::jsonb)",
-            &[event.into(), subject.into(), details.into()],
-        )
-    })
-    .map_err(spi_err)
-    .or_raise()
+    crate::backend::record_event(event, subject, details).or_raise()
 }
 
 /// Make a new active version of `name` (version 1 if new); the previous active one becomes
@@ -663,20 +581,6 @@ fn auth_revoke_key_usage(key_name: &str, role: &str) {
         key_name,
         &format!("{{\"role\": {}}}", json_string(role)),
     );
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 type StoredKeyRow = (

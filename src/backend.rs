@@ -1,0 +1,138 @@
+//! Backend plumbing shared by the SQL layers: read-only SPI, running a read as the owner of
+//! schema `pgauth`, who is calling, and where in the transaction we are (for cache freshness).
+
+use std::cell::Cell;
+use std::ffi::CString;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::error::{AuthError, AuthResult};
+
+/// A read-only query's first row, first column. pgrx's `Spi::get_one*` run read-write (and with
+/// a row limit that skips statement triggers on DML), which a parallel worker may not do; every
+/// read must also work inside a parallel query.
+pub fn read_one<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    query: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> Result<Option<T>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        let rows = client.select(query, Some(1), args)?;
+        if rows.is_empty() {
+            Ok(None)
+        } else {
+            rows.first().get::<T>(1)
+        }
+    })
+}
+
+pub fn spi_err(e: pgrx::spi::Error) -> AuthError {
+    AuthError::Internal(format!("pgauth table access failed: {e}"))
+}
+
+/// Transaction, command within it, and statement start. Caches look for changes whenever this
+/// moves: never per row, but at every statement and after every modifying command.
+pub fn current_position() -> (u32, u32, i64) {
+    // SAFETY: MyProc is set for every backend and parallel worker before any SQL runs.
+    unsafe {
+        (
+            (*pg_sys::MyProc).lxid,
+            pg_sys::GetCurrentCommandId(false),
+            pg_sys::GetCurrentStatementStartTimestamp(),
+        )
+    }
+}
+
+/// The role the current function runs as for the caller (`current_user`).
+pub fn caller() -> pg_sys::Oid {
+    unsafe { pg_sys::GetUserId() }
+}
+
+pub fn role_oid(name: &str) -> Option<pg_sys::Oid> {
+    let c = CString::new(name).ok()?;
+    let oid = unsafe { pg_sys::get_role_oid(c.as_ptr(), true) };
+    (oid != pg_sys::Oid::INVALID).then_some(oid)
+}
+
+/// Superuser, or has the privileges of `role_name`.
+pub fn has_role(role: pg_sys::Oid, role_name: &str) -> bool {
+    unsafe {
+        pg_sys::superuser_arg(role)
+            || role_oid(role_name).is_some_and(|r| pg_sys::has_privs_of_role(role, r))
+    }
+}
+
+pub fn require_role(role_name: &str, action: &str) -> AuthResult<()> {
+    if has_role(caller(), role_name) {
+        Ok(())
+    } else {
+        Err(AuthError::PermissionDenied(format!(
+            "{action} requires membership in {role_name}"
+        )))
+    }
+}
+
+thread_local! {
+    /// (transaction, owner of schema pgauth), looked up once per transaction.
+    static OWNER: Cell<Option<(u32, pg_sys::Oid)>> = const { Cell::new(None) };
+}
+
+/// Run `f` as the owner of schema pgauth (who owns pgauth's tables), then switch back. Like a
+/// SECURITY DEFINER function, but only for the reads and writes inside `f`, so the caller's
+/// identity is still known to the code around it.
+pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
+    let lxid = current_position().0;
+    let owner = match OWNER.with(Cell::get) {
+        Some((tx, owner)) if tx == lxid => owner,
+        _ => {
+            let owner = read_one::<pg_sys::Oid>(
+                "SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname = 'pgauth'",
+                &[],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| AuthError::Internal("schema pgauth is missing".into()).raise());
+            OWNER.with(|o| o.set(Some((lxid, owner))));
+            owner
+        }
+    };
+    let (mut saved_user, mut saved_context) = (pg_sys::Oid::INVALID, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    // On an ERROR the transaction (or subtransaction) abort restores the user, as it does for
+    // SECURITY DEFINER functions.
+    let result = f();
+    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
+    result
+}
+
+/// Record a security event through the one internal event function (the audit log).
+pub fn record_event(event: &str, subject: &str, details: &str) -> AuthResult<()> {
+    as_owner(|| {
+        Spi::run_with_args(
+            "SELECT pgauth.record_event($1, $2, $3::jsonb)",
+            &[event.into(), subject.into(), details.into()],
+        )
+    })
+    .map_err(spi_err)
+}
+
+/// A JSON string literal for `s` (for small event details built by hand).
+pub fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
