@@ -1,5 +1,28 @@
--- pgauth finalize: privileges on the generated functions. Runs after every function exists.
--- Password functions are what an application role needs, so PUBLIC keeps EXECUTE on them
--- (PostgreSQL's default). Policy reads go through SECURITY DEFINER functions with a pinned
--- search_path; the policy table itself is pgauth_admin's.
-SELECT 1;
+-- pgauth finalize: privileges on the functions. Runs after every function exists.
+-- PUBLIC keeps what an application role needs: password hashing/verification/policy checks,
+-- encryption with keys granted to it, permission checks for the bound user, session binding
+-- with a token, auth_current_user_id. Administration is pgauth_admin's; identity assertions for
+-- users authenticated elsewhere are pgauth_service's.
+
+DO $$
+DECLARE f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY[
+        'auth_create_user(text, text)', 'auth_create_group(text)', 'auth_add_member(text, uuid)',
+        'auth_remove_member(text, uuid)', 'auth_create_role(text, text[])',
+        'auth_role_inherit(text, text)', 'auth_drop_role(text)',
+        'auth_grant_permission(text, text, integer)', 'auth_revoke_permission(text, text)',
+        'auth_assign_role(uuid, text, text, cidr[], timestamptz)',
+        'auth_assign_group_role(text, text, text, cidr[], timestamptz)',
+        'auth_unassign_role(uuid, text, text)', 'auth_unassign_group_role(text, text, text)'] LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION @extschema@.%s FROM PUBLIC', f);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.%s TO pgauth_admin', f);
+    END LOOP;
+    FOREACH f IN ARRAY ARRAY[
+        'auth_user_has_permission(uuid, text, text, inet)', 'auth_user_permissions(uuid)',
+        'auth_create_session(uuid, interval, boolean)', 'auth_bind_user(uuid)'] LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION @extschema@.%s FROM PUBLIC', f);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.%s TO pgauth_admin, pgauth_service', f);
+    END LOOP;
+END
+$$;

@@ -10,17 +10,25 @@ pub mod crypto;
 pub mod error;
 pub mod guc;
 pub mod password;
+pub mod rbac;
+pub mod session;
 
 ::pgrx::pg_module_magic!(name, version);
 
 // Schema, roles and state tables come first; privileges on the generated functions come last.
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!("../sql/keys.sql", name = "keys", requires = ["bootstrap"]);
+extension_sql_file!(
+    "../sql/rbac.sql",
+    name = "rbac",
+    requires = ["keys", auth_check_password, auth_hash_password]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    session::sql::register_settings();
     error::install_log_hook();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         password::role_check::install();

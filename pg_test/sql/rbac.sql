@@ -1,0 +1,118 @@
+-- RBAC and session identity as a user sees them.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pgauth;
+RESET client_min_messages;
+
+-- A model: reader ⊂ editor (editor inherits reader); a group; scopes; networks; expiry.
+SELECT auth_create_role('reader') IS NOT NULL AS reader;
+SELECT auth_create_role('editor', '{reader}') IS NOT NULL AS editor;
+SELECT auth_grant_permission('reader', 'doc.read');
+SELECT auth_grant_permission('editor', 'doc.write');
+SELECT auth_create_user('alice', 'Tr4vel-Quartz-Mango-71') IS NOT NULL AS alice;
+SELECT auth_create_user('bob') IS NOT NULL AS bob;
+SELECT auth_create_user('ALICE');
+SELECT auth_create_user('carol', 'password');
+SELECT auth_create_group('team-a') IS NOT NULL AS team;
+SELECT auth_add_member('team-a', (SELECT id FROM pgauth.users WHERE username = 'bob'));
+SELECT auth_assign_group_role('team-a', 'editor', 'tenant-1');
+SELECT auth_assign_role((SELECT id FROM pgauth.users WHERE username = 'alice'), 'reader');
+SELECT auth_assign_role((SELECT id FROM pgauth.users WHERE username = 'alice'), 'editor', '42',
+                        allowed_ips => '{10.0.0.0/8, 2001:db8::/32}');
+SELECT auth_assign_role((SELECT id FROM pgauth.users WHERE username = 'bob'), 'editor', 'tenant-2',
+                        expires_at => now() - interval '1 second');
+-- Cycles are refused.
+SELECT auth_role_inherit('reader', 'editor');
+
+CREATE TEMP VIEW u AS SELECT username, id FROM pgauth.users;
+SELECT username, array(SELECT auth_user_permissions(id)) AS permissions FROM u ORDER BY username;
+
+SELECT username, perm, scope, ip, auth_user_has_permission(id, perm, scope, ip::inet) AS allowed
+  FROM u, (VALUES ('doc.read', NULL, NULL),          -- alice: global reader
+                  ('doc.read', 'tenant-9', NULL),    -- global grants hold in every scope
+                  ('doc.write', '42', '10.1.2.3'),   -- alice: editor in 42 from 10/8
+                  ('doc.write', '42', '192.0.2.1'),  -- … not from elsewhere
+                  ('doc.write', '42', '2001:db8::1'),
+                  ('doc.write', '42', NULL),         -- … nor without an address
+                  ('doc.write', 'tenant-1', NULL),   -- bob via team-a
+                  ('doc.read', 'tenant-1', NULL),    -- inherited from reader
+                  ('doc.write', 'tenant-2', NULL))   -- bob: expired
+       AS c(perm, scope, ip)
+ WHERE username IN ('alice', 'bob')
+ ORDER BY username, perm, scope NULLS FIRST, ip NULLS FIRST;
+
+-- A locked user has no permissions; the change is seen in the same transaction.
+BEGIN;
+SELECT auth_user_has_permission((SELECT id FROM u WHERE username = 'alice'), 'doc.read') AS before_lock;
+UPDATE pgauth.users SET status = 'locked' WHERE username = 'alice';
+SELECT auth_user_has_permission((SELECT id FROM u WHERE username = 'alice'), 'doc.read') AS after_lock;
+ROLLBACK;
+-- Revocation is seen right after the change, too.
+BEGIN;
+SELECT auth_revoke_permission('reader', 'doc.read');
+SELECT auth_user_has_permission((SELECT id FROM u WHERE username = 'alice'), 'doc.read') AS after_revoke;
+ROLLBACK;
+
+-- Session identity: bound to the transaction only.
+SELECT auth_current_user_id() IS NULL AS nobody_bound, auth_has_permission('doc.read') AS without_user;
+CREATE TEMP TABLE tok AS SELECT auth_create_session((SELECT id FROM u WHERE username = 'alice')) AS t;
+SELECT t LIKE 'pgs\_%' AND length(t) = 47 AS opaque_token FROM tok;
+SELECT count(*) AS stored_as_sha256 FROM pgauth.sessions s, tok WHERE s.token_hash = sha256(convert_to(tok.t, 'UTF8'));
+BEGIN;
+SELECT auth_set_session(t) = (SELECT id FROM u WHERE username = 'alice') AS bound FROM tok;
+SELECT auth_current_user_id() = (SELECT id FROM u WHERE username = 'alice') AS current_is_alice,
+       auth_has_permission('doc.read') AS can_read,
+       auth_has_permission('doc.write', '42') AS write_42_from_unix_socket;
+-- It cannot be forged or reset from SQL:
+SAVEPOINT s1;
+SET pgauth.session_binding = '00000000-0000-0000-0000-000000000001';
+ROLLBACK TO s1;
+SELECT set_config('pgauth.session_binding', '00000000-0000-0000-0000-000000000001', true);
+ROLLBACK TO s1;
+RESET pgauth.session_binding;
+ROLLBACK TO s1;
+SELECT auth_current_user_id() = (SELECT id FROM u WHERE username = 'alice') AS still_alice;
+COMMIT;
+SELECT auth_current_user_id() IS NULL AS gone_after_commit;
+SELECT auth_set_session('pgs_not-a-real-token-not-a-real-token-not-a-real');
+SELECT auth_revoke_session(t) FROM tok;
+SELECT auth_set_session(t) FROM tok;
+
+-- Row-level security in one call; checks per row under a forced parallel plan.
+CREATE TABLE docs (id int, tenant_id bigint, body text);
+INSERT INTO docs SELECT g, g % 5, 'doc ' || g FROM generate_series(1, 1000) g;
+SELECT auth_create_role('t-reader') IS NOT NULL AS created;
+SELECT auth_grant_permission('t-reader', 'docs.read');
+SELECT auth_assign_role((SELECT id FROM u WHERE username = 'bob'), 't-reader', '1');
+SELECT auth_assign_role((SELECT id FROM u WHERE username = 'bob'), 't-reader', '3');
+SELECT auth_rls_enable('docs', 'docs.read', 'tenant_id');
+SELECT polname, pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polrelid = 'docs'::regclass;
+CREATE ROLE pgauth_regress_web;
+GRANT SELECT ON docs TO pgauth_regress_web;
+GRANT pgauth_service TO pgauth_regress_web;
+SELECT id AS bob_id FROM pgauth.users WHERE username = 'bob' \gset
+SET ROLE pgauth_regress_web;
+SELECT count(*) AS visible_without_user FROM docs;
+BEGIN;
+SELECT auth_bind_user(:'bob_id') = :'bob_id' AS bound;
+SELECT count(*) AS visible_to_bob, array_agg(DISTINCT tenant_id ORDER BY tenant_id) AS tenants FROM docs;
+SET LOCAL force_parallel_mode = on;
+SET LOCAL parallel_setup_cost = 0;
+SET LOCAL parallel_tuple_cost = 0;
+SET LOCAL min_parallel_table_scan_size = 0;
+SELECT count(*) AS visible_to_bob_in_parallel FROM docs;
+COMMIT;
+RESET ROLE;
+
+-- An application role without pgauth_service or pgauth_admin:
+CREATE ROLE pgauth_regress_plain;
+SET ROLE pgauth_regress_plain;
+SELECT auth_bind_user((SELECT '00000000-0000-0000-0000-000000000001'::uuid));
+SELECT auth_create_user('mallory');
+SELECT auth_user_has_permission('00000000-0000-0000-0000-000000000001', 'doc.read');
+SELECT count(*) FROM pgauth.users;
+SELECT auth_has_permission('doc.read') AS plain_can_check;
+RESET ROLE;
+
+DROP TABLE docs;
+DROP ROLE pgauth_regress_web;
+DROP ROLE pgauth_regress_plain;

@@ -1,0 +1,382 @@
+-- pgauth RBAC: users, credentials, groups, roles with inheritance, permissions, scoped and
+-- network- and time-conditioned role assignments, and sessions.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pgauth_service') THEN
+        CREATE ROLE pgauth_service NOLOGIN;
+        COMMENT ON ROLE pgauth_service IS
+            'application servers that authenticate users themselves: may bind a pgauth user (auth_bind_user) and create sessions';
+    END IF;
+END
+$$;
+GRANT USAGE ON SCHEMA pgauth TO pgauth_service;
+
+CREATE TABLE pgauth.users (
+    id         uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    username   text NOT NULL CHECK (length(username) BETWEEN 1 AND 256 AND username !~ '[[:cntrl:]]'),
+    status     text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'locked', 'disabled')),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE UNIQUE INDEX users_username_ci ON pgauth.users (pg_catalog.lower(username));
+
+-- Kept apart from users so that reading who exists never touches a hash.
+CREATE TABLE pgauth.credentials (
+    user_id       uuid PRIMARY KEY REFERENCES pgauth.users ON DELETE CASCADE,
+    password_hash text NOT NULL,
+    changed_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE pgauth.groups (
+    id         uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    name       text NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 200),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE pgauth.group_members (
+    group_id uuid NOT NULL REFERENCES pgauth.groups ON DELETE CASCADE,
+    user_id  uuid NOT NULL REFERENCES pgauth.users ON DELETE CASCADE,
+    added_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (group_id, user_id)
+);
+CREATE INDEX group_members_user ON pgauth.group_members (user_id);
+
+CREATE TABLE pgauth.roles (
+    id         uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    name       text NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 200),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE pgauth.role_inherits (
+    role_id     uuid NOT NULL REFERENCES pgauth.roles ON DELETE CASCADE,
+    inherits_id uuid NOT NULL REFERENCES pgauth.roles ON DELETE CASCADE,
+    PRIMARY KEY (role_id, inherits_id),
+    CHECK (role_id <> inherits_id)
+);
+
+CREATE TABLE pgauth.permissions (
+    name       text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.:*/-]{1,200}$'),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE pgauth.role_permissions (
+    role_id    uuid NOT NULL REFERENCES pgauth.roles ON DELETE CASCADE,
+    permission text NOT NULL REFERENCES pgauth.permissions ON DELETE CASCADE,
+    min_aal    integer NOT NULL DEFAULT 1 CHECK (min_aal BETWEEN 1 AND 3),
+    PRIMARY KEY (role_id, permission)
+);
+
+CREATE TABLE pgauth.role_grants (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id     uuid REFERENCES pgauth.users ON DELETE CASCADE,
+    group_id    uuid REFERENCES pgauth.groups ON DELETE CASCADE,
+    role_id     uuid NOT NULL REFERENCES pgauth.roles ON DELETE CASCADE,
+    scope       text CHECK (length(scope) BETWEEN 1 AND 200),
+    allowed_ips cidr[],
+    expires_at  timestamptz,
+    granted_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CHECK ((user_id IS NULL) <> (group_id IS NULL))
+);
+CREATE UNIQUE INDEX role_grants_unique ON pgauth.role_grants (user_id, group_id, role_id, scope) NULLS NOT DISTINCT;
+CREATE INDEX role_grants_user ON pgauth.role_grants (user_id) WHERE user_id IS NOT NULL;
+CREATE INDEX role_grants_group ON pgauth.role_grants (group_id) WHERE group_id IS NOT NULL;
+
+-- Opaque session tokens, stored only as SHA-256.
+CREATE TABLE pgauth.sessions (
+    token_hash bytea PRIMARY KEY CHECK (octet_length(token_hash) = 32),
+    user_id    uuid NOT NULL REFERENCES pgauth.users ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    expires_at timestamptz NOT NULL,
+    revoked_at timestamptz
+);
+CREATE INDEX sessions_user ON pgauth.sessions (user_id);
+
+-- Role inheritance must stay acyclic.
+CREATE FUNCTION pgauth.refuse_role_cycles() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    IF EXISTS (
+        WITH RECURSIVE up(id) AS (
+            SELECT NEW.inherits_id
+            UNION
+            SELECT i.inherits_id FROM pgauth.role_inherits i JOIN up ON i.role_id = up.id)
+        SELECT 1 FROM up WHERE id = NEW.role_id)
+    THEN
+        RAISE EXCEPTION 'role inheritance cycle: "%" would inherit from itself',
+              (SELECT name FROM pgauth.roles WHERE id = NEW.role_id)
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER role_inherits_acyclic BEFORE INSERT OR UPDATE ON pgauth.role_inherits
+    FOR EACH ROW EXECUTE FUNCTION pgauth.refuse_role_cycles();
+
+-- Every change that can alter a permission check bumps the generation; backends compare it at
+-- every statement and drop their cached permissions when it moved.
+CREATE TABLE pgauth.rbac_state (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    generation bigint NOT NULL DEFAULT 1
+);
+INSERT INTO pgauth.rbac_state DEFAULT VALUES;
+
+CREATE FUNCTION pgauth.bump_rbac_generation() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    UPDATE pgauth.rbac_state SET generation = generation + 1;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION pgauth.bump_rbac_generation(), pgauth.refuse_role_cycles() FROM PUBLIC;
+
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['users', 'groups', 'group_members', 'roles', 'role_inherits',
+                             'permissions', 'role_permissions', 'role_grants'] LOOP
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgauth.%I
+                        FOR EACH STATEMENT EXECUTE FUNCTION pgauth.bump_rbac_generation()',
+                       t || '_changed', t);
+        EXECUTE format('SELECT pg_catalog.pg_extension_config_dump(%L, %L)', 'pgauth.' || t, '');
+        EXECUTE format('REVOKE ALL ON pgauth.%I FROM PUBLIC', t);
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON pgauth.%I TO pgauth_admin', t);
+    END LOOP;
+END
+$$;
+SELECT pg_catalog.pg_extension_config_dump('pgauth.credentials', '');
+SELECT pg_catalog.pg_extension_config_dump('pgauth.sessions', '');
+REVOKE ALL ON pgauth.credentials, pgauth.sessions, pgauth.rbac_state FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON pgauth.credentials TO pgauth_admin;
+GRANT SELECT, UPDATE ON pgauth.sessions TO pgauth_admin;
+
+-- Administration. These run as the caller: pgauth_admin has the table privileges; PUBLIC has
+-- no EXECUTE (revoked in finalize.sql).
+
+CREATE FUNCTION @extschema@.auth_create_user(username text, password text DEFAULT NULL)
+RETURNS uuid LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+DECLARE new_id uuid;
+BEGIN
+    IF username IS NULL THEN
+        RAISE EXCEPTION 'username must not be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pgauth.users u WHERE lower(u.username) = lower(auth_create_user.username)) THEN
+        RAISE EXCEPTION 'user "%" already exists', username USING ERRCODE = 'unique_violation';
+    END IF;
+    INSERT INTO pgauth.users (username) VALUES (auth_create_user.username) RETURNING id INTO new_id;
+    IF password IS NOT NULL THEN
+        PERFORM @extschema@.auth_check_password(password, auth_create_user.username);
+        INSERT INTO pgauth.credentials (user_id, password_hash)
+        VALUES (new_id, @extschema@.auth_hash_password(password));
+    END IF;
+    PERFORM pgauth.record_event('user_created', auth_create_user.username,
+                                jsonb_build_object('user_id', new_id));
+    RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION @extschema@.auth_create_group(name text) RETURNS uuid
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+DECLARE new_id uuid;
+BEGIN
+    INSERT INTO pgauth.groups (name) VALUES (auth_create_group.name) RETURNING id INTO new_id;
+    PERFORM pgauth.record_event('group_created', auth_create_group.name, jsonb_build_object('group_id', new_id));
+    RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION pgauth.group_id(group_name text) RETURNS uuid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pgauth, pg_temp AS $$
+DECLARE found uuid;
+BEGIN
+    SELECT id INTO found FROM pgauth.groups WHERE name = group_name;
+    IF found IS NULL THEN
+        RAISE EXCEPTION 'group "%" does not exist', group_name USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN found;
+END
+$$;
+
+CREATE FUNCTION pgauth.role_id(role_name text) RETURNS uuid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pgauth, pg_temp AS $$
+DECLARE found uuid;
+BEGIN
+    SELECT id INTO found FROM pgauth.roles WHERE name = role_name;
+    IF found IS NULL THEN
+        RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object',
+              HINT = 'pgauth roles are created with auth_create_role(); they are not database roles.';
+    END IF;
+    RETURN found;
+END
+$$;
+
+CREATE FUNCTION pgauth.require_user(uid uuid) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pgauth.users WHERE id = uid) THEN
+        RAISE EXCEPTION 'user % does not exist', uid USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION @extschema@.auth_add_member(group_name text, user_id uuid) RETURNS void
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    PERFORM pgauth.require_user(user_id);
+    INSERT INTO pgauth.group_members (group_id, user_id)
+    VALUES (pgauth.group_id(group_name), auth_add_member.user_id) ON CONFLICT DO NOTHING;
+    PERFORM pgauth.record_event('member_added', group_name, jsonb_build_object('user_id', user_id));
+END
+$$;
+
+CREATE FUNCTION @extschema@.auth_remove_member(group_name text, user_id uuid) RETURNS void
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    DELETE FROM pgauth.group_members m
+     WHERE m.group_id = pgauth.group_id(group_name) AND m.user_id = auth_remove_member.user_id;
+    PERFORM pgauth.record_event('member_removed', group_name, jsonb_build_object('user_id', user_id));
+END
+$$;
+
+CREATE FUNCTION @extschema@.auth_create_role(name text, inherits text[] DEFAULT '{}') RETURNS uuid
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+DECLARE new_id uuid; parent text;
+BEGIN
+    INSERT INTO pgauth.roles (name) VALUES (auth_create_role.name) RETURNING id INTO new_id;
+    FOREACH parent IN ARRAY coalesce(inherits, '{}') LOOP
+        INSERT INTO pgauth.role_inherits (role_id, inherits_id) VALUES (new_id, pgauth.role_id(parent));
+    END LOOP;
+    PERFORM pgauth.record_event('role_created', auth_create_role.name,
+                                jsonb_build_object('inherits', coalesce(inherits, '{}')));
+    RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION @extschema@.auth_role_inherit(name text, inherits text) RETURNS void
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    INSERT INTO pgauth.role_inherits (role_id, inherits_id)
+    VALUES (pgauth.role_id(name), pgauth.role_id(inherits)) ON CONFLICT DO NOTHING;
+    PERFORM pgauth.record_event('role_inherits_added', name, jsonb_build_object('inherits', inherits));
+END
+$$;
+
+CREATE FUNCTION @extschema@.auth_drop_role(name text) RETURNS void
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    DELETE FROM pgauth.roles r WHERE r.id = pgauth.role_id(name);
+    PERFORM pgauth.record_event('role_dropped', name, '{}');
+END
+$$;
+
+CREATE FUNCTION @extschema@.auth_grant_permission(role text, permission text, min_aal integer DEFAULT 1)
+RETURNS void LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    INSERT INTO pgauth.permissions (name) VALUES (permission) ON CONFLICT DO NOTHING;
+    INSERT INTO pgauth.role_permissions (role_id, permission, min_aal)
+    VALUES (pgauth.role_id(role), permission, coalesce(min_aal, 1))
+    ON CONFLICT (role_id, permission) DO UPDATE SET min_aal = EXCLUDED.min_aal;
+    PERFORM pgauth.record_event('permission_granted', role,
+                                jsonb_build_object('permission', permission, 'min_aal', coalesce(min_aal, 1)));
+END
+$$;
+
+CREATE FUNCTION @extschema@.auth_revoke_permission(role text, permission text) RETURNS void
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    DELETE FROM pgauth.role_permissions rp
+     WHERE rp.role_id = pgauth.role_id(role) AND rp.permission = auth_revoke_permission.permission;
+    PERFORM pgauth.record_event('permission_revoked', role, jsonb_build_object('permission', permission));
+END
+$$;
+
+CREATE FUNCTION @extschema@.auth_assign_role(user_id uuid, role text, scope text DEFAULT NULL,
+                                             allowed_ips cidr[] DEFAULT NULL,
+                                             expires_at timestamptz DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM pgauth.require_user(user_id);
+    INSERT INTO pgauth.role_grants (user_id, role_id, scope, allowed_ips, expires_at)
+    VALUES (auth_assign_role.user_id, pgauth.role_id(role), scope, allowed_ips, expires_at)
+    ON CONFLICT (user_id, group_id, role_id, scope)
+    DO UPDATE SET allowed_ips = EXCLUDED.allowed_ips, expires_at = EXCLUDED.expires_at;
+    PERFORM pgauth.record_event('role_assigned', role,
+        jsonb_build_object('user_id', user_id, 'scope', scope, 'allowed_ips', allowed_ips, 'expires_at', expires_at));
+END
+$$;
+
+CREATE FUNCTION @extschema@.auth_assign_group_role(group_name text, role text, scope text DEFAULT NULL,
+                                                   allowed_ips cidr[] DEFAULT NULL,
+                                                   expires_at timestamptz DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    INSERT INTO pgauth.role_grants (group_id, role_id, scope, allowed_ips, expires_at)
+    VALUES (pgauth.group_id(group_name), pgauth.role_id(role), scope, allowed_ips, expires_at)
+    ON CONFLICT (user_id, group_id, role_id, scope)
+    DO UPDATE SET allowed_ips = EXCLUDED.allowed_ips, expires_at = EXCLUDED.expires_at;
+    PERFORM pgauth.record_event('role_assigned', role,
+        jsonb_build_object('group', group_name, 'scope', scope, 'allowed_ips', allowed_ips, 'expires_at', expires_at));
+END
+$$;
+
+CREATE FUNCTION @extschema@.auth_unassign_role(user_id uuid, role text, scope text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    DELETE FROM pgauth.role_grants g
+     WHERE g.user_id = auth_unassign_role.user_id AND g.role_id = pgauth.role_id(role)
+       AND g.scope IS NOT DISTINCT FROM auth_unassign_role.scope;
+    PERFORM pgauth.record_event('role_unassigned', role, jsonb_build_object('user_id', user_id, 'scope', scope));
+END
+$$;
+
+CREATE FUNCTION @extschema@.auth_unassign_group_role(group_name text, role text, scope text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    DELETE FROM pgauth.role_grants g
+     WHERE g.group_id = pgauth.group_id(group_name) AND g.role_id = pgauth.role_id(role)
+       AND g.scope IS NOT DISTINCT FROM auth_unassign_group_role.scope;
+    PERFORM pgauth.record_event('role_unassigned', role, jsonb_build_object('group', group_name, 'scope', scope));
+END
+$$;
+
+-- One call for the common RLS case. Runs as the caller, who must own the table.
+CREATE FUNCTION @extschema@.auth_rls_enable(tbl regclass, permission text, scope_column name DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    col_type regtype;
+    check_expr text;
+    policy_name text := left('pgauth_' || regexp_replace(permission, '[^A-Za-z0-9_]', '_', 'g'), 63);
+BEGIN
+    IF permission IS NULL OR permission !~ '^[A-Za-z0-9_.:*/-]{1,200}$' THEN
+        RAISE EXCEPTION 'invalid permission name' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF scope_column IS NULL THEN
+        check_expr := format('@extschema@.auth_has_permission(%L)', permission);
+    ELSE
+        SELECT a.atttypid::regtype INTO col_type FROM pg_attribute a
+         WHERE a.attrelid = tbl AND a.attname = scope_column AND NOT a.attisdropped AND a.attnum > 0;
+        IF col_type IS NULL THEN
+            RAISE EXCEPTION 'column "%" does not exist in %', scope_column, tbl USING ERRCODE = 'undefined_column';
+        END IF;
+        check_expr := CASE
+            WHEN col_type IN ('bigint'::regtype, 'integer'::regtype, 'smallint'::regtype)
+                THEN format('@extschema@.auth_has_permission(%L, %I::bigint)', permission, scope_column)
+            WHEN col_type = 'uuid'::regtype
+                THEN format('@extschema@.auth_has_permission(%L, %I)', permission, scope_column)
+            ELSE format('@extschema@.auth_has_permission(%L, %I::text)', permission, scope_column)
+        END;
+    END IF;
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    IF EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = tbl AND polname = policy_name) THEN
+        EXECUTE format('DROP POLICY %I ON %s', policy_name, tbl);
+    END IF;
+    EXECUTE format('CREATE POLICY %I ON %s USING (%s) WITH CHECK (%s)', policy_name, tbl, check_expr, check_expr);
+END
+$$;
+
+REVOKE ALL ON FUNCTION pgauth.group_id(text), pgauth.role_id(text), pgauth.require_user(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgauth.group_id(text), pgauth.role_id(text), pgauth.require_user(uuid) TO pgauth_admin;
+GRANT EXECUTE ON FUNCTION pgauth.record_event(text, text, jsonb) TO pgauth_admin;

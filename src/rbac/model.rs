@@ -1,0 +1,284 @@
+//! A user's effective permissions, resolved once and checked per row with hash lookups only.
+//! Plain Rust: no pgrx types, no SPI.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// An allowed client network (IPv4 or IPv6 CIDR).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// "10.0.0.0/8", "2001:db8::/32", or a single address.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
+            None => {
+                let a = text.parse::<IpAddr>().ok()?;
+                (a, if a.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        let (net, ip, bits) = match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        if self.prefix == 0 {
+            return true;
+        }
+        let shift = bits - u32::from(self.prefix);
+        (net >> shift) == (ip >> shift)
+    }
+}
+
+/// One way a permission reaches a user: through a role assignment (direct or via a group,
+/// possibly through inherited roles) with its conditions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grant {
+    /// None: a global assignment, valid in every scope.
+    pub scope: Option<String>,
+    /// The scope read as a number / UUID, for the bigint and uuid overloads.
+    pub scope_int: Option<i64>,
+    pub scope_uuid: Option<[u8; 16]>,
+    /// None: from any client address.
+    pub networks: Option<Vec<Network>>,
+    /// Unix microseconds; None: no expiry.
+    pub expires_at_us: Option<i64>,
+    /// Authentication assurance level the permission requires (issue F); 1 by default.
+    pub min_aal: i32,
+}
+
+impl Grant {
+    pub fn with_scope(scope: Option<String>) -> Self {
+        let scope_int = scope.as_deref().and_then(|s| s.parse::<i64>().ok());
+        let scope_uuid = scope.as_deref().and_then(parse_uuid);
+        Self {
+            scope,
+            scope_int,
+            scope_uuid,
+            min_aal: 1,
+            ..Self::default()
+        }
+    }
+
+    fn applies(&self, scope: &Scope<'_>, client: Option<&IpAddr>, now_us: i64) -> bool {
+        if self.expires_at_us.is_some_and(|e| e <= now_us) {
+            return false;
+        }
+        if let Some(networks) = &self.networks {
+            match client {
+                Some(ip) if networks.iter().any(|n| n.contains(ip)) => {}
+                _ => return false,
+            }
+        }
+        match (&self.scope, scope) {
+            (None, _) => true,
+            (Some(_), Scope::Global) => false,
+            (Some(s), Scope::Text(t)) => s == t,
+            (Some(_), Scope::Int(i)) => self.scope_int == Some(*i),
+            (Some(_), Scope::Uuid(u)) => self.scope_uuid.as_ref() == Some(u),
+        }
+    }
+}
+
+/// The scope a check asks about. `Global` (no scope) is satisfied only by global assignments.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    Global,
+    Text(&'a str),
+    Int(i64),
+    Uuid([u8; 16]),
+}
+
+/// Everything a user may do, as loaded from the tables.
+#[derive(Debug, Clone, Default)]
+pub struct UserPermissions {
+    /// Only active users have permissions (locked and disabled users have none).
+    pub active: bool,
+    by_permission: HashMap<String, Vec<Grant>>,
+}
+
+impl UserPermissions {
+    pub fn new(active: bool) -> Self {
+        Self {
+            active,
+            by_permission: HashMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, permission: String, grant: Grant) {
+        self.by_permission
+            .entry(permission)
+            .or_default()
+            .push(grant);
+    }
+
+    pub fn allows(
+        &self,
+        permission: &str,
+        scope: Scope<'_>,
+        client: Option<&IpAddr>,
+        now_us: i64,
+    ) -> bool {
+        self.active
+            && self
+                .by_permission
+                .get(permission)
+                .is_some_and(|grants| grants.iter().any(|g| g.applies(&scope, client, now_us)))
+    }
+
+    /// Permission names with at least one unexpired grant, sorted; scopes shown as `name@scope`.
+    pub fn listing(&self, now_us: i64) -> Vec<String> {
+        if !self.active {
+            return Vec::new();
+        }
+        let mut out: Vec<String> = self
+            .by_permission
+            .iter()
+            .flat_map(|(p, grants)| {
+                grants
+                    .iter()
+                    .filter(move |g| g.expires_at_us.is_none_or(|e| e > now_us))
+                    .map(move |g| match &g.scope {
+                        None => p.clone(),
+                        Some(s) => format!("{p}@{s}"),
+                    })
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (any case) → 16 bytes.
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
+    if hex.len() != 32 || text.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// 16 bytes → "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx".
+pub fn format_uuid(id: &[u8; 16]) -> String {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000_000;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn networks_v4_and_v6() {
+        let n = Network::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains(&ip("10.1.200.3")));
+        assert!(!n.contains(&ip("10.2.0.1")));
+        assert!(!n.contains(&ip("2001:db8::1")));
+        let v6 = Network::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(&ip("2001:db8:ffff::1")));
+        assert!(!v6.contains(&ip("2001:db9::1")));
+        // IPv4-mapped IPv6 clients match IPv4 networks.
+        assert!(n.contains(&ip("::ffff:10.1.2.3")));
+        assert!(Network::parse("0.0.0.0/0")
+            .unwrap()
+            .contains(&ip("192.0.2.1")));
+        assert!(Network::parse("10.0.0.0/33").is_none());
+        assert!(Network::parse("nonsense").is_none());
+        assert!(Network::parse("192.0.2.7")
+            .unwrap()
+            .contains(&ip("192.0.2.7")));
+    }
+
+    #[test]
+    fn scopes_expiry_networks_and_status() {
+        let mut p = UserPermissions::new(true);
+        p.add("doc.read".into(), Grant::with_scope(Some("42".into())));
+        p.add(
+            "doc.write".into(),
+            Grant {
+                networks: Some(vec![Network::parse("10.0.0.0/8").unwrap()]),
+                ..Grant::with_scope(None)
+            },
+        );
+        p.add(
+            "doc.delete".into(),
+            Grant {
+                expires_at_us: Some(NOW - 1),
+                ..Grant::with_scope(None)
+            },
+        );
+        assert!(p.allows("doc.read", Scope::Text("42"), None, NOW));
+        assert!(p.allows("doc.read", Scope::Int(42), None, NOW));
+        assert!(!p.allows("doc.read", Scope::Text("43"), None, NOW));
+        assert!(
+            !p.allows("doc.read", Scope::Global, None, NOW),
+            "a scoped grant is not global"
+        );
+        assert!(p.allows(
+            "doc.write",
+            Scope::Text("anything"),
+            Some(&ip("10.9.9.9")),
+            NOW
+        ));
+        assert!(!p.allows("doc.write", Scope::Global, Some(&ip("192.0.2.1")), NOW));
+        assert!(
+            !p.allows("doc.write", Scope::Global, None, NOW),
+            "no address, no network grant"
+        );
+        assert!(!p.allows("doc.delete", Scope::Global, None, NOW), "expired");
+        assert!(!p.allows("doc.unknown", Scope::Global, None, NOW));
+        assert_eq!(
+            p.listing(NOW),
+            vec!["doc.read@42".to_string(), "doc.write".to_string()]
+        );
+        let locked = UserPermissions {
+            active: false,
+            ..p.clone()
+        };
+        assert!(!locked.allows("doc.read", Scope::Text("42"), None, NOW));
+        assert!(locked.listing(NOW).is_empty());
+    }
+
+    #[test]
+    fn uuid_scopes() {
+        let u = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let mut p = UserPermissions::new(true);
+        p.add("x".into(), Grant::with_scope(Some(u.into())));
+        assert!(p.allows("x", Scope::Uuid(parse_uuid(u).unwrap()), None, NOW));
+        assert!(p.allows(
+            "x",
+            Scope::Uuid(parse_uuid(&u.to_uppercase()).unwrap()),
+            None,
+            NOW
+        ));
+        assert!(parse_uuid("not-a-uuid").is_none());
+    }
+}

@@ -1,0 +1,301 @@
+//! SQL functions for sessions and the transaction-scoped identity binding.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::net::IpAddr;
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, Uuid};
+
+use super::{looks_like_token, new_token, token_hash, Binding};
+use crate::backend::{as_owner, has_role, read_one, record_event, spi_err};
+use crate::error::{AuthError, OrRaise};
+
+static mut BINDING_VALUE: *mut c_char = std::ptr::null_mut();
+pub static SESSION_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(600);
+pub static LONG_SESSION_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+pub static TRUST_REQUEST_JWT_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+thread_local! {
+    /// Set only while this module changes the binding; the check hook refuses all else.
+    static CHANGING_BINDING: Cell<bool> = const { Cell::new(false) };
+    /// The parsed binding for the setting's current string (compared by address).
+    static PARSED: RefCell<(usize, Option<Binding>)> = const { RefCell::new((0, None)) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_binding(
+    _newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    if CHANGING_BINDING.with(Cell::get)
+        || source == pg_sys::GucSource::PGC_S_DEFAULT
+        || pg_sys::InitializingParallelWorker
+    {
+        return true;
+    }
+    pg_sys::GUC_check_errcode(pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32);
+    pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
+        c"the pgauth session binding can only be changed by auth_set_session(), auth_bind_user() and auth_clear_session()".as_ptr(),
+    );
+    false
+}
+
+pub(crate) fn register_settings() {
+    unsafe {
+        pg_sys::DefineCustomStringVariable(
+            c"pgauth.session_binding".as_ptr(),
+            c"Internal: the pgauth user bound to the current transaction.".as_ptr(),
+            c"Set only by auth_set_session() and auth_bind_user(); cannot be SET.".as_ptr(),
+            std::ptr::addr_of_mut!(BINDING_VALUE),
+            c"".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            (pg_sys::GUC_NO_SHOW_ALL
+                | pg_sys::GUC_NOT_IN_SAMPLE
+                | pg_sys::GUC_DISALLOW_IN_FILE
+                | pg_sys::GUC_DISALLOW_IN_AUTO_FILE) as i32,
+            Some(check_binding),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"pgauth.session_ttl",
+        c"Lifetime of a session from auth_create_session() without a ttl.",
+        c"",
+        &SESSION_TTL_SECONDS,
+        30,
+        31 * 86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pgauth.long_session_ttl",
+        c"Lifetime of a long session (auth_create_session(user, long => true)).",
+        c"",
+        &LONG_SESSION_TTL_SECONDS,
+        60,
+        366 * 86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"pgauth.trust_request_jwt_claims",
+        c"Let auth_current_user_id() fall back to the sub claim of request.jwt.claims (PostgREST).",
+        c"Only for servers where request.jwt.claims is set by PostgREST after verifying the JWT.",
+        &TRUST_REQUEST_JWT_CLAIMS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// The binding of this transaction, if any (also inside parallel workers).
+pub(crate) fn current_binding() -> Option<Binding> {
+    let ptr = unsafe { BINDING_VALUE } as usize;
+    PARSED.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.0 != ptr {
+            let text = if ptr == 0 {
+                String::new()
+            } else {
+                unsafe { CStr::from_ptr(ptr as *const c_char) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            *p = (ptr, Binding::decode(&text));
+        }
+        p.1.clone()
+    })
+}
+
+fn set_binding(value: &str) {
+    let name = c"pgauth.session_binding";
+    let value = CString::new(value).expect("binding has no NUL");
+    CHANGING_BINDING.with(|c| c.set(true));
+    // Transaction-local, like SET LOCAL: reverted at COMMIT/ROLLBACK (and subtransaction abort).
+    let result = PgTryBuilder::new(|| unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        )
+    })
+    .finally(|| CHANGING_BINDING.with(|c| c.set(false)))
+    .execute();
+    let _ = result;
+}
+
+fn client_address() -> Option<IpAddr> {
+    read_one::<String>("SELECT host(pg_catalog.inet_client_addr())", &[])
+        .ok()
+        .flatten()
+        .and_then(|a| a.parse().ok())
+}
+
+fn bind(user_id: [u8; 16]) {
+    let binding = Binding {
+        user_id,
+        client: client_address(),
+    };
+    set_binding(&binding.encode());
+}
+
+fn user_is_active(user: &Uuid) -> bool {
+    as_owner(|| {
+        read_one::<bool>(
+            "SELECT status = 'active' FROM pgauth.users WHERE id = $1",
+            &[(*user).into()],
+        )
+    })
+    .map_err(spi_err)
+    .or_raise()
+    .unwrap_or(false)
+}
+
+/// The pgauth user bound to this transaction; NULL when none. With
+/// `pgauth.trust_request_jwt_claims` on, falls back to the `sub` of PostgREST's verified claims.
+#[pg_extern(stable, parallel_safe)]
+fn auth_current_user_id() -> Option<Uuid> {
+    if let Some(b) = current_binding() {
+        return Some(Uuid::from_bytes(b.user_id));
+    }
+    if !TRUST_REQUEST_JWT_CLAIMS.get() {
+        return None;
+    }
+    let claims = unsafe { pg_sys::GetConfigOption(c"request.jwt.claims".as_ptr(), true, false) };
+    if claims.is_null() {
+        return None;
+    }
+    let text = unsafe { CStr::from_ptr(claims) }.to_string_lossy();
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let sub = value.get("sub")?.as_str()?;
+    crate::rbac::model::parse_uuid(sub).map(Uuid::from_bytes)
+}
+
+/// Verify a session token and bind its user to the current transaction only.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_set_session(token: &str) -> Uuid {
+    let invalid = || AuthError::InvalidRequest("invalid or expired session token".into()).raise();
+    if !looks_like_token(token) {
+        invalid();
+    }
+    let hash = token_hash(token);
+    let user = as_owner(|| {
+        read_one::<Uuid>(
+            "SELECT s.user_id FROM pgauth.sessions s JOIN pgauth.users u ON u.id = s.user_id
+              WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > pg_catalog.now()
+                AND u.status = 'active'",
+            &[hash.as_slice().into()],
+        )
+    })
+    .map_err(spi_err)
+    .or_raise();
+    let Some(user) = user else { invalid() };
+    let mut id = [0u8; 16];
+    id.copy_from_slice(user.as_bytes());
+    bind(id);
+    user
+}
+
+/// For application servers that authenticate users themselves (members of pgauth_service):
+/// bind `user_id` to the current transaction.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_bind_user(user_id: Uuid) -> Uuid {
+    if !has_role(crate::backend::caller(), "pgauth_service") {
+        AuthError::PermissionDenied("auth_bind_user requires membership in pgauth_service".into())
+            .raise();
+    }
+    if !user_is_active(&user_id) {
+        AuthError::InvalidRequest(format!("user {user_id} does not exist or is not active"))
+            .raise();
+    }
+    let mut id = [0u8; 16];
+    id.copy_from_slice(user_id.as_bytes());
+    bind(id);
+    user_id
+}
+
+/// Forget the binding of the current transaction.
+#[pg_extern(volatile, parallel_unsafe)]
+fn auth_clear_session() {
+    set_binding("");
+}
+
+/// A new session for `user_id` (pgauth_admin or pgauth_service): an opaque token, stored only as
+/// its SHA-256, valid for `ttl` (default `pgauth.session_ttl`, or `pgauth.long_session_ttl`
+/// with `long => true`).
+#[pg_extern(volatile, parallel_unsafe)]
+fn auth_create_session(
+    user_id: Option<Uuid>,
+    ttl: default!(Option<pgrx::datum::Interval>, "NULL"),
+    long: default!(bool, false),
+) -> Option<String> {
+    let user_id = user_id?;
+    let caller = crate::backend::caller();
+    if !has_role(caller, "pgauth_admin") && !has_role(caller, "pgauth_service") {
+        AuthError::PermissionDenied(
+            "auth_create_session requires membership in pgauth_admin or pgauth_service".into(),
+        )
+        .raise();
+    }
+    if !user_is_active(&user_id) {
+        AuthError::InvalidRequest(format!("user {user_id} does not exist or is not active"))
+            .raise();
+    }
+    let token = new_token().or_raise();
+    let default_seconds = if long {
+        LONG_SESSION_TTL_SECONDS.get()
+    } else {
+        SESSION_TTL_SECONDS.get()
+    };
+    as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO pgauth.sessions (token_hash, user_id, expires_at)
+             VALUES ($1, $2, pg_catalog.now() + coalesce($3, pg_catalog.make_interval(secs => $4)))",
+            &[
+                token_hash(&token).as_slice().into(),
+                user_id.into(),
+                ttl.into(),
+                f64::from(default_seconds).into(),
+            ],
+        )
+    })
+    .map_err(spi_err)
+    .or_raise();
+    record_event("session_created", &user_id.to_string(), "{}").or_raise();
+    Some(token)
+}
+
+/// Revoke a session (whoever holds the token may).
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_revoke_session(token: &str) {
+    if !looks_like_token(token) {
+        return;
+    }
+    let user = as_owner(|| {
+        Spi::connect_mut(|client| {
+            let rows = client.update(
+                "UPDATE pgauth.sessions SET revoked_at = pg_catalog.now()
+                  WHERE token_hash = $1 AND revoked_at IS NULL RETURNING user_id",
+                None,
+                &[token_hash(token).as_slice().into()],
+            )?;
+            if rows.is_empty() {
+                Ok(None)
+            } else {
+                rows.first().get::<Uuid>(1)
+            }
+        })
+    })
+    .map_err(spi_err)
+    .or_raise();
+    if let Some(user) = user {
+        record_event("session_revoked", &user.to_string(), "{}").or_raise();
+    }
+}
