@@ -1,0 +1,208 @@
+//! RBAC and session identity through real clients: revocation across connections, a
+//! search_path hijack attempt, and no identity leaks through a transaction-pooling pgbouncer.
+
+use pgauth_integration_tests::*;
+use postgres::{Client, NoTls, SimpleQueryMessage};
+use std::process::Command;
+
+fn simple_value(client: &mut Client, sql: &str) -> Option<String> {
+    client
+        .simple_query(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_string)),
+            _ => None,
+        })
+        .flatten()
+}
+
+fn setup_model(db: &mut Client) -> (String, String) {
+    db.batch_execute(
+        "SELECT auth_create_role('reader');
+         SELECT auth_grant_permission('reader', 'doc.read');
+         SELECT auth_create_user('ann'); SELECT auth_create_user('ben');",
+    )
+    .unwrap();
+    let ann = simple_value(db, "SELECT id FROM pgauth.users WHERE username = 'ann'").unwrap();
+    let ben = simple_value(db, "SELECT id FROM pgauth.users WHERE username = 'ben'").unwrap();
+    db.batch_execute(&format!(
+        "SELECT auth_assign_role('{ann}', 'reader', 'tenant-1')"
+    ))
+    .unwrap();
+    (ann, ben)
+}
+
+#[test]
+fn revocation_is_seen_by_another_connection_at_its_next_transaction() {
+    let mut admin = fresh_database("pgauth_it_rbac_revoke");
+    let (ann, _) = setup_model(&mut admin);
+    let mut app = connect_to("pgauth_it_rbac_revoke");
+    let q = format!("SELECT auth_user_has_permission('{ann}', 'doc.read', 'tenant-1')");
+    assert_eq!(simple_value(&mut app, &q).as_deref(), Some("t"));
+    // Inside an open transaction of `app`, a committed revocation elsewhere …
+    app.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .unwrap();
+    assert_eq!(simple_value(&mut app, &q).as_deref(), Some("t"));
+    admin
+        .batch_execute(&format!(
+            "SELECT auth_unassign_role('{ann}', 'reader', 'tenant-1')"
+        ))
+        .unwrap();
+    // … is seen at its next transaction at the latest.
+    app.batch_execute("COMMIT").unwrap();
+    assert_eq!(simple_value(&mut app, &q).as_deref(), Some("f"));
+    // Locking a user is seen the same way.
+    admin
+        .batch_execute(&format!(
+            "SELECT auth_assign_role('{ann}', 'reader', 'tenant-1')"
+        ))
+        .unwrap();
+    assert_eq!(simple_value(&mut app, &q).as_deref(), Some("t"));
+    admin
+        .batch_execute(&format!(
+            "UPDATE pgauth.users SET status = 'locked' WHERE id = '{ann}'"
+        ))
+        .unwrap();
+    assert_eq!(simple_value(&mut app, &q).as_deref(), Some("f"));
+}
+
+#[test]
+fn a_callers_search_path_cannot_hijack_pgauths_internal_queries() {
+    let mut admin = fresh_database("pgauth_it_hijack");
+    let (ann, _) = setup_model(&mut admin);
+    admin
+        .batch_execute(
+            "DROP ROLE IF EXISTS pgauth_it_evil;
+             CREATE ROLE pgauth_it_evil LOGIN;
+             GRANT pgauth_service TO pgauth_it_evil;
+             CREATE SCHEMA evil AUTHORIZATION pgauth_it_evil;",
+        )
+        .unwrap();
+    let mut evil = Client::connect(
+        &format!("{} dbname=pgauth_it_hijack user=pgauth_it_evil", dsn()),
+        NoTls,
+    )
+    .unwrap();
+    // Operators and functions that would run with pgauth's owner's rights if pgauth's internal
+    // queries resolved names through the caller's search_path.
+    evil.batch_execute(
+        "CREATE TABLE evil.called (at timestamptz DEFAULT now());
+         CREATE FUNCTION evil.uuid_eq(uuid, uuid) RETURNS boolean LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO evil.called DEFAULT VALUES;
+                    BEGIN EXECUTE 'ALTER ROLE pgauth_it_evil SUPERUSER'; EXCEPTION WHEN others THEN NULL; END;
+                    RETURN $1::text = $2::text; END $$;
+         CREATE OPERATOR evil.= (LEFTARG = uuid, RIGHTARG = uuid, FUNCTION = evil.uuid_eq);
+         CREATE FUNCTION evil.text_eq(text, text) RETURNS boolean LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO evil.called DEFAULT VALUES; RETURN $1::bytea = $2::bytea; END $$;
+         CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.text_eq);
+         CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql AS $$ SELECT 'infinity'::timestamptz $$;
+         SET search_path = evil, pg_catalog, public;",
+    )
+    .unwrap();
+    evil.batch_execute(&format!(
+        "BEGIN; SELECT public.auth_bind_user('{ann}'); SELECT public.auth_has_permission('doc.read', 'tenant-1');
+         SELECT public.auth_user_has_permission('{ann}', 'doc.read'); COMMIT;"
+    ))
+    .unwrap();
+    let _ = evil.batch_execute(
+        "SELECT public.auth_set_session('pgs_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA')",
+    );
+    let calls: i64 = evil
+        .query_one("SELECT count(*) FROM evil.called", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        calls, 0,
+        "an operator from the caller's search_path ran inside pgauth"
+    );
+    let superuser: bool = admin
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'pgauth_it_evil'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!superuser);
+    drop(evil);
+    admin.batch_execute("DROP SCHEMA evil CASCADE").unwrap();
+    let mut root = Client::connect(&dsn(), NoTls).unwrap();
+    root.batch_execute("DROP DATABASE pgauth_it_hijack WITH (FORCE)")
+        .unwrap();
+    root.batch_execute("DROP ROLE pgauth_it_evil").unwrap();
+}
+
+/// A real pgbouncer in transaction pooling mode with ONE server connection shared by two
+/// clients that bind different users in alternating transactions: nobody ever sees another's
+/// identity, and a transaction that binds nobody sees nobody.
+#[test]
+fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
+    let mut admin = fresh_database("pgauth_it_pool");
+    let (ann, ben) = setup_model(&mut admin);
+    let dir = "/tmp/pgauth-pgbouncer";
+    let port = dsn()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port=").map(str::to_string))
+        .unwrap_or_else(|| "5499".into());
+    let sh = |cmd: &str| {
+        let out = Command::new("bash").args(["-c", cmd]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(&format!(
+        "mkdir -p {dir} && chown postgres: {dir} && (test -f {dir}/pgbouncer.pid && kill $(cat {dir}/pgbouncer.pid) 2>/dev/null; sleep 0.3; true)"
+    ));
+    std::fs::write(format!("{dir}/users.txt"), "\"postgres\" \"\"\n").unwrap();
+    std::fs::write(
+        format!("{dir}/pgbouncer.ini"),
+        format!(
+            "[databases]\n* = host=127.0.0.1 port={port}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+             listen_port = 6499\nunix_socket_dir = {dir}\nauth_type = trust\nauth_file = {dir}/users.txt\n\
+             pool_mode = transaction\ndefault_pool_size = 1\nmax_client_conn = 20\n\
+             logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n"
+        ),
+    )
+    .unwrap();
+    sh(&format!(
+        "chown postgres: {dir}/*; sudo -u postgres pgbouncer -d {dir}/pgbouncer.ini"
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let rounds = 1500;
+    let run = |me: String| {
+        std::thread::spawn(move || {
+            let mut c = Client::connect(
+                "host=127.0.0.1 port=6499 user=postgres dbname=pgauth_it_pool",
+                NoTls,
+            )
+            .expect("connect through pgbouncer");
+            let mut leaks = 0;
+            for i in 0..rounds {
+                if i % 2 == 0 {
+                    let bound = simple_value(
+                        &mut c,
+                        &format!("BEGIN; SELECT auth_bind_user('{me}') IS NOT NULL; SELECT auth_current_user_id()::text = '{me}'; COMMIT"),
+                    );
+                    assert_eq!(bound.as_deref(), Some("t"));
+                } else {
+                    let nobody = simple_value(
+                        &mut c,
+                        "SELECT coalesce(auth_current_user_id()::text, 'nobody')",
+                    );
+                    if nobody.as_deref() != Some("nobody") {
+                        leaks += 1;
+                    }
+                }
+            }
+            leaks
+        })
+    };
+    let a = run(ann.clone());
+    let b = run(ben.clone());
+    let leaks = a.join().unwrap() + b.join().unwrap();
+    sh(&format!("kill $(cat {dir}/pgbouncer.pid)"));
+    assert_eq!(leaks, 0, "identity leaked across pooled transactions");
+}
