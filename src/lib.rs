@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+pub mod audit;
 pub mod crypto;
 pub mod error;
 pub mod guc;
@@ -14,13 +15,19 @@ pub mod password;
 
 // Schema, roles and state tables come first; privileges on the generated functions come last.
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-extension_sql_file!("../sql/keys.sql", name = "keys", requires = ["bootstrap"]);
+extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["bootstrap"]);
+extension_sql_file!(
+    "../sql/keys.sql",
+    name = "keys",
+    requires = ["bootstrap", "audit"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
     error::install_log_hook();
+    audit::sql::install_xact_callback();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         password::role_check::install();
     }
