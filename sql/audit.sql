@@ -82,25 +82,12 @@ CREATE TRIGGER audit_chain_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON pg
 CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON pgauth.audit_checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION pgauth.audit_refuse_change();
 
--- The one internal function every capability reports security events through. subject goes
--- to row_key as {"subject": …}, details to new_values.
+-- The one internal function every capability reports security events through: subject goes
+-- to row_key as {"subject": …}, details to new_values. Must be called as the owner of schema
+-- pgauth (capabilities do, like a SECURITY DEFINER function would).
 CREATE FUNCTION pgauth.record_event(event text, subject text, details jsonb DEFAULT '{}')
-RETURNS void LANGUAGE sql VOLATILE SET search_path = pg_catalog, pgauth, pg_temp AS $$
-    WITH r AS MATERIALIZED (
-        SELECT pg_catalog.nextval('pgauth.audit_log_id_seq'::pg_catalog.regclass) AS id,
-               pg_catalog.statement_timestamp() AS ts, pg_catalog.pg_current_xact_id() AS txid,
-               pgauth.audit_db_user() AS db_user, pgauth.audit_app_user() AS app_user,
-               pg_catalog.inet_client_addr() AS addr,
-               pg_catalog.jsonb_build_object('subject', record_event.subject) AS k,
-               coalesce(record_event.details, '{}'::jsonb) AS v)
-    INSERT INTO pgauth.audit_log (id, occurred_at, txid, db_user, app_user_id, client_addr, event,
-                                  table_name, row_key, old_values, new_values, row_digest)
-    OVERRIDING SYSTEM VALUE
-    SELECT r.id, r.ts, r.txid, r.db_user, r.app_user, r.addr, record_event.event, NULL, r.k, NULL,
-           r.v, pgauth.audit_row_digest(r.id, r.ts, r.txid, r.db_user, r.app_user, r.addr,
-                                        record_event.event, NULL, r.k, NULL, r.v)
-      FROM r
-$$;
+RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'pgauth_record_event';
 
 -- "All deletes of the last 24 hours": SECURITY INVOKER, so it shows what the caller may read.
 CREATE FUNCTION auth_audit_events(event text DEFAULT NULL, since interval DEFAULT '24 hours')

@@ -30,10 +30,22 @@ pub const CHAIN_LOCK_KEY: i64 = 0x7067_6175_7468_0001;
 /// Rows of one transaction are read back in batches of this many at commit.
 const FETCH_BATCH: i64 = 10_000;
 
+/// The audit rows this transaction wrote so far, hashed as they were written (ids only grow
+/// within a backend, so write order is id order).
+struct Pending {
+    txid: u64,
+    hasher: TxnHasher,
+    /// (subtransaction, hasher state before its first audit row): restored if it aborts.
+    checkpoints: Vec<(pg_sys::SubTransactionId, TxnHasher)>,
+}
+
 #[derive(Default)]
 struct AuditState {
-    /// Lowest audit id this transaction wrote; Some means "append to the chain at commit".
-    pending_first_id: Option<i64>,
+    /// Some means "append to the chain at commit".
+    pending: Option<Pending>,
+    /// True only while pgauth itself inserts audit rows: only those rows are chained.
+    capturing: bool,
+    record_plan: Option<SavedPlan>,
     /// Capture plans by trigger and table shape.
     capture_plans: HashMap<(pg_sys::Oid, u64), SavedPlan>,
     commit_plans: Option<CommitPlans>,
@@ -47,7 +59,8 @@ struct SavedPlan(pg_sys::SPIPlanPtr);
 #[derive(Clone, Copy)]
 struct CommitPlans {
     head: SavedPlan,
-    own_rows: SavedPlan,
+    /// Only when the chain is empty: after a purge of everything, the chain goes on from there.
+    checkpoint: SavedPlan,
     append: SavedPlan,
 }
 
@@ -316,12 +329,51 @@ unsafe fn jsonb_text<'a>(d: pg_sys::Datum) -> &'a [u8] {
     CStr::from_ptr(out).to_bytes()
 }
 
-/// Note that this transaction wrote audit row `id`: it gets a chain entry at commit.
-fn note_audit_row(id: i64) {
+/// Add audit row `id` to this transaction's digest, if pgauth is the one writing it.
+fn note_audit_row(id: i64, txid: u64, digest: &AuditDigest) {
     STATE.with(|s| {
         let mut s = s.borrow_mut();
-        s.pending_first_id = Some(s.pending_first_id.map_or(id, |f| f.min(id)));
+        if !s.capturing {
+            return;
+        }
+        let pending = s.pending.get_or_insert_with(|| Pending {
+            txid,
+            hasher: TxnHasher::new(txid),
+            checkpoints: Vec::new(),
+        });
+        if pending.txid != txid {
+            // Cannot happen: the state is cleared at the end of every transaction.
+            *pending = Pending {
+                txid,
+                hasher: TxnHasher::new(txid),
+                checkpoints: Vec::new(),
+            };
+        }
+        let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
+        // TopSubTransactionId: rows of the top level go only when the whole transaction does.
+        let top_level = sub == 1;
+        if !top_level && pending.checkpoints.last().is_none_or(|(last, _)| sub > *last) {
+            let before = pending.hasher.clone();
+            pending.checkpoints.push((sub, before));
+        }
+        pending.hasher.add(id, digest);
     });
+}
+
+/// Run an INSERT of audit rows; their digests are added to this transaction's.
+unsafe fn insert_audit_rows(plan: SavedPlan, args: &mut [pg_sys::Datum], nulls: &[std::ffi::c_char]) {
+    STATE.with(|s| s.borrow_mut().capturing = true);
+    let rc = pg_sys::SPI_execute_plan(
+        plan.0,
+        if args.is_empty() { std::ptr::null_mut() } else { args.as_mut_ptr() },
+        if nulls.is_empty() { std::ptr::null() } else { nulls.as_ptr() },
+        false,
+        0,
+    );
+    STATE.with(|s| s.borrow_mut().capturing = false);
+    if rc != pg_sys::SPI_OK_INSERT as i32 {
+        spi_error("writing audit rows", rc).raise();
+    }
 }
 
 #[no_mangle]
@@ -350,7 +402,7 @@ pub unsafe extern "C-unwind" fn pgauth_audit_row_digest(
         new_values: jsonb(10),
     };
     let digest = row_digest(&fields);
-    note_audit_row(id);
+    note_audit_row(id, fields.txid, &digest);
     pgrx::rust_byte_slice_to_bytea(&digest)
         .into_datum()
         .unwrap_or(pg_sys::Datum::from(0))
@@ -519,21 +571,51 @@ fn capture_sql(event: u32, table: &str, pk: &[String], excluded: &[String]) -> S
         ),
     };
     let table = quote_literal(table);
+    // $1 occurred_at, $2 txid, $3 db_user, $4 client_addr: fixed for the statement, computed
+    // once by the trigger. The bound application user is an InitPlan: evaluated once.
     format!(
-        "WITH c AS MATERIALIZED (
-             SELECT pg_catalog.statement_timestamp() AS ts, pg_catalog.pg_current_xact_id() AS txid,
-                    pgauth.audit_db_user() AS db_user, pgauth.audit_app_user() AS app_user,
-                    pg_catalog.inet_client_addr() AS addr)
-         INSERT INTO pgauth.audit_log (id, occurred_at, txid, db_user, app_user_id, client_addr,
+        "INSERT INTO pgauth.audit_log (id, occurred_at, txid, db_user, app_user_id, client_addr,
                                        event, table_name, row_key, old_values, new_values,
                                        row_digest)
          OVERRIDING SYSTEM VALUE
-         SELECT r.id, c.ts, c.txid, c.db_user, c.app_user, c.addr, '{name}', {table}, r.k, r.o,
-                r.v, pgauth.audit_row_digest(r.id, c.ts, c.txid, c.db_user, c.app_user, c.addr,
-                                             '{name}', {table}, r.k, r.o, r.v)
-           FROM ({source}) r CROSS JOIN c"
+         SELECT r.id, $1, $2, $3, r.app_user, $4, '{name}', {table}, r.k, r.o, r.v,
+                pgauth.audit_row_digest(r.id, $1, $2, $3, r.app_user, $4, '{name}', {table}, r.k,
+                                        r.o, r.v)
+           FROM (SELECT s.*, (SELECT pgauth.audit_app_user()) AS app_user
+                   FROM ({source}) s OFFSET 0) r"
     )
 }
+
+/// The statement-level facts of an audit row, as SPI arguments $1..$4 (occurred_at, txid,
+/// db_user, client_addr) and their null flags.
+unsafe fn statement_facts() -> ([pg_sys::Datum; 4], [std::ffi::c_char; 4]) {
+    let ts = pg_sys::GetCurrentStatementStartTimestamp();
+    let txid = pg_sys::GetTopFullTransactionId().value;
+    let user = cstr_owned(pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), false));
+    let addr = pgrx::fcinfo::direct_function_call_as_datum(pg_sys::inet_client_addr, &[]);
+    let zero = pg_sys::Datum::from(0);
+    (
+        [
+            pg_sys::Datum::from(ts),
+            pg_sys::Datum::from(txid),
+            user.into_datum().unwrap_or(zero),
+            addr.unwrap_or(zero),
+        ],
+        [
+            b' ' as std::ffi::c_char,
+            b' ' as std::ffi::c_char,
+            b' ' as std::ffi::c_char,
+            if addr.is_some() { b' ' } else { b'n' } as std::ffi::c_char,
+        ],
+    )
+}
+
+const FACT_TYPES: [pg_sys::Oid; 4] = [
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::XID8OID,
+    pg_sys::TEXTOID,
+    pg_sys::INETOID,
+];
 
 #[no_mangle]
 #[pg_guard]
@@ -574,7 +656,7 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
                 );
                 let pk = primary_key_columns(pk_index).or_raise();
                 let sql = capture_sql(event, &table, &pk, &excluded);
-                let plan = prepare_kept(&sql, &[]).or_raise();
+                let plan = prepare_kept(&sql, &FACT_TYPES).or_raise();
                 STATE.with(|s| {
                     let mut s = s.borrow_mut();
                     // Plans of a table whose shape changed are dropped with the cache, rarely.
@@ -588,10 +670,8 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
                 plan
             }
         };
-        let rc = pg_sys::SPI_execute_plan(plan.0, std::ptr::null_mut(), std::ptr::null(), false, 0);
-        if rc != pg_sys::SPI_OK_INSERT as i32 {
-            spi_error("writing audit rows", rc).raise();
-        }
+        let (mut facts, nulls) = statement_facts();
+        insert_audit_rows(plan, &mut facts, &nulls);
     });
     pg_sys::Datum::from(0)
 }
@@ -600,7 +680,10 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
 // The chain append, at pre-commit of every transaction that wrote audit rows.
 
 pub(crate) fn install_xact_callback() {
-    unsafe { pg_sys::RegisterXactCallback(Some(audit_xact_callback), std::ptr::null_mut()) };
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(audit_xact_callback), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(audit_subxact_callback), std::ptr::null_mut());
+    }
 }
 
 #[pg_guard]
@@ -610,13 +693,12 @@ unsafe extern "C-unwind" fn audit_xact_callback(
 ) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => {
-            if let Some(first_id) = STATE.with(|s| s.borrow().pending_first_id) {
-                append_to_chain(first_id).or_raise();
-                STATE.with(|s| s.borrow_mut().pending_first_id = None);
+            if let Some(pending) = STATE.with(|s| s.borrow_mut().pending.take()) {
+                append_to_chain(pending).or_raise();
             }
         }
         pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE
-            if STATE.with(|s| s.borrow().pending_first_id.is_some()) =>
+            if STATE.with(|s| s.borrow().pending.is_some()) =>
         {
             AuthError::InvalidRequest(
                 "cannot PREPARE a transaction that wrote pgauth audit rows".into(),
@@ -628,12 +710,41 @@ unsafe extern "C-unwind" fn audit_xact_callback(
         | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
             STATE.with(|s| {
                 let mut s = s.borrow_mut();
-                s.pending_first_id = None;
+                s.pending = None;
                 s.purging = false;
+                s.capturing = false;
             });
         }
         _ => {}
     }
+}
+
+/// A rolled-back subtransaction takes its audit rows with it: restore the transaction digest
+/// to what it was before the subtransaction's (or its children's) first audit row.
+#[pg_guard]
+unsafe extern "C-unwind" fn audit_subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    sub: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event != pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        return;
+    }
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.capturing = false;
+        let Some(pending) = s.pending.as_mut() else {
+            return;
+        };
+        let keep = pending.checkpoints.partition_point(|(id, _)| *id < sub);
+        if keep < pending.checkpoints.len() {
+            let mut dropped = pending.checkpoints.drain(keep..);
+            if let Some((_, before)) = dropped.next() {
+                pending.hasher = before;
+            }
+        }
+    });
 }
 
 unsafe fn commit_plans() -> AuthResult<CommitPlans> {
@@ -642,19 +753,13 @@ unsafe fn commit_plans() -> AuthResult<CommitPlans> {
     }
     let plans = CommitPlans {
         head: prepare_kept(
-            "SELECT h.position, h.chain_digest FROM (
-                 (SELECT position, chain_digest FROM pgauth.audit_chain
-                   ORDER BY position DESC LIMIT 1)
-                 UNION ALL
-                 (SELECT position, chain_digest FROM pgauth.audit_checkpoints
-                   ORDER BY position DESC LIMIT 1)) h
-              ORDER BY h.position DESC LIMIT 1",
+            "SELECT position, chain_digest FROM pgauth.audit_chain ORDER BY position DESC LIMIT 1",
             &[],
         )?,
-        own_rows: prepare_kept(
-            "SELECT id, row_digest FROM pgauth.audit_log
-              WHERE id >= $1 AND txid OPERATOR(pg_catalog.=) $2::text::xid8 ORDER BY id",
-            &[pg_sys::INT8OID, pg_sys::TEXTOID],
+        checkpoint: prepare_kept(
+            "SELECT position, chain_digest FROM pgauth.audit_checkpoints
+              ORDER BY position DESC LIMIT 1",
+            &[],
         )?,
         append: prepare_kept(
             "INSERT INTO pgauth.audit_chain
@@ -676,54 +781,43 @@ unsafe fn commit_plans() -> AuthResult<CommitPlans> {
 }
 
 /// Chain this transaction: wait for the chain lock (held by other transactions only from their
-/// pre-commit to the end of their commit), read the head as of now, hash our rows, append.
-unsafe fn append_to_chain(first_id: i64) -> AuthResult<()> {
-    let Some(txid) = top_txid() else {
+/// pre-commit to the end of their commit), read the head as of now, append.
+unsafe fn append_to_chain(pending: Pending) -> AuthResult<()> {
+    let Pending { txid, hasher, .. } = pending;
+    if hasher.count() == 0 {
         return Ok(());
-    };
+    }
     as_owner(|| {
         pgrx::fcinfo::direct_function_call_as_datum(
             pg_sys::pg_advisory_xact_lock_int8,
             &[Some(pg_sys::Datum::from(CHAIN_LOCK_KEY))],
         );
-        // Our last statement's rows become visible to a snapshot taken now; the snapshot sees
-        // every chain entry committed before we got the lock, whatever the isolation level.
-        pg_sys::CommandCounterIncrement();
         let _spi = RawSpi::connect()?;
+        // A snapshot taken after the lock sees every chain entry committed before, whatever
+        // the isolation level of this transaction.
         pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
         let plans = commit_plans()?;
         let mut head: Option<(i64, Vec<u8>)> = None;
-        for_each_row(plans.head, &mut [], |t, d| {
-            head = col_i64(t, d, 1).zip(col_bytes(t, d, 2));
-        })?;
-        let mut hasher = TxnHasher::new(txid);
-        let txid_text = txid.to_string();
-        let mut args = [
-            pg_sys::Datum::from(first_id),
-            txid_text
-                .as_str()
-                .into_datum()
-                .unwrap_or(pg_sys::Datum::from(0)),
-        ];
-        let mut bad = None;
-        for_each_row(plans.own_rows, &mut args, |t, d| {
-            match (col_i64(t, d, 1), col_bytes(t, d, 2)) {
-                (Some(id), Some(digest)) => match <AuditDigest>::try_from(digest.as_slice()) {
-                    Ok(digest) => hasher.add(id, &digest),
-                    Err(_) => bad = Some(id),
-                },
-                (id, _) => bad = id.or(Some(0)),
+        for plan in [plans.head, plans.checkpoint] {
+            let rc = pg_sys::SPI_execute_snapshot(
+                plan.0,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                pg_sys::GetActiveSnapshot(),
+                std::ptr::null_mut(),
+                true,
+                false,
+                1,
+            );
+            if rc != pg_sys::SPI_OK_SELECT as i32 {
+                return Err(spi_error("reading the audit chain head", rc));
             }
-        })?;
-        if let Some(id) = bad {
-            return Err(AuthError::Internal(format!(
-                "audit row {id} has no valid row_digest"
-            )));
-        }
-        if hasher.count() == 0 {
-            // Every audit row of this transaction was rolled back with a savepoint.
-            pg_sys::PopActiveSnapshot();
-            return Ok(());
+            if pg_sys::SPI_processed == 1 {
+                let table = pg_sys::SPI_tuptable;
+                let (t, d) = (*(*table).vals, (*table).tupdesc);
+                head = col_i64(t, d, 1).zip(col_bytes(t, d, 2));
+                break;
+            }
         }
         let (position, previous) = match head {
             Some((p, d)) => (
@@ -741,31 +835,86 @@ unsafe fn append_to_chain(first_id: i64) -> AuthResult<()> {
         );
         let txn = hasher.finish();
         let link = chain_digest(&previous, position, &txn);
+        let txid_text = txid.to_string();
         let mut args = [
             pg_sys::Datum::from(position),
-            txid_text
-                .as_str()
-                .into_datum()
-                .unwrap_or(pg_sys::Datum::from(0)),
+            txid_text.as_str().into_datum().unwrap_or(pg_sys::Datum::from(0)),
             pg_sys::Datum::from(first),
             pg_sys::Datum::from(last),
             pg_sys::Datum::from(count),
-            txn.as_slice()
-                .into_datum()
-                .unwrap_or(pg_sys::Datum::from(0)),
-            link.as_slice()
-                .into_datum()
-                .unwrap_or(pg_sys::Datum::from(0)),
+            txn.as_slice().into_datum().unwrap_or(pg_sys::Datum::from(0)),
+            link.as_slice().into_datum().unwrap_or(pg_sys::Datum::from(0)),
         ];
         let nulls = [b' ' as std::ffi::c_char; 7];
-        let rc =
-            pg_sys::SPI_execute_plan(plans.append.0, args.as_mut_ptr(), nulls.as_ptr(), false, 0);
+        let rc = pg_sys::SPI_execute_plan(
+            plans.append.0,
+            args.as_mut_ptr(),
+            nulls.as_ptr(),
+            false,
+            0,
+        );
         pg_sys::PopActiveSnapshot();
         if rc != pg_sys::SPI_OK_INSERT as i32 {
             return Err(spi_error("appending to the audit chain", rc));
         }
         Ok(())
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// pgauth.record_event(event text, subject text, details jsonb DEFAULT '{}'): the one function
+// every capability reports security events through.
+
+finfo_v1!(pg_finfo_pgauth_record_event);
+
+const RECORD_EVENT_SQL: &str = "
+    WITH r AS MATERIALIZED (
+        SELECT pg_catalog.nextval('pgauth.audit_log_id_seq'::pg_catalog.regclass) AS id,
+               pg_catalog.statement_timestamp() AS ts, pg_catalog.pg_current_xact_id() AS txid,
+               pgauth.audit_db_user() AS db_user, pgauth.audit_app_user() AS app_user,
+               pg_catalog.inet_client_addr() AS addr,
+               pg_catalog.jsonb_build_object('subject', $2::text) AS k,
+               coalesce($3::jsonb, '{}'::jsonb) AS v)
+    INSERT INTO pgauth.audit_log (id, occurred_at, txid, db_user, app_user_id, client_addr, event,
+                                  table_name, row_key, old_values, new_values, row_digest)
+    OVERRIDING SYSTEM VALUE
+    SELECT r.id, r.ts, r.txid, r.db_user, r.app_user, r.addr, $1::text, NULL, r.k, NULL, r.v,
+           pgauth.audit_row_digest(r.id, r.ts, r.txid, r.db_user, r.app_user, r.addr, $1::text,
+                                   NULL, r.k, NULL, r.v)
+      FROM r";
+
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn pgauth_record_event(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    let Some(event) = arg(fcinfo, 0) else {
+        AuthError::InvalidRequest("audit event name must not be NULL".into()).raise()
+    };
+    let subject = arg(fcinfo, 1);
+    let details = arg(fcinfo, 2);
+    as_owner(|| {
+        let _spi = RawSpi::connect().or_raise();
+        let plan = match STATE.with(|s| s.borrow().record_plan) {
+            Some(plan) => plan,
+            None => {
+                let plan =
+                    prepare_kept(RECORD_EVENT_SQL, &[pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::JSONBOID])
+                        .or_raise();
+                STATE.with(|s| s.borrow_mut().record_plan = Some(plan));
+                plan
+            }
+        };
+        let zero = pg_sys::Datum::from(0);
+        let mut args = [event, subject.unwrap_or(zero), details.unwrap_or(zero)];
+        let nulls = [
+            b' ' as std::ffi::c_char,
+            if subject.is_some() { b' ' } else { b'n' } as std::ffi::c_char,
+            if details.is_some() { b' ' } else { b'n' } as std::ffi::c_char,
+        ];
+        insert_audit_rows(plan, &mut args, &nulls);
+    });
+    pg_sys::Datum::from(0)
 }
 
 // ---------------------------------------------------------------------------------------------
