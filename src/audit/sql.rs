@@ -1167,7 +1167,7 @@ fn table_info(tbl: pg_sys::Oid) -> AuthResult<TableInfo> {
     Spi::connect(|client| {
         let row = client
             .select(
-                "SELECT c.oid::regclass::text, c.relkind::text, n.nspname = 'pgauth', c.relowner,
+                "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind::text, n.nspname = 'pgauth', c.relowner,
                         EXISTS (SELECT 1 FROM pg_catalog.pg_index i
                                  WHERE i.indrelid = c.oid AND i.indisprimary),
                         EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
