@@ -352,7 +352,12 @@ fn note_audit_row(id: i64, txid: u64, digest: &AuditDigest) {
         let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
         // TopSubTransactionId: rows of the top level go only when the whole transaction does.
         let top_level = sub == 1;
-        if !top_level && pending.checkpoints.last().is_none_or(|(last, _)| sub > *last) {
+        if !top_level
+            && pending
+                .checkpoints
+                .last()
+                .is_none_or(|(last, _)| sub > *last)
+        {
             let before = pending.hasher.clone();
             pending.checkpoints.push((sub, before));
         }
@@ -361,12 +366,24 @@ fn note_audit_row(id: i64, txid: u64, digest: &AuditDigest) {
 }
 
 /// Run an INSERT of audit rows; their digests are added to this transaction's.
-unsafe fn insert_audit_rows(plan: SavedPlan, args: &mut [pg_sys::Datum], nulls: &[std::ffi::c_char]) {
+unsafe fn insert_audit_rows(
+    plan: SavedPlan,
+    args: &mut [pg_sys::Datum],
+    nulls: &[std::ffi::c_char],
+) {
     STATE.with(|s| s.borrow_mut().capturing = true);
     let rc = pg_sys::SPI_execute_plan(
         plan.0,
-        if args.is_empty() { std::ptr::null_mut() } else { args.as_mut_ptr() },
-        if nulls.is_empty() { std::ptr::null() } else { nulls.as_ptr() },
+        if args.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            args.as_mut_ptr()
+        },
+        if nulls.is_empty() {
+            std::ptr::null()
+        } else {
+            nulls.as_ptr()
+        },
         false,
         0,
     );
@@ -838,21 +855,23 @@ unsafe fn append_to_chain(pending: Pending) -> AuthResult<()> {
         let txid_text = txid.to_string();
         let mut args = [
             pg_sys::Datum::from(position),
-            txid_text.as_str().into_datum().unwrap_or(pg_sys::Datum::from(0)),
+            txid_text
+                .as_str()
+                .into_datum()
+                .unwrap_or(pg_sys::Datum::from(0)),
             pg_sys::Datum::from(first),
             pg_sys::Datum::from(last),
             pg_sys::Datum::from(count),
-            txn.as_slice().into_datum().unwrap_or(pg_sys::Datum::from(0)),
-            link.as_slice().into_datum().unwrap_or(pg_sys::Datum::from(0)),
+            txn.as_slice()
+                .into_datum()
+                .unwrap_or(pg_sys::Datum::from(0)),
+            link.as_slice()
+                .into_datum()
+                .unwrap_or(pg_sys::Datum::from(0)),
         ];
         let nulls = [b' ' as std::ffi::c_char; 7];
-        let rc = pg_sys::SPI_execute_plan(
-            plans.append.0,
-            args.as_mut_ptr(),
-            nulls.as_ptr(),
-            false,
-            0,
-        );
+        let rc =
+            pg_sys::SPI_execute_plan(plans.append.0, args.as_mut_ptr(), nulls.as_ptr(), false, 0);
         pg_sys::PopActiveSnapshot();
         if rc != pg_sys::SPI_OK_INSERT as i32 {
             return Err(spi_error("appending to the audit chain", rc));
@@ -898,9 +917,11 @@ pub unsafe extern "C-unwind" fn pgauth_record_event(
         let plan = match STATE.with(|s| s.borrow().record_plan) {
             Some(plan) => plan,
             None => {
-                let plan =
-                    prepare_kept(RECORD_EVENT_SQL, &[pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::JSONBOID])
-                        .or_raise();
+                let plan = prepare_kept(
+                    RECORD_EVENT_SQL,
+                    &[pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::JSONBOID],
+                )
+                .or_raise();
                 STATE.with(|s| s.borrow_mut().record_plan = Some(plan));
                 plan
             }

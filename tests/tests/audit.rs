@@ -618,3 +618,36 @@ fn key_events_are_audit_rows() {
     );
     assert!(verify(&mut db).ok);
 }
+
+#[test]
+fn repeatable_read_and_serializable_writers_chain_after_later_commits() {
+    let mut db = fresh_database("pgauth_it_audit_isolation");
+    db.batch_execute("CREATE TABLE iso (id int PRIMARY KEY)")
+        .unwrap();
+    db.batch_execute("SELECT auth_audit_enable('iso')").unwrap();
+    let mut a = connect_to("pgauth_it_audit_isolation");
+    let mut b = connect_to("pgauth_it_audit_isolation");
+    // Both take their snapshots first; a commits; b's snapshot does not see a's chain entry.
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM iso")
+        .unwrap();
+    b.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT count(*) FROM iso")
+        .unwrap();
+    a.batch_execute("INSERT INTO iso VALUES (1)").unwrap();
+    b.batch_execute("INSERT INTO iso VALUES (2)").unwrap();
+    a.batch_execute("COMMIT").unwrap();
+    db.batch_execute("INSERT INTO iso VALUES (3)").unwrap();
+    b.batch_execute("COMMIT").unwrap();
+    let v = verify(&mut db);
+    assert!(v.ok, "{v:?}");
+    let positions: i64 = db
+        .query_one(
+            "SELECT count(DISTINCT position) FROM pgauth.audit_chain",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        positions, 5,
+        "audit_enabled event, three inserts, plus b's own position"
+    );
+}
