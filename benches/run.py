@@ -6,9 +6,11 @@ Timings are wall-clock medians of several repetitions; lower is better.
 """
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import nacl.pwhash
@@ -143,12 +145,80 @@ def bench_crypto(conn):
     report(f"auth_decrypt, AES-256-GCM, {label}", dec * 1e3, "pgcrypto decrypt_iv aes-cbc",
            cbc_dec * 1e3, "ms", 1.0)
     report(f"auth_digest, SHA3-512, {label}", sha3 * 1e3, "pgcrypto digest sha512", sha512 * 1e3, "ms")
+AUDIT_ROWS = 100_000
+AUDIT_TABLE = """CREATE TABLE {name} (id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL,
+                                     amount numeric(12,2), created_at timestamptz NOT NULL DEFAULT now())"""
+AUDIT_INSERT = """INSERT INTO {name} SELECT g, 'user ' || g, 'user' || g || '@example.com', g * 1.25, now()
+                    FROM generate_series(1, %d) g""" % AUDIT_ROWS
+
+
+def pgbench_tps(script, clients=2, seconds=10):
+    pgbench = os.environ.get("PGBENCH") or shutil.which("pgbench") or "/usr/lib/postgresql/15/bin/pgbench"
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(script)
+    try:
+        out = subprocess.run(
+            [pgbench, "-h", "127.0.0.1", "-p", str(PORT), "-U", "postgres", "-n", "-c", str(clients),
+             "-j", str(clients), "-T", str(seconds), "-f", f.name, "pgauth_bench"],
+            capture_output=True, check=True, text=True).stdout
+    finally:
+        os.unlink(f.name)
+    return float(re.search(r"tps = ([0-9.]+)", out).group(1))
+
+
+def bench_audit(conn):
+    """Bulk insert into an audited table, and single-row audited inserts from 2 clients."""
+    for name in ("bench_plain", "bench_audited", "bench_plpgsql"):
+        conn.execute(AUDIT_TABLE.format(name=name))
+    conn.execute("SELECT auth_audit_enable('bench_audited')")
+    # The supa_audit / classic audit-trigger style: one plpgsql row trigger writing to_jsonb(NEW).
+    conn.execute("""CREATE TABLE bench_plpgsql_log (id bigserial PRIMARY KEY, ts timestamptz DEFAULT now(),
+                        tbl text, op text, record jsonb)""")
+    conn.execute("""CREATE FUNCTION bench_plpgsql_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN
+                      INSERT INTO bench_plpgsql_log (tbl, op, record) VALUES (TG_TABLE_NAME, TG_OP, to_jsonb(NEW));
+                      RETURN NULL;
+                    END $$""")
+    conn.execute("""CREATE TRIGGER bench_plpgsql_audit AFTER INSERT ON bench_plpgsql
+                    FOR EACH ROW EXECUTE FUNCTION bench_plpgsql_audit()""")
+
+    def bulk(name):
+        def run():
+            conn.execute(f"TRUNCATE {name}")
+            start = time.perf_counter()
+            conn.execute(AUDIT_INSERT.format(name=name))
+            return time.perf_counter() - start
+        run()  # warm up: caches, plans
+        return statistics.median(run() for _ in range(REPS))
+
+    plain = bulk("bench_plain")
+    audited = bulk("bench_audited")
+    plpgsql = bulk("bench_plpgsql")
+    report(f"INSERT {AUDIT_ROWS:,} rows, audited by pgauth (hash chain)", audited * 1e3,
+           "same INSERT unaudited", plain * 1e3, "ms", 2.0)
+    report(f"INSERT {AUDIT_ROWS:,} rows, audited by pgauth (hash chain)", audited * 1e3,
+           "plpgsql to_jsonb(NEW) row trigger", plpgsql * 1e3, "ms")
+    ok = conn.execute("SELECT ok FROM auth_audit_verify()").fetchone()[0]
+    assert ok, "the audit log of the benchmark does not verify"
+
+    conn.execute("CREATE TABLE bench_one_plain (id bigserial PRIMARY KEY, name text, amount numeric)")
+    conn.execute("CREATE TABLE bench_one_audited (LIKE bench_one_plain INCLUDING ALL)")
+    conn.execute("SELECT auth_audit_enable('bench_one_audited')")
+    insert = "INSERT INTO {name} (name, amount) VALUES ('client ' || :client_id, random());\n"
+    pgbench_tps(insert.format(name="bench_one_plain"), seconds=2)  # warm up
+    plain_tps, audited_tps = [], []
+    for _ in range(3):  # interleaved: the machine's load drifts
+        plain_tps.append(pgbench_tps(insert.format(name="bench_one_plain")))
+        audited_tps.append(pgbench_tps(insert.format(name="bench_one_audited")))
+    # Reported as time per transaction (lower is better): target 1.25x = 0.8x the TPS.
+    report("pgbench 2 clients, single-row audited INSERT", 1e3 / statistics.median(audited_tps),
+           "same, unaudited", 1e3 / statistics.median(plain_tps), "ms/txn", 1.25)
 
 
 def main():
     conn = setup_database()
     benches = {"argon2": bench_argon2, "bcrypt": bench_bcrypt, "reject": bench_rejection,
-               "crypto": bench_crypto}
+               "crypto": bench_crypto, "audit": bench_audit}
     chosen = sys.argv[1:] or list(benches)
     for name in chosen:
         benches[name](conn)

@@ -84,12 +84,4 @@ SELECT pg_catalog.pg_extension_config_dump('pgauth.key_grants', '');
 REVOKE ALL ON pgauth.keys, pgauth.key_grants, pgauth.key_state FROM PUBLIC;
 GRANT SELECT ON pgauth.keys, pgauth.key_grants TO pgauth_admin;
 
--- The one internal function every capability reports security events through. The audit log
--- (issue D) connects it to pgauth.audit_log; until then events are accepted and not stored.
-CREATE FUNCTION pgauth.record_event(event text, subject text, details jsonb DEFAULT '{}')
-RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
-BEGIN
-    RETURN;
-END
-$$;
-REVOKE ALL ON FUNCTION pgauth.record_event(text, text, jsonb) FROM PUBLIC;
+-- Key events go to pgauth.record_event(), defined with the audit log (sql/audit.sql).

@@ -380,3 +380,7 @@ $$;
 REVOKE ALL ON FUNCTION pgauth.group_id(text), pgauth.role_id(text), pgauth.require_user(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgauth.group_id(text), pgauth.role_id(text), pgauth.require_user(uuid) TO pgauth_admin;
 GRANT EXECUTE ON FUNCTION pgauth.record_event(text, text, jsonb) TO pgauth_admin;
+
+-- The audit log records the pgauth user bound to the transaction (issue D's seam).
+CREATE OR REPLACE FUNCTION pgauth.audit_app_user() RETURNS uuid LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT @extschema@.auth_current_user_id() $$;

@@ -99,6 +99,27 @@ pub enum AuthError {
     #[error("{0}")]
     InvalidRequest(String),
 
+    /// UPDATE, DELETE or TRUNCATE of an audit table: refused for everyone, owner included.
+    #[error("{0}")]
+    AuditAppendOnly(String),
+
+    /// Audit administration without the privilege (pgauth_admin, table ownership).
+    #[error("permission denied: {0}")]
+    AuditPermissionDenied(String),
+
+    /// `auth_audit_enable` on something that is not an auditable table.
+    #[error("{0}")]
+    AuditWrongObject(String),
+
+    #[error("table {0} is already audited")]
+    AuditAlreadyEnabled(String),
+
+    #[error("table {0} is not audited")]
+    AuditNotEnabled(String),
+
+    #[error("table {0} has no primary key")]
+    AuditNoPrimaryKey(String),
+
     #[error("internal error in pgauth: {0}")]
     Internal(String),
 }
@@ -124,6 +145,14 @@ impl AuthError {
             PlaintextTooLong { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             InvalidRequest(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            AuditAppendOnly(_) | AuditPermissionDenied(_) => {
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+            }
+            AuditWrongObject(_) => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            AuditAlreadyEnabled(_) => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            AuditNotEnabled(_) | AuditNoPrimaryKey(_) => {
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -178,6 +207,22 @@ impl AuthError {
             KeyWrapFailed => Some(
                 "The data keys were wrapped under a different master key; configure the master \
                  key they were created with.",
+            ),
+            AuditAppendOnly(_) => Some(
+                "The audit log and its chain only grow. Archive old events with \
+                 auth_audit_purge() (README, \"Retention\").",
+            ),
+            AuditPermissionDenied(_) => Some(
+                "Audit administration is for members of pgauth_admin who own the table \
+                 (or superusers).",
+            ),
+            AuditAlreadyEnabled(_) => Some(
+                "To change the excluded columns, call auth_audit_disable() and then \
+                 auth_audit_enable() again.",
+            ),
+            AuditNoPrimaryKey(_) => Some(
+                "Audit rows identify a row by its primary key; add one (ALTER TABLE … ADD PRIMARY \
+                 KEY) first.",
             ),
             _ => None,
         }

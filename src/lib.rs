@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+pub mod audit;
 pub mod backend;
 pub mod crypto;
 pub mod error;
@@ -17,11 +18,22 @@ pub mod session;
 
 // Schema, roles and state tables come first; privileges on the generated functions come last.
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-extension_sql_file!("../sql/keys.sql", name = "keys", requires = ["bootstrap"]);
+extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["bootstrap"]);
+extension_sql_file!(
+    "../sql/keys.sql",
+    name = "keys",
+    requires = ["bootstrap", "audit"]
+);
 extension_sql_file!(
     "../sql/rbac.sql",
     name = "rbac",
-    requires = ["keys", auth_check_password, auth_hash_password]
+    requires = [
+        "keys",
+        "audit",
+        auth_check_password,
+        auth_hash_password,
+        auth_current_user_id
+    ]
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
@@ -30,6 +42,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     session::sql::register_settings();
     error::install_log_hook();
+    audit::sql::install_xact_callback();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         password::role_check::install();
     }

@@ -6,7 +6,7 @@ set -euo pipefail
 PG_MAJOR=${PG_MAJOR:-15}
 TEST_PORT=${TEST_PORT:-5499}
 TEST_ROOT=${TEST_ROOT:-/tmp/pgauth-test}
-BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 DATA=$TEST_ROOT/data
 SOCK=$TEST_ROOT/socket
 LOG=$TEST_ROOT/server.log

@@ -1,0 +1,489 @@
+//! Audit: the canonical serialisation of audit rows, their SHA3-512 digests, the per-transaction
+//! digests and the hash chain over them, and the verifier that finds the first bad row.
+//!
+//! Everything here is plain Rust with no pgrx types; `sql.rs` (triggers, the commit-time chain
+//! append, SPI) is built on top. This folder never decides *what* is audited — only how an
+//! event is made tamper-evident and how that is checked.
+//!
+//! # Definitions (stable: changing any byte breaks every stored chain)
+//!
+//! All integers are big-endian. `field(x)` is `0x00` when x is NULL and
+//! `0x01 || u32(len(x)) || x` otherwise, so no two different rows serialise to the same bytes.
+//!
+//! ```text
+//! row_digest   = SHA3-512("pgauth audit row v1" || field(id: i64) || field(occurred_at: i64 µs
+//!                since 2000-01-01 UTC) || field(txid: u64) || field(db_user: UTF-8)
+//!                || field(app_user_id: 16 bytes) || field(client_addr: inet text)
+//!                || field(event: UTF-8) || field(table_name: UTF-8) || field(row_key: jsonb text)
+//!                || field(old_values: jsonb text) || field(new_values: jsonb text))
+//! txn_digest   = SHA3-512("pgauth audit txn v1" || u64(txid) || row_digest_1 || … || row_digest_n
+//!                || u64(row_count) || i64(first_id) || i64(last_id))       (rows in id order)
+//! chain_digest = SHA3-512("pgauth audit chain v1" || previous chain_digest (64 zero bytes
+//!                before position 1) || i64(position) || txn_digest)
+//! ```
+//!
+//! "jsonb text" is PostgreSQL's output form of a jsonb value (`value::text`): keys sorted, one
+//! space after `:` and `,`, so equal jsonb values have equal text.
+
+use std::collections::HashMap;
+
+use sha3::{Digest, Sha3_512};
+
+pub(crate) mod sql;
+
+/// Length of every digest in the audit log and chain, bytes.
+pub const DIGEST_LEN: usize = 64;
+pub type AuditDigest = [u8; DIGEST_LEN];
+
+const ROW_TAG: &[u8] = b"pgauth audit row v1";
+const TXN_TAG: &[u8] = b"pgauth audit txn v1";
+const CHAIN_TAG: &[u8] = b"pgauth audit chain v1";
+
+/// The chain digest "before" position 1.
+pub const GENESIS: AuditDigest = [0u8; DIGEST_LEN];
+
+/// One audit row as stored, every field that its digest covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditRow {
+    pub id: i64,
+    /// Microseconds since 2000-01-01 00:00:00 UTC (PostgreSQL's timestamptz).
+    pub occurred_at: i64,
+    pub txid: u64,
+    pub db_user: Option<String>,
+    pub app_user_id: Option<[u8; 16]>,
+    /// The inet's text form, e.g. `127.0.0.1` or `10.0.0.0/8`.
+    pub client_addr: Option<String>,
+    pub event: String,
+    pub table_name: Option<String>,
+    pub row_key: Option<String>,
+    pub old_values: Option<String>,
+    pub new_values: Option<String>,
+}
+
+/// Borrowed view of the fields, so the SQL layer can hash datums without copying them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowFields<'a> {
+    pub id: i64,
+    pub occurred_at: i64,
+    pub txid: u64,
+    pub db_user: Option<&'a [u8]>,
+    pub app_user_id: Option<&'a [u8]>,
+    pub client_addr: Option<&'a [u8]>,
+    pub event: Option<&'a [u8]>,
+    pub table_name: Option<&'a [u8]>,
+    pub row_key: Option<&'a [u8]>,
+    pub old_values: Option<&'a [u8]>,
+    pub new_values: Option<&'a [u8]>,
+}
+
+impl AuditRow {
+    pub fn fields(&self) -> RowFields<'_> {
+        RowFields {
+            id: self.id,
+            occurred_at: self.occurred_at,
+            txid: self.txid,
+            db_user: self.db_user.as_deref().map(str::as_bytes),
+            app_user_id: self.app_user_id.as_ref().map(|u| u.as_slice()),
+            client_addr: self.client_addr.as_deref().map(str::as_bytes),
+            event: Some(self.event.as_bytes()),
+            table_name: self.table_name.as_deref().map(str::as_bytes),
+            row_key: self.row_key.as_deref().map(str::as_bytes),
+            old_values: self.old_values.as_deref().map(str::as_bytes),
+            new_values: self.new_values.as_deref().map(str::as_bytes),
+        }
+    }
+
+    pub fn digest(&self) -> AuditDigest {
+        row_digest(&self.fields())
+    }
+}
+
+/// Feeds the canonical serialisation to `sink` piece by piece.
+pub fn serialise_row(f: &RowFields<'_>, sink: &mut impl FnMut(&[u8])) {
+    fn field(sink: &mut impl FnMut(&[u8]), value: Option<&[u8]>) {
+        match value {
+            None => sink(&[0]),
+            Some(bytes) => {
+                // Longer than a PostgreSQL value can be (1 GB); cannot happen, but never wrap.
+                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                sink(&[1]);
+                sink(&len.to_be_bytes());
+                sink(bytes);
+            }
+        }
+    }
+    sink(ROW_TAG);
+    field(sink, Some(&f.id.to_be_bytes()));
+    field(sink, Some(&f.occurred_at.to_be_bytes()));
+    field(sink, Some(&f.txid.to_be_bytes()));
+    field(sink, f.db_user);
+    field(sink, f.app_user_id);
+    field(sink, f.client_addr);
+    field(sink, f.event);
+    field(sink, f.table_name);
+    field(sink, f.row_key);
+    field(sink, f.old_values);
+    field(sink, f.new_values);
+}
+
+/// The serialisation as one buffer (tests and documentation; hashing streams it).
+pub fn canonical_row_bytes(f: &RowFields<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    serialise_row(f, &mut |b| out.extend_from_slice(b));
+    out
+}
+
+pub fn row_digest(f: &RowFields<'_>) -> AuditDigest {
+    let mut h = Sha3_512::new();
+    serialise_row(f, &mut |b| h.update(b));
+    h.finalize().into()
+}
+
+/// Digest of one transaction's rows, fed in id order; streams, so a transaction of any size
+/// needs no memory beyond the hash state.
+#[derive(Clone)]
+pub struct TxnHasher {
+    hash: Sha3_512,
+    count: u64,
+    first_id: Option<i64>,
+    last_id: Option<i64>,
+}
+
+impl TxnHasher {
+    pub fn new(txid: u64) -> Self {
+        let mut hash = Sha3_512::new();
+        hash.update(TXN_TAG);
+        hash.update(txid.to_be_bytes());
+        TxnHasher {
+            hash,
+            count: 0,
+            first_id: None,
+            last_id: None,
+        }
+    }
+
+    pub fn add(&mut self, id: i64, row_digest: &AuditDigest) {
+        self.first_id.get_or_insert(id);
+        self.last_id = Some(id);
+        self.count += 1;
+        self.hash.update(row_digest);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn first_id(&self) -> Option<i64> {
+        self.first_id
+    }
+
+    pub fn last_id(&self) -> Option<i64> {
+        self.last_id
+    }
+
+    pub fn finish(self) -> AuditDigest {
+        let mut hash = self.hash;
+        hash.update(self.count.to_be_bytes());
+        hash.update(self.first_id.unwrap_or(0).to_be_bytes());
+        hash.update(self.last_id.unwrap_or(0).to_be_bytes());
+        hash.finalize().into()
+    }
+}
+
+/// `txn_digest` of rows given as (id, row_digest) in id order.
+pub fn txn_digest<'a>(
+    txid: u64,
+    rows: impl IntoIterator<Item = (i64, &'a AuditDigest)>,
+) -> AuditDigest {
+    let mut h = TxnHasher::new(txid);
+    for (id, d) in rows {
+        h.add(id, d);
+    }
+    h.finish()
+}
+
+pub fn chain_digest(previous: &AuditDigest, position: i64, txn: &AuditDigest) -> AuditDigest {
+    let mut h = Sha3_512::new();
+    h.update(CHAIN_TAG);
+    h.update(previous);
+    h.update(position.to_be_bytes());
+    h.update(txn);
+    h.finalize().into()
+}
+
+/// One row of `pgauth.audit_chain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainEntry {
+    pub position: i64,
+    pub txid: u64,
+    pub first_id: i64,
+    pub last_id: i64,
+    pub row_count: i64,
+    pub txn_digest: Vec<u8>,
+    pub chain_digest: Vec<u8>,
+}
+
+/// What `auth_audit_verify` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub ok: bool,
+    pub checked: i64,
+    pub first_bad_id: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// A stored head (`auth_audit_head()` taken earlier and kept outside the database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub position: i64,
+    pub digest: Vec<u8>,
+}
+
+struct Expected {
+    entry: ChainEntry,
+    hasher: TxnHasher,
+    /// A row of this transaction was already reported; its digest failing too adds nothing.
+    explained: bool,
+}
+
+/// Streaming verifier. Feed the chain entries in position order, then the rows in id order,
+/// then `finish`. Keeps one small record per chain entry in memory.
+///
+/// Every problem is attached to an audit id; the verdict names the smallest. A row that fails
+/// its own digest is exact. When rows were removed (or a forger recomputed a row's digest) only
+/// the transaction's digest fails, and the problem is reported at the transaction's first id.
+pub struct Verifier {
+    /// The chain digest the first fed entry must follow.
+    anchor: AuditDigest,
+    previous: Option<(i64, AuditDigest)>,
+    by_txid: HashMap<u64, Expected>,
+    /// Rows below this id belong to entries before the verified range and are not checked.
+    from_id: Option<i64>,
+    /// Transaction of the verifying session: its rows are not chained until it commits.
+    own_txid: Option<u64>,
+    checked: i64,
+    worst: Option<(i64, String)>,
+    /// A problem that has no audit id (e.g. the tail was cut off).
+    unplaced: Option<String>,
+    positions: HashMap<i64, AuditDigest>,
+}
+
+fn to_digest(bytes: &[u8]) -> Option<AuditDigest> {
+    bytes.try_into().ok()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Verifier {
+    pub fn new(anchor: AuditDigest, from_id: Option<i64>, own_txid: Option<u64>) -> Self {
+        Verifier {
+            anchor,
+            previous: None,
+            by_txid: HashMap::new(),
+            from_id,
+            own_txid,
+            checked: 0,
+            worst: None,
+            unplaced: None,
+            positions: HashMap::new(),
+        }
+    }
+
+    /// Record a problem found outside the chain and rows (e.g. a missing checkpoint).
+    pub fn report(&mut self, id: i64, reason: String) {
+        self.problem(id, reason);
+    }
+
+    fn problem(&mut self, id: i64, reason: String) {
+        if self.worst.as_ref().is_none_or(|(w, _)| id < *w) {
+            self.worst = Some((id, reason));
+        }
+    }
+
+    pub fn add_entry(&mut self, e: ChainEntry) {
+        let (prev_pos, prev_digest) = match self.previous {
+            Some(p) => p,
+            None => (e.position - 1, self.anchor),
+        };
+        if e.position != prev_pos + 1 {
+            self.problem(
+                e.first_id,
+                format!(
+                    "audit chain position {} follows position {}: chain entries were deleted, inserted or reordered",
+                    e.position, prev_pos
+                ),
+            );
+        }
+        let stored_chain = to_digest(&e.chain_digest);
+        match (to_digest(&e.txn_digest), stored_chain) {
+            (Some(txn), Some(stored))
+                if chain_digest(&prev_digest, e.position, &txn) == stored => {}
+            _ => self.problem(
+                e.first_id,
+                format!(
+                    "audit chain entry at position {} does not follow from the previous one: the entry was modified, removed or reordered",
+                    e.position
+                ),
+            ),
+        }
+        // Continue from what is stored, so one bad link is reported once.
+        let next = stored_chain.unwrap_or(GENESIS);
+        self.previous = Some((e.position, next));
+        self.positions.insert(e.position, next);
+        if self.by_txid.contains_key(&e.txid) {
+            self.problem(
+                e.first_id,
+                format!(
+                    "transaction {} appears twice in the audit chain (position {})",
+                    e.txid, e.position
+                ),
+            );
+            return;
+        }
+        let hasher = TxnHasher::new(e.txid);
+        self.by_txid.insert(
+            e.txid,
+            Expected {
+                entry: e,
+                hasher,
+                explained: false,
+            },
+        );
+    }
+
+    /// Feed one stored row (in id order) with its stored `row_digest`.
+    ///
+    /// The transaction digest is built from the *stored* row digests: a row whose contents no
+    /// longer match its own digest is reported exactly, at its id; a row whose digest was
+    /// recomputed by a forger is caught by its transaction's digest.
+    pub fn add_row(&mut self, row: &AuditRow, stored_digest: &[u8]) {
+        if Some(row.txid) == self.own_txid {
+            return;
+        }
+        let Some(expected) = self.by_txid.get_mut(&row.txid) else {
+            if self.from_id.is_some_and(|from| row.id < from) {
+                return;
+            }
+            self.checked += 1;
+            self.problem(
+                row.id,
+                format!(
+                    "audit row {} (transaction {}) is not covered by the audit chain: it was inserted outside pgauth",
+                    row.id, row.txid
+                ),
+            );
+            return;
+        };
+        self.checked += 1;
+        let stored = to_digest(stored_digest).unwrap_or(GENESIS);
+        expected.hasher.add(row.id, &stored);
+        let (first, last, position) = (
+            expected.entry.first_id,
+            expected.entry.last_id,
+            expected.entry.position,
+        );
+        let mut found = None;
+        if row.id < first || row.id > last {
+            found = Some(format!(
+                "audit row {} lies outside the ids {first}..{last} of its transaction (chain position {position}): it was inserted or renumbered",
+                row.id
+            ));
+        } else if row.digest() != stored || stored_digest.len() != DIGEST_LEN {
+            found = Some(format!(
+                "audit row {} was modified: its contents do not match its row_digest",
+                row.id
+            ));
+        }
+        if let Some(reason) = found {
+            expected.explained = true;
+            self.problem(row.id, reason);
+        }
+    }
+
+    pub fn finish(mut self, head: Option<&Head>) -> Verdict {
+        let mut pending: Vec<(i64, String)> = Vec::new();
+        for expected in self.by_txid.values() {
+            let e = &expected.entry;
+            let h = &expected.hasher;
+            if expected.explained {
+                continue;
+            }
+            if h.count() != e.row_count as u64 {
+                pending.push((
+                    e.first_id,
+                    format!(
+                        "transaction {} (chain position {}) committed {} audit rows, {} remain: rows were deleted or added",
+                        e.txid, e.position, e.row_count, h.count()
+                    ),
+                ));
+            } else if h.first_id() != Some(e.first_id)
+                || h.last_id() != Some(e.last_id)
+                || h.clone().finish().as_slice() != e.txn_digest.as_slice()
+            {
+                pending.push((
+                    e.first_id,
+                    format!(
+                        "the audit rows of transaction {} (chain position {}) do not match its digest: a row was modified, replaced or moved",
+                        e.txid, e.position
+                    ),
+                ));
+            }
+        }
+        for (id, reason) in pending {
+            self.problem(id, reason);
+        }
+        if let Some(head) = head {
+            match self.positions.get(&head.position) {
+                Some(d) if d.as_slice() == head.digest.as_slice() => {}
+                Some(_) => {
+                    let id = self
+                        .by_txid
+                        .values()
+                        .find(|x| x.entry.position == head.position)
+                        .map(|x| x.entry.first_id);
+                    let reason = format!(
+                        "audit chain position {} does not have the stored head digest {}…: the chain was rewritten",
+                        head.position,
+                        &hex(&head.digest)[..16.min(head.digest.len() * 2)]
+                    );
+                    match id {
+                        Some(id) => self.problem(id, reason),
+                        None => self.unplaced = Some(reason),
+                    }
+                }
+                None => {
+                    let last = self.previous.map(|p| p.0).unwrap_or(0);
+                    self.unplaced = Some(format!(
+                        "the stored head is at audit chain position {}, but the chain ends at position {last}: the tail of the audit log was removed",
+                        head.position
+                    ));
+                }
+            }
+        }
+        match (self.worst, self.unplaced) {
+            (Some((id, reason)), _) => Verdict {
+                ok: false,
+                checked: self.checked,
+                first_bad_id: Some(id),
+                reason: Some(reason),
+            },
+            (None, Some(reason)) => Verdict {
+                ok: false,
+                checked: self.checked,
+                first_bad_id: None,
+                reason: Some(reason),
+            },
+            (None, None) => Verdict {
+                ok: true,
+                checked: self.checked,
+                first_bad_id: None,
+                reason: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

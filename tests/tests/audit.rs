@@ -1,0 +1,650 @@
+//! The audit log through a real client: tampering by a superuser, a cut tail, concurrent
+//! writers with rollbacks, crashes (kill -9 of a backend, immediate shutdown), privileges, and
+//! security events of other capabilities.
+
+use pgauth_integration_tests::*;
+use postgres::{Client, NoTls};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+struct Verdict {
+    ok: bool,
+    checked: i64,
+    first_bad_id: Option<i64>,
+    reason: Option<String>,
+}
+
+fn verify(db: &mut Client) -> Verdict {
+    verify_sql(db, "SELECT * FROM auth_audit_verify()", &[])
+}
+
+fn verify_sql(
+    db: &mut Client,
+    sql: &str,
+    args: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Verdict {
+    let row = db.query_one(sql, args).expect("auth_audit_verify");
+    Verdict {
+        ok: row.get(0),
+        checked: row.get(1),
+        first_bad_id: row.get(2),
+        reason: row.get(3),
+    }
+}
+
+/// A database with an audited table and a few transactions of one and of several rows.
+fn audited_database(name: &str) -> Client {
+    let mut db = fresh_database(name);
+    // One transaction each (a multi-statement batch would be one transaction).
+    for sql in [
+        "CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance numeric NOT NULL)",
+        "SELECT auth_audit_enable('accounts')",
+        "INSERT INTO accounts VALUES (1, 'ann', 10)",
+        "INSERT INTO accounts SELECT g, 'user ' || g, g FROM generate_series(2, 6) g",
+        "UPDATE accounts SET balance = balance + 1 WHERE id IN (2, 3)",
+        "DELETE FROM accounts WHERE id = 6",
+        "INSERT INTO accounts VALUES (7, 'zed', 70)",
+    ] {
+        db.batch_execute(sql).expect(sql);
+    }
+    let v = verify(&mut db);
+    assert!(v.ok, "{v:?}");
+    db
+}
+
+fn id_of(db: &mut Client, event: &str, key: i32) -> i64 {
+    db.query_one(
+        "SELECT id FROM pgauth.audit_log WHERE event = $1 AND row_key = jsonb_build_object('id', $2::int)",
+        &[&event, &key],
+    )
+    .unwrap_or_else(|e| panic!("audit row {event} {key}: {e}"))
+    .get(0)
+}
+
+/// Run `tamper` as a superuser with the append-only guards off, check what verify says, and
+/// undo it all (the tampering happens inside a transaction that is rolled back).
+fn tampered(db: &mut Client, tamper: &str) -> Verdict {
+    db.batch_execute("BEGIN").unwrap();
+    db.batch_execute(
+        "ALTER TABLE pgauth.audit_log DISABLE TRIGGER audit_log_append_only;
+         ALTER TABLE pgauth.audit_chain DISABLE TRIGGER audit_chain_append_only;",
+    )
+    .unwrap();
+    db.batch_execute(tamper)
+        .unwrap_or_else(|e| panic!("{tamper}: {e}"));
+    let v = verify(db);
+    db.batch_execute("ROLLBACK").unwrap();
+    v
+}
+
+#[test]
+fn tampering_by_a_superuser_is_found_at_the_right_row() {
+    let mut db = audited_database("pgauth_it_audit_tamper");
+    let ann = id_of(&mut db, "insert", 1);
+    let user3 = id_of(&mut db, "insert", 3);
+    let user2 = id_of(&mut db, "insert", 2);
+    let deleted6 = id_of(&mut db, "delete", 6);
+    let zed = id_of(&mut db, "insert", 7);
+
+    // A row's contents changed.
+    let v = tampered(
+        &mut db,
+        &format!("UPDATE pgauth.audit_log SET new_values = '{{\"id\": 3, \"owner\": \"mallory\", \"balance\": 3}}' WHERE id = {user3}"),
+    );
+    assert!(!v.ok);
+    assert_eq!(v.first_bad_id, Some(user3), "{v:?}");
+    assert!(v.reason.as_deref().unwrap_or("").contains("modified"));
+
+    // A row deleted: the only row of its transaction, then one of five.
+    let v = tampered(
+        &mut db,
+        &format!("DELETE FROM pgauth.audit_log WHERE id = {deleted6}"),
+    );
+    assert_eq!(v.first_bad_id, Some(deleted6), "{v:?}");
+    let v = tampered(
+        &mut db,
+        &format!("DELETE FROM pgauth.audit_log WHERE id = {user3}"),
+    );
+    assert!(!v.ok);
+    assert_eq!(
+        v.first_bad_id,
+        Some(user2),
+        "reported at the transaction's first row: {v:?}"
+    );
+    assert!(v
+        .reason
+        .as_deref()
+        .unwrap_or("")
+        .contains("5 audit rows, 4 remain"));
+
+    // A forged row with a correct row digest, inserted outside pgauth's capture.
+    let v = tampered(
+        &mut db,
+        "WITH f AS (SELECT (SELECT max(id) + 1 FROM pgauth.audit_log) AS id, now() AS ts,
+                           '12345'::xid8 AS txid)
+         INSERT INTO pgauth.audit_log (id, occurred_at, txid, db_user, event, table_name, row_key,
+                                       new_values, row_digest)
+         OVERRIDING SYSTEM VALUE
+         SELECT f.id, f.ts, f.txid, 'postgres', 'insert', 'public.accounts', '{\"id\": 99}',
+                '{\"id\": 99, \"owner\": \"ghost\", \"balance\": 1}',
+                pgauth.audit_row_digest(f.id, f.ts, f.txid, 'postgres', NULL, NULL, 'insert',
+                                        'public.accounts', '{\"id\": 99}',
+                                        NULL, '{\"id\": 99, \"owner\": \"ghost\", \"balance\": 1}')
+           FROM f",
+    );
+    assert!(!v.ok);
+    let forged: i64 = db
+        .query_one("SELECT max(id) + 1 FROM pgauth.audit_log", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v.first_bad_id, Some(forged), "{v:?}");
+    assert!(v
+        .reason
+        .as_deref()
+        .unwrap_or("")
+        .contains("not covered by the audit chain"));
+
+    // Two rows' contents swapped (digests included): found at the lower id.
+    let v = tampered(
+        &mut db,
+        &format!(
+            "CREATE TEMP TABLE saved AS SELECT * FROM pgauth.audit_log WHERE id IN ({ann}, {zed});
+             UPDATE pgauth.audit_log l
+                SET occurred_at = s.occurred_at, txid = s.txid, event = s.event,
+                    row_key = s.row_key, old_values = s.old_values, new_values = s.new_values,
+                    row_digest = s.row_digest
+               FROM saved s
+              WHERE (l.id, s.id) IN (({ann}, {zed}), ({zed}, {ann}));"
+        ),
+    );
+    assert_eq!(v.first_bad_id, Some(ann), "{v:?}");
+
+    // A forger who also recomputes the row digest is caught by the transaction digest.
+    let v = tampered(
+        &mut db,
+        &format!(
+            "UPDATE pgauth.audit_log SET new_values = '{{\"id\": 3, \"owner\": \"mallory\", \"balance\": 3}}' WHERE id = {user3};
+             UPDATE pgauth.audit_log SET row_digest = pgauth.audit_row_digest(id, occurred_at, txid,
+                    db_user, app_user_id, client_addr, event, table_name, row_key, old_values,
+                    new_values) WHERE id = {user3};"
+        ),
+    );
+    assert_eq!(v.first_bad_id, Some(user2), "{v:?}");
+    assert!(v
+        .reason
+        .as_deref()
+        .unwrap_or("")
+        .contains("do not match its digest"));
+
+    // Chain entries changed or removed.
+    let v = tampered(
+        &mut db,
+        "UPDATE pgauth.audit_chain SET row_count = row_count + 1 WHERE position = 2",
+    );
+    assert!(!v.ok, "{v:?}");
+    // Position 3 is the transaction that inserted users 2..6: its rows lose their cover.
+    let v = tampered(&mut db, "DELETE FROM pgauth.audit_chain WHERE position = 3");
+    assert_eq!(v.first_bad_id, Some(user2), "{v:?}");
+    assert!(v.reason.as_deref().unwrap_or("").contains("not covered"));
+    // ... and with its rows gone too, the gap in the chain shows.
+    let v = tampered(
+        &mut db,
+        "DELETE FROM pgauth.audit_log l USING pgauth.audit_chain c WHERE c.position = 3 AND l.txid = c.txid;
+         DELETE FROM pgauth.audit_chain WHERE position = 3;",
+    );
+    assert!(!v.ok);
+    assert!(
+        v.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("follows position 2"),
+        "{v:?}"
+    );
+
+    // Nothing above was kept.
+    assert!(verify(&mut db).ok);
+}
+
+#[test]
+fn a_cut_tail_is_found_against_a_stored_head() {
+    let mut db = audited_database("pgauth_it_audit_tail");
+    let head = db
+        .query_one("SELECT id, digest FROM auth_audit_head()", &[])
+        .unwrap();
+    let (head_id, head_digest): (i64, Vec<u8>) = (head.get(0), head.get(1));
+    db.batch_execute("INSERT INTO accounts VALUES (8, 'later', 8)")
+        .unwrap();
+    let with_head = "SELECT * FROM auth_audit_verify(NULL, $1, $2)";
+    assert!(verify_sql(&mut db, with_head, &[&head_id, &head_digest]).ok);
+
+    // Remove the last two transactions (rows and chain entries): the chain itself is intact.
+    db.batch_execute("BEGIN").unwrap();
+    db.batch_execute(
+        "SET LOCAL session_replication_role = replica;
+         DELETE FROM pgauth.audit_log l USING pgauth.audit_chain c
+          WHERE l.txid = c.txid AND c.position > (SELECT max(position) - 2 FROM pgauth.audit_chain);
+         DELETE FROM pgauth.audit_chain
+          WHERE position > (SELECT max(position) - 2 FROM pgauth.audit_chain);",
+    )
+    .unwrap();
+    assert!(
+        verify(&mut db).ok,
+        "without a stored head a cut tail is invisible"
+    );
+    let v = verify_sql(&mut db, with_head, &[&head_id, &head_digest]);
+    assert!(!v.ok);
+    assert!(v.reason.as_deref().unwrap_or("").contains("tail"), "{v:?}");
+    db.batch_execute("ROLLBACK").unwrap();
+
+    // A head from another database's chain does not match.
+    let mut wrong = head_digest.clone();
+    wrong[0] ^= 1;
+    assert!(!verify_sql(&mut db, with_head, &[&head_id, &wrong]).ok);
+}
+
+#[test]
+fn concurrent_writers_with_rollbacks_keep_one_verifiable_chain() {
+    let mut db = fresh_database("pgauth_it_audit_concurrent");
+    db.batch_execute(
+        "CREATE TABLE events (id bigint PRIMARY KEY, writer int NOT NULL, n int NOT NULL);
+         SELECT auth_audit_enable('events');",
+    )
+    .unwrap();
+    let committed = Arc::new(Mutex::new(BTreeSet::<i64>::new()));
+    let writers = 4;
+    let mut handles = Vec::new();
+    for w in 0..writers {
+        let committed = committed.clone();
+        handles.push(thread::spawn(move || {
+            let mut c = connect_to("pgauth_it_audit_concurrent");
+            for t in 0..40i64 {
+                let base = (w as i64) * 1_000_000 + t * 100;
+                let mut txn = c.transaction().unwrap();
+                txn.execute(
+                    "INSERT INTO events SELECT $1::bigint + g, $2, g FROM generate_series(0, 2) g",
+                    &[&base, &(w as i32)],
+                )
+                .unwrap();
+                // Overlap with the other writers' transactions.
+                txn.batch_execute("SELECT pg_sleep(0.002)").unwrap();
+                txn.batch_execute("SAVEPOINT s").unwrap();
+                txn.execute(
+                    "INSERT INTO events VALUES ($1::bigint + 50, $2, 50)",
+                    &[&base, &(w as i32)],
+                )
+                .unwrap();
+                if t % 3 == 0 {
+                    txn.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+                }
+                txn.execute("UPDATE events SET n = n + 1 WHERE id = $1", &[&base])
+                    .unwrap();
+                if t % 5 == 4 {
+                    txn.rollback().unwrap();
+                    continue;
+                }
+                txn.commit().unwrap();
+                let mut ids = committed.lock().unwrap();
+                ids.extend([base, base + 1, base + 2]);
+                if t % 3 != 0 {
+                    ids.insert(base + 50);
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.join().expect("writer");
+    }
+    let v = verify(&mut db);
+    assert!(v.ok, "{v:?}");
+    let committed = committed.lock().unwrap();
+    let inserts: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pgauth.audit_log WHERE table_name = 'public.events' AND event = 'insert'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        inserts as usize,
+        committed.len(),
+        "one insert row per committed row"
+    );
+    let updates: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pgauth.audit_log WHERE table_name = 'public.events' AND event = 'update'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        updates,
+        writers as i64 * 32,
+        "one update row per committed transaction"
+    );
+    let txns: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pgauth.audit_chain c WHERE EXISTS
+               (SELECT 1 FROM pgauth.audit_log l WHERE l.txid = c.txid AND l.table_name = 'public.events')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(txns, updates, "one chain entry per committed transaction");
+    assert_eq!(
+        txns,
+        writers as i64 * 32,
+        "4 writers × 40 transactions, 8 rolled back each"
+    );
+    let (sum, rows): (i64, i64) = {
+        let r = db
+            .query_one(
+                "SELECT (SELECT sum(row_count)::bigint FROM pgauth.audit_chain),
+                        (SELECT count(*) FROM pgauth.audit_log)",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(sum, rows, "the chain covers every row exactly");
+    assert_eq!(v.checked, rows);
+}
+
+/// The cluster's data directory and binaries (tests/cluster.sh layout).
+fn cluster() -> (String, String) {
+    let root = std::env::var("TEST_ROOT").unwrap_or_else(|_| "/tmp/pgauth-test".into());
+    let bin = std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    (root, bin)
+}
+
+fn wait_for_server(db: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match Client::connect(&format!("{} dbname={db}", dsn()), NoTls) {
+            Ok(mut c) => {
+                if c.simple_query("SELECT 1").is_ok() {
+                    return c;
+                }
+            }
+            Err(_) if Instant::now() < deadline => {}
+            Err(e) => panic!("server did not come back: {e}"),
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Audited writers that record which ids they saw committed, until told to stop or their
+/// connection dies.
+fn start_writers(
+    db: &str,
+    n: usize,
+) -> (
+    Arc<AtomicBool>,
+    Arc<Mutex<BTreeSet<i64>>>,
+    Vec<thread::JoinHandle<()>>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut handles = Vec::new();
+    for w in 0..n {
+        let (stop, committed, db) = (stop.clone(), committed.clone(), db.to_string());
+        handles.push(thread::spawn(move || {
+            let Ok(mut c) = Client::connect(&format!("{} dbname={db}", dsn()), NoTls) else {
+                return;
+            };
+            let _ = c.execute(
+                "SELECT set_config('application_name', 'pgauth_audit_writer', false)",
+                &[],
+            );
+            let mut next = (w as i64 + 1) * 10_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut txn) = c.transaction() else { return };
+                let ok = txn
+                    .execute(
+                        "INSERT INTO crash SELECT $1::bigint + g, repeat('x', 200) FROM generate_series(0, 9) g",
+                        &[&next],
+                    )
+                    .is_ok()
+                    && txn.commit().is_ok();
+                if !ok {
+                    return;
+                }
+                committed.lock().unwrap().extend(next..next + 10);
+                next += 10;
+            }
+        }));
+    }
+    (stop, committed, handles)
+}
+
+fn assert_every_committed_row_audited(db: &mut Client, committed: &BTreeSet<i64>) {
+    let v = verify(db);
+    assert!(v.ok, "{v:?}");
+    let missing: i64 = db
+        .query_one(
+            "SELECT count(*) FROM unnest($1::bigint[]) c(id)
+              WHERE NOT EXISTS (SELECT 1 FROM crash t WHERE t.id = c.id)
+                 OR NOT EXISTS (SELECT 1 FROM pgauth.audit_log l
+                                 WHERE l.table_name = 'public.crash'
+                                   AND l.row_key = jsonb_build_object('id', c.id))",
+            &[&committed.iter().copied().collect::<Vec<i64>>()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(missing, 0, "every committed row and its audit row survive");
+    // And nothing in the table escaped the audit log.
+    let unaudited: i64 = db
+        .query_one(
+            "SELECT count(*) FROM crash t WHERE NOT EXISTS
+               (SELECT 1 FROM pgauth.audit_log l WHERE l.table_name = 'public.crash'
+                   AND l.row_key = jsonb_build_object('id', t.id))",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(unaudited, 0);
+}
+
+fn crash_database(name: &str) -> Client {
+    let mut db = fresh_database(name);
+    db.batch_execute(
+        "CREATE TABLE crash (id bigint PRIMARY KEY, pad text);
+         SELECT auth_audit_enable('crash');",
+    )
+    .unwrap();
+    db
+}
+
+#[test]
+fn kill_9_of_a_backend_during_audited_writes() {
+    let name = "pgauth_it_audit_kill";
+    let mut db = crash_database(name);
+    let (stop, committed, handles) = start_writers(name, 3);
+    thread::sleep(Duration::from_millis(1500));
+    let pid: i32 = db
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgauth_audit_writer' LIMIT 1",
+            &[],
+        )
+        .expect("a writer backend")
+        .get(0);
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    drop(db);
+    // The postmaster reinitialises after a backend is killed: wait for it.
+    let mut db = wait_for_server(name);
+    let committed = committed.lock().unwrap();
+    assert!(committed.len() > 100, "the writers did write");
+    assert_every_committed_row_audited(&mut db, &committed);
+}
+
+#[test]
+fn immediate_shutdown_under_load() {
+    let name = "pgauth_it_audit_immediate";
+    let db = crash_database(name);
+    let (stop, committed, handles) = start_writers(name, 3);
+    thread::sleep(Duration::from_millis(1500));
+    let (root, bin) = cluster();
+    let data = format!("{root}/data");
+    let ctl = format!("{bin}/pg_ctl");
+    let out = Command::new("sudo")
+        .args([
+            "-u",
+            "postgres",
+            &ctl,
+            "-D",
+            &data,
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ])
+        .output()
+        .expect("pg_ctl stop");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    drop(db);
+    let log = format!("{root}/server.log");
+    let out = Command::new("sudo")
+        .args([
+            "-u", "postgres", &ctl, "-D", &data, "-w", "-t", "60", "-l", &log, "start",
+        ])
+        .output()
+        .expect("pg_ctl start");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut db = wait_for_server(name);
+    let committed = committed.lock().unwrap();
+    assert!(committed.len() > 100, "the writers did write");
+    assert_every_committed_row_audited(&mut db, &committed);
+}
+
+#[test]
+fn an_unprivileged_role_cannot_touch_the_audit_log() {
+    let mut db = audited_database("pgauth_it_audit_privileges");
+    db.batch_execute(
+        "DROP ROLE IF EXISTS pgauth_it_nobody;
+         CREATE ROLE pgauth_it_nobody LOGIN;
+         CREATE TABLE mine (id int PRIMARY KEY);
+         ALTER TABLE mine OWNER TO pgauth_it_nobody;
+         GRANT ALL ON accounts TO pgauth_it_nobody;",
+    )
+    .unwrap();
+    let mut nobody = Client::connect(
+        &format!(
+            "{} dbname=pgauth_it_audit_privileges user=pgauth_it_nobody",
+            dsn()
+        ),
+        NoTls,
+    )
+    .expect("connect as pgauth_it_nobody");
+    for sql in [
+        "SELECT auth_audit_enable('mine')",
+        "SELECT auth_audit_disable('accounts')",
+        "SELECT * FROM auth_audit_verify()",
+        "SELECT * FROM auth_audit_head()",
+        "SELECT auth_audit_purge(1)",
+        "SELECT count(*) FROM pgauth.audit_log",
+        "SELECT count(*) FROM auth_audit_events()",
+        "INSERT INTO pgauth.audit_log (occurred_at, txid, event, row_digest) VALUES (now(), '1', 'forged', '\\x00')",
+        "SELECT pgauth.record_event('forged', 'x')",
+        "DROP TRIGGER pgauth_audit_insert ON accounts",
+    ] {
+        let err = nobody.batch_execute(sql).expect_err(sql);
+        assert_eq!(sqlstate(&err), Some("42501"), "{sql}: {err}");
+    }
+    // Its writes to an audited table are audited all the same, under its name.
+    nobody
+        .batch_execute("INSERT INTO accounts VALUES (100, 'nobody', 0)")
+        .unwrap();
+    let user: String = db
+        .query_one(
+            "SELECT db_user FROM pgauth.audit_log WHERE row_key = '{\"id\": 100}'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(user, "pgauth_it_nobody");
+    assert!(verify(&mut db).ok);
+    drop(nobody);
+    db.batch_execute(
+        "DROP TABLE mine; REVOKE ALL ON accounts FROM pgauth_it_nobody; DROP ROLE pgauth_it_nobody",
+    )
+    .unwrap();
+}
+
+#[test]
+fn key_events_are_audit_rows() {
+    let mut db = fresh_database("pgauth_it_audit_keys");
+    db.batch_execute(
+        "SELECT auth_create_key('it_audit_key'); SELECT auth_rotate_key('it_audit_key')",
+    )
+    .unwrap();
+    let rows = db
+        .query(
+            "SELECT event, row_key->>'subject' FROM pgauth.audit_log WHERE table_name IS NULL ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    let events: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        events,
+        vec![
+            ("key_created".to_string(), "it_audit_key".to_string()),
+            ("key_rotated".to_string(), "it_audit_key".to_string()),
+        ]
+    );
+    assert!(verify(&mut db).ok);
+}
+
+#[test]
+fn repeatable_read_and_serializable_writers_chain_after_later_commits() {
+    let mut db = fresh_database("pgauth_it_audit_isolation");
+    db.batch_execute("CREATE TABLE iso (id int PRIMARY KEY)")
+        .unwrap();
+    db.batch_execute("SELECT auth_audit_enable('iso')").unwrap();
+    let mut a = connect_to("pgauth_it_audit_isolation");
+    let mut b = connect_to("pgauth_it_audit_isolation");
+    // Both take their snapshots first; a commits; b's snapshot does not see a's chain entry.
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM iso")
+        .unwrap();
+    b.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT count(*) FROM iso")
+        .unwrap();
+    a.batch_execute("INSERT INTO iso VALUES (1)").unwrap();
+    b.batch_execute("INSERT INTO iso VALUES (2)").unwrap();
+    a.batch_execute("COMMIT").unwrap();
+    db.batch_execute("INSERT INTO iso VALUES (3)").unwrap();
+    b.batch_execute("COMMIT").unwrap();
+    let v = verify(&mut db);
+    assert!(v.ok, "{v:?}");
+    let positions: i64 = db
+        .query_one(
+            "SELECT count(DISTINCT position) FROM pgauth.audit_chain",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(positions, 4, "the audit_enabled event and three inserts");
+}
