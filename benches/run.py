@@ -44,6 +44,7 @@ def report(name, ours, anchor_name, anchor, unit, target=None):
 def setup_database():
     with psycopg.connect(DSN + " dbname=postgres", autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS pgauth_bench WITH (FORCE)")
+        conn.execute("DROP ROLE IF EXISTS pgauth_bench_app")
         conn.execute("CREATE DATABASE pgauth_bench")
     conn = psycopg.connect(DSN + " dbname=pgauth_bench", autocommit=True)
     conn.execute("CREATE EXTENSION pgauth")
@@ -215,10 +216,81 @@ def bench_audit(conn):
            "same, unaudited", 1e3 / statistics.median(plain_tps), "ms/txn", 1.25)
 
 
+def bench_rbac(conn):
+    """1,000,000 rows over 1,000 tenants; a user who reaches 10 tenants through a group and an
+    inherited role; SELECT count(*) under row-level security, against no RLS, a hand-written
+    inline policy and a plpgsql helper called per row."""
+    n = int(os.environ.get("BENCH_RBAC_ROWS", "1000000"))
+    reps = max(3, REPS)
+    conn.execute("SET max_parallel_workers_per_gather = 0")  # per-row cost, one core each
+    conn.execute("""
+        SELECT auth_create_role('doc-reader'); SELECT auth_grant_permission('doc-reader', 'doc.read');
+        SELECT auth_create_role('tenant-member', '{doc-reader}');
+        SELECT auth_create_group('bench-group');
+        SELECT auth_add_member('bench-group', auth_create_user('bench-user'));
+        SELECT auth_assign_group_role('bench-group', 'tenant-member', (t * 97)::text)
+          FROM generate_series(1, 10) t;
+        CREATE TABLE memberships (user_id uuid, tenant_id bigint, PRIMARY KEY (user_id, tenant_id));
+        INSERT INTO memberships SELECT id, t * 97 FROM pgauth.users, generate_series(1, 10) t
+         WHERE username = 'bench-user';
+        CREATE ROLE pgauth_bench_app;
+        GRANT pgauth_service TO pgauth_bench_app;
+        GRANT SELECT ON memberships TO pgauth_bench_app;
+    """)
+    for name in ("docs_norls", "docs_inline", "docs_helper", "docs_pgauth"):
+        conn.execute(f"""CREATE TABLE {name} AS
+                         SELECT g::bigint AS id, (g % 1000)::bigint AS tenant_id, 'document ' || g AS body
+                           FROM generate_series(1, {n}) g""")
+        conn.execute(f"GRANT SELECT ON {name} TO pgauth_bench_app")
+        conn.execute(f"VACUUM ANALYZE {name}")
+    conn.execute("""
+        ALTER TABLE docs_inline ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY p ON docs_inline USING (tenant_id IN (
+            SELECT m.tenant_id FROM memberships m
+             WHERE m.user_id = current_setting('bench.user_id')::uuid));
+        CREATE FUNCTION bench_is_member(t bigint) RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+        BEGIN
+            RETURN EXISTS (SELECT 1 FROM memberships m
+                            WHERE m.user_id = current_setting('bench.user_id')::uuid AND m.tenant_id = t);
+        END $$;
+        ALTER TABLE docs_helper ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY p ON docs_helper USING (bench_is_member(tenant_id));
+        SELECT auth_rls_enable('docs_pgauth', 'doc.read', 'tenant_id');
+    """)
+    user = conn.execute("SELECT id FROM pgauth.users WHERE username = 'bench-user'").fetchone()[0]
+    conn.execute("SET ROLE pgauth_bench_app")
+    conn.execute(f"SET bench.user_id = '{user}'")
+
+    def timed(table):
+        sql = f"SELECT count(*) FROM {table}"
+
+        def run():
+            conn.execute("BEGIN")
+            conn.execute("SELECT auth_bind_user(%s)", (user,))
+            rows = conn.execute(sql).fetchone()[0]
+            conn.execute("COMMIT")
+            return rows
+        expected = 10 * (n // 1000) if table != "docs_norls" else n
+        got = run()
+        assert got == expected, f"{table}: {got} rows visible, expected {expected}"
+        return median_time(run, reps)
+
+    norls, inline = timed("docs_norls"), timed("docs_inline")
+    helper = timed("docs_helper")
+    ours = timed("docs_pgauth")
+    conn.execute("RESET ROLE")
+    label = f"count(*) of {n:,} rows under RLS, 10 of 1,000 tenants"
+    report(f"{label}: auth_has_permission", ours * 1e3, "hand-written inline IN (SELECT …) policy",
+           inline * 1e3, "ms", 1.5)
+    report(f"{label}: auth_has_permission", ours * 1e3, "no RLS", norls * 1e3, "ms")
+    report(f"{label}: auth_has_permission", ours * 1e3, "plpgsql helper called per row",
+           helper * 1e3, "ms")
+
+
 def main():
     conn = setup_database()
     benches = {"argon2": bench_argon2, "bcrypt": bench_bcrypt, "reject": bench_rejection,
-               "crypto": bench_crypto, "audit": bench_audit}
+               "crypto": bench_crypto, "audit": bench_audit, "rbac": bench_rbac}
     chosen = sys.argv[1:] or list(benches)
     for name in chosen:
         benches[name](conn)

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, Uuid};
 
-use super::model::{Grant, Network, Scope, UserPermissions};
+use super::model::{Applicable, Grant, Network, Scope, UserPermissions};
 use crate::backend::{as_owner, current_position, read_one, require_role, spi_err};
 use crate::error::{AuthError, AuthResult, OrRaise};
 use crate::session::sql::current_binding;
@@ -123,11 +123,57 @@ fn check(user: [u8; 16], permission: &str, scope: Scope<'_>, client: Option<&IpA
         .allows(permission, scope, client, unix_micros_now())
 }
 
+/// The last answer set, valid for one statement, one binding and one permission name: what
+/// makes a per-row call a comparison plus a binary search.
+struct Memo {
+    position: (u32, u32, i64),
+    binding: usize,
+    permission: String,
+    applicable: Applicable,
+}
+
+thread_local! {
+    static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
+}
+
+/// The binding changed: no answer computed for the previous one may be reused.
+pub(crate) fn forget_memo() {
+    MEMO.with(|m| *m.borrow_mut() = None);
+}
+
 fn check_bound(permission: Option<&str>, scope: Scope<'_>) -> bool {
-    let (Some(permission), Some(binding)) = (permission, current_binding()) else {
+    let Some(permission) = permission else {
         return false;
     };
-    check(binding.user_id, permission, scope, binding.client.as_ref())
+    let position = current_position();
+    let binding = crate::session::sql::binding_identity();
+    let hit = MEMO.with(|m| {
+        m.borrow().as_ref().and_then(|m| {
+            (m.position == position && m.binding == binding && m.permission == permission)
+                .then(|| m.applicable.allows(scope))
+        })
+    });
+    if let Some(answer) = hit {
+        return answer;
+    }
+    let applicable = match current_binding() {
+        None => Applicable::default(),
+        Some(b) => permissions_of(b.user_id).or_raise().applicable(
+            permission,
+            b.client.as_ref(),
+            unix_micros_now(),
+        ),
+    };
+    let answer = applicable.allows(scope);
+    MEMO.with(|m| {
+        *m.borrow_mut() = Some(Memo {
+            position,
+            binding,
+            permission: permission.to_string(),
+            applicable,
+        })
+    });
+    answer
 }
 
 fn key(id: &Uuid) -> [u8; 16] {

@@ -90,6 +90,11 @@ pub(crate) fn register_settings() {
     );
 }
 
+/// Identity of the binding setting's current string: changes whenever the binding does.
+pub(crate) fn binding_identity() -> usize {
+    unsafe { BINDING_VALUE as usize }
+}
+
 /// The binding of this transaction, if any (also inside parallel workers).
 pub(crate) fn current_binding() -> Option<Binding> {
     let ptr = unsafe { BINDING_VALUE } as usize;
@@ -112,6 +117,7 @@ pub(crate) fn current_binding() -> Option<Binding> {
 fn set_binding(value: &str) {
     let name = c"pgauth.session_binding";
     let value = CString::new(value).expect("binding has no NUL");
+    crate::rbac::sql::forget_memo();
     CHANGING_BINDING.with(|c| c.set(true));
     // Transaction-local, like SET LOCAL: reverted at COMMIT/ROLLBACK (and subtransaction abort).
     let result = PgTryBuilder::new(|| unsafe {
