@@ -1,7 +1,6 @@
 //! Backend plumbing shared by the SQL layers: read-only SPI, running a read as the owner of
 //! schema `pgauth`, who is calling, and where in the transaction we are (for cache freshness).
 
-use std::cell::Cell;
 use std::ffi::CString;
 
 use pgrx::pg_sys;
@@ -72,30 +71,36 @@ pub fn require_role(role_name: &str, action: &str) -> AuthResult<()> {
     }
 }
 
-thread_local! {
-    /// (transaction, owner of schema pgauth), looked up once per transaction.
-    static OWNER: Cell<Option<(u32, pg_sys::Oid)>> = const { Cell::new(None) };
+/// The owner of schema pgauth, who owns the audit tables.
+pub fn pgauth_owner() -> AuthResult<pg_sys::Oid> {
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"pgauth".as_ptr(), true);
+        if nsp == pg_sys::Oid::INVALID {
+            return Err(AuthError::Internal("schema pgauth is missing".into()));
+        }
+        let tup = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            pg_sys::Datum::from(nsp),
+        );
+        if tup.is_null() {
+            return Err(AuthError::Internal("schema pgauth is missing".into()));
+        }
+        let form = (*tup)
+            .t_data
+            .cast::<u8>()
+            .add((*(*tup).t_data).t_hoff as usize)
+            as *const pg_sys::FormData_pg_namespace;
+        let owner = (*form).nspowner;
+        pg_sys::ReleaseSysCache(tup);
+        Ok(owner)
+    }
 }
 
 /// Run `f` as the owner of schema pgauth (who owns pgauth's tables), then switch back. Like a
 /// SECURITY DEFINER function, but only for the reads and writes inside `f`, so the caller's
 /// identity is still known to the code around it.
 pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
-    let lxid = current_position().0;
-    let owner = match OWNER.with(Cell::get) {
-        Some((tx, owner)) if tx == lxid => owner,
-        _ => {
-            let owner = read_one::<pg_sys::Oid>(
-                "SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname = 'pgauth'",
-                &[],
-            )
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| AuthError::Internal("schema pgauth is missing".into()).raise());
-            OWNER.with(|o| o.set(Some((lxid, owner))));
-            owner
-        }
-    };
+    let owner = pgauth_owner().unwrap_or_else(|e| e.raise());
     let (mut saved_user, mut saved_context) = (pg_sys::Oid::INVALID, 0);
     let nest_level;
     unsafe {

@@ -14,6 +14,9 @@ pub mod password;
 pub mod rbac;
 pub mod session;
 
+#[cfg(any(test, feature = "pg_test"))]
+pub mod pg_test_util;
+
 ::pgrx::pg_module_magic!(name, version);
 
 // Schema, roles and state tables come first; privileges on the generated functions come last.

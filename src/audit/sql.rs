@@ -21,6 +21,7 @@ use super::{
     chain_digest, row_digest, AuditDigest, AuditRow, ChainEntry, Head, RowFields, TxnHasher,
     Verdict, Verifier, GENESIS,
 };
+use crate::backend::{as_owner, caller, json_string, record_event};
 use crate::error::{AuthError, AuthResult, OrRaise};
 
 /// Key of the transaction-level advisory lock that orders chain appends (per database):
@@ -73,48 +74,6 @@ thread_local! {
 
 fn spi_error(what: &str, code: i32) -> AuthError {
     AuthError::Internal(format!("audit: {what} failed (SPI code {code})"))
-}
-
-/// The owner of schema pgauth, who owns the audit tables.
-fn pgauth_owner() -> AuthResult<pg_sys::Oid> {
-    unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"pgauth".as_ptr(), true);
-        if nsp == pg_sys::Oid::INVALID {
-            return Err(AuthError::Internal("schema pgauth is missing".into()));
-        }
-        let tup = pg_sys::SearchSysCache1(
-            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
-            pg_sys::Datum::from(nsp),
-        );
-        if tup.is_null() {
-            return Err(AuthError::Internal("schema pgauth is missing".into()));
-        }
-        let form = (*tup)
-            .t_data
-            .cast::<u8>()
-            .add((*(*tup).t_data).t_hoff as usize)
-            as *const pg_sys::FormData_pg_namespace;
-        let owner = (*form).nspowner;
-        pg_sys::ReleaseSysCache(tup);
-        Ok(owner)
-    }
-}
-
-/// Run `f` as the owner of schema pgauth, then switch back. On an ERROR the (sub)transaction
-/// abort restores the user, as for SECURITY DEFINER functions.
-fn as_owner<R>(f: impl FnOnce() -> R) -> R {
-    let owner = pgauth_owner().or_raise();
-    let (mut saved_user, mut saved_context) = (pg_sys::Oid::INVALID, 0);
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let result = f();
-    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
-    result
 }
 
 /// A raw SPI connection; SPI_finish on drop. (An ERROR unwinds past it; the transaction abort
@@ -227,10 +186,6 @@ unsafe fn for_each_row(
 fn top_txid() -> Option<u64> {
     let full = unsafe { pg_sys::GetTopFullTransactionIdIfAny() };
     (full.value != 0).then_some(full.value)
-}
-
-fn caller() -> pg_sys::Oid {
-    unsafe { pg_sys::GetUserId() }
 }
 
 fn role_oid(name: &CStr) -> Option<pg_sys::Oid> {
@@ -1237,28 +1192,6 @@ fn check_table_admin(info: &TableInfo, action: &str) -> AuthResult<()> {
         )));
     }
     Ok(())
-}
-
-fn record_event(event: &str, subject: &str, details: &str) -> AuthResult<()> {
-    Spi::run_with_args(
-        "SELECT pgauth.record_event($1, $2, $3::jsonb)",
-        &[event.into(), subject.into(), details.into()],
-    )
-    .map_err(|e| AuthError::Internal(format!("audit: recording {event} failed: {e}")))
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Audit INSERT, UPDATE, DELETE and TRUNCATE on `tbl` into pgauth.audit_log. The columns in

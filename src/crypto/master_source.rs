@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn file_readable_by_others_is_refused() {
         let path = temp_file("loose", HEX, 0o644);
-        let err = read_key_file(&path).err().expect("refused");
+        let err = read_key_file(&path).err().unwrap();
         assert!(err.to_string().contains("600"), "{err}");
         std::fs::remove_file(path).unwrap();
     }

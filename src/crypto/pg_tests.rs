@@ -3,27 +3,11 @@
 
 #[pgrx::pg_schema]
 mod tests {
+    use crate::pg_test_util::*;
     use pgrx::prelude::*;
 
     const OTHER_KEY_CMD: &str =
         "echo 1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
-
-    fn sqlstate_of(query: &str) -> Option<String> {
-        let wrapped = format!(
-            "DO $t$ BEGIN PERFORM ({query}); RAISE EXCEPTION USING ERRCODE = '00000'; \
-             EXCEPTION WHEN others THEN PERFORM pg_catalog.set_config('pgauth_test.state', SQLSTATE, true); END $t$"
-        );
-        Spi::run(&wrapped).unwrap();
-        let state =
-            Spi::get_one::<String>("SELECT pg_catalog.current_setting('pgauth_test.state')")
-                .unwrap()
-                .unwrap_or_default();
-        (state != "00000").then_some(state)
-    }
-
-    fn one_bool(q: &str) -> bool {
-        Spi::get_one::<bool>(q).unwrap().unwrap()
-    }
 
     #[pg_test]
     fn round_trips_with_and_without_aad() {

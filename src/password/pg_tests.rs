@@ -2,21 +2,8 @@
 
 #[pgrx::pg_schema]
 mod tests {
+    use crate::pg_test_util::*;
     use pgrx::prelude::*;
-
-    fn sqlstate_of(query: &str) -> Option<String> {
-        // Run the query in a subtransaction via plpgsql and return its SQLSTATE, if it failed.
-        let wrapped = format!(
-            "DO $t$ BEGIN PERFORM ({query}); RAISE EXCEPTION USING ERRCODE = '00000'; \
-             EXCEPTION WHEN others THEN PERFORM pg_catalog.set_config('pgauth_test.state', SQLSTATE, true); END $t$"
-        );
-        Spi::run(&wrapped).unwrap();
-        let state =
-            Spi::get_one::<String>("SELECT pg_catalog.current_setting('pgauth_test.state')")
-                .unwrap()
-                .unwrap_or_default();
-        (state != "00000").then_some(state)
-    }
 
     #[pg_test]
     fn hash_then_verify() {
