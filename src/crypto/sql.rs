@@ -322,7 +322,12 @@ fn active_key(name: &str, create_default: bool) -> AuthResult<(KeyId, DataKey)> 
             // A key named "default" exists once a master key is configured: made on first use.
             // Never inside a parallel query, where no backend may write.
             if create_default && name == DEFAULT_KEY && !unsafe { pg_sys::IsInParallelMode() } {
-                create_key_version(name)?;
+                let id = create_key_version(name)?;
+                crate::backend::record_event(
+                    "key_created",
+                    name,
+                    &format!("{{\"key_id\": \"{}\", \"on_first_use\": true}}", display_id(&id)),
+                )?;
                 return active_key(name, false);
             }
             return Err(AuthError::NoSuchKeyName(name.to_string()));
