@@ -206,3 +206,95 @@ fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
     sh(&format!("kill $(cat {dir}/pgbouncer.pid)"));
     assert_eq!(leaks, 0, "identity leaked across pooled transactions");
 }
+
+/// Users, groups, roles, assignments, credentials and the audit chain are extension
+/// configuration data: pg_dump keeps them and a restore gives the same permissions.
+#[test]
+fn rbac_and_audit_survive_dump_and_restore() {
+    let mut src = fresh_database("pgauth_it_rbac_dump");
+    src.batch_execute(
+        "SELECT auth_create_role('reader'); SELECT auth_create_role('editor', '{reader}');
+         SELECT auth_grant_permission('reader', 'doc.read');
+         SELECT auth_create_group('g');
+         SELECT auth_add_member('g', auth_create_user('ann', 'Tr4vel-Quartz-Mango-71'));
+         SELECT auth_assign_group_role('g', 'editor', 't1', '{10.0.0.0/8}');
+         CREATE TABLE t (id int PRIMARY KEY, v text);
+         SELECT auth_audit_enable('t');
+         INSERT INTO t VALUES (1, 'a');",
+    )
+    .unwrap();
+    let count = |c: &mut Client, q: &str| simple_value(c, q).unwrap_or_default();
+    let facts = "SELECT (SELECT count(*) FROM pgauth.users) || '/' || (SELECT count(*) FROM pgauth.credentials)
+                 || '/' || (SELECT count(*) FROM pgauth.role_grants) || '/' || (SELECT count(*) FROM pgauth.role_inherits)
+                 || '/' || (SELECT count(*) FROM pgauth.audit_log)";
+    let before = count(&mut src, facts);
+    let port = dsn()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port=").map(str::to_string))
+        .unwrap_or_else(|| "5499".into());
+    let dump = format!("/tmp/pgauth-rbac-{}.dump", std::process::id());
+    let ok = Command::new("/usr/lib/postgresql/15/bin/pg_dump")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-Fc",
+            "-f",
+            &dump,
+            "pgauth_it_rbac_dump",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "pg_dump");
+    let mut root = Client::connect(&dsn(), NoTls).unwrap();
+    root.batch_execute("DROP DATABASE IF EXISTS pgauth_it_rbac_restored WITH (FORCE)")
+        .unwrap();
+    root.batch_execute("CREATE DATABASE pgauth_it_rbac_restored")
+        .unwrap();
+    let ok = Command::new("/usr/lib/postgresql/15/bin/pg_restore")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "pgauth_it_rbac_restored",
+            "--exit-on-error",
+            &dump,
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "pg_restore");
+    let _ = std::fs::remove_file(&dump);
+    let mut dst = connect_to("pgauth_it_rbac_restored");
+    assert_eq!(count(&mut dst, facts), before);
+    assert_eq!(
+        count(
+            &mut dst,
+            "SELECT string_agg(p, ',') FROM pgauth.users u, auth_user_permissions(u.id) p"
+        ),
+        "doc.read@t1"
+    );
+    assert_eq!(
+        count(&mut dst, "SELECT ok::text FROM auth_audit_verify()"),
+        "true"
+    );
+    let ann = count(
+        &mut dst,
+        "SELECT id FROM pgauth.users WHERE username = 'ann'",
+    );
+    assert_eq!(
+        count(
+            &mut dst,
+            &format!("SELECT auth_user_has_permission('{ann}', 'doc.read', 't1', '10.9.8.7')")
+        ),
+        "t"
+    );
+}
