@@ -41,7 +41,7 @@ use aes_gcm::aead::AeadInOut;
 use aes_gcm::Nonce;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::keys::{aes256gcm, fill_random, DataKey, KeyId, KEY_ID_LEN, NONCE_LEN, TAG_LEN};
+use super::keys::{aes256gcm, fill_nonce, DataKey, KeyId, KEY_ID_LEN, NONCE_LEN, TAG_LEN};
 use crate::error::{AuthError, AuthResult};
 
 /// The one envelope format this version writes and reads.
@@ -99,7 +99,7 @@ pub fn seal(
     aad: Option<&[u8]>,
 ) -> AuthResult<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
-    fill_random(&mut nonce)?;
+    fill_nonce(&mut nonce)?;
     seal_with_nonce(data_key, key_id, &nonce, plaintext, aad)
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Everything here is plain Rust with no pgrx types; `sql.rs` (tables, GUCs, loading the master
 //! key, SPI) is built on top. All cryptography comes from RustCrypto crates (aes-gcm, sha3, hmac,
-//! sha2); randomness from the OS CSPRNG via getrandom.
+//! sha2); keys from the OS CSPRNG via getrandom, nonces from a per-process ChaCha20
+//! generator seeded from it (`keys::fill_nonce`).
 //!
 //! Nothing in this folder logs or formats key bytes, plaintext, or the text a key was read from.
 //! Secrets are held in zeroizing buffers.

@@ -43,7 +43,7 @@ struct CryptoState {
     /// key name → id of its version 1, the key of blind indexes and HMACs.
     first_versions: HashMap<String, KeyId>,
     /// (role, key name) → may use; valid for one transaction.
-    usage: HashMap<(pg_sys::Oid, String), bool>,
+    usage: HashMap<pg_sys::Oid, HashMap<String, bool>>,
     master: Option<LoadedMaster>,
     previous: Option<LoadedMaster>,
     /// (transaction, command, statement start) at which the key generation was last read.
@@ -240,7 +240,14 @@ fn require_key_admin(action: &str) -> AuthResult<()> {
 /// grant to a role they have the privileges of. Cached for the transaction.
 fn require_key_usage(name: &str) -> AuthResult<()> {
     let role = caller();
-    let cached = STATE.with(|s| s.borrow().usage.get(&(role, name.to_string())).copied());
+    // Looked up by &str: no allocation on the per-row path.
+    let cached = STATE.with(|s| {
+        s.borrow()
+            .usage
+            .get(&role)
+            .and_then(|names| names.get(name))
+            .copied()
+    });
     let allowed = match cached {
         Some(allowed) => allowed,
         None => {
@@ -266,7 +273,9 @@ fn require_key_usage(name: &str) -> AuthResult<()> {
             STATE.with(|s| {
                 s.borrow_mut()
                     .usage
-                    .insert((role, name.to_string()), allowed)
+                    .entry(role)
+                    .or_default()
+                    .insert(name.to_string(), allowed)
             });
             allowed
         }
@@ -326,7 +335,10 @@ fn active_key(name: &str, create_default: bool) -> AuthResult<(KeyId, DataKey)> 
                 crate::backend::record_event(
                     "key_created",
                     name,
-                    &format!("{{\"key_id\": \"{}\", \"on_first_use\": true}}", display_id(&id)),
+                    &format!(
+                        "{{\"key_id\": \"{}\", \"on_first_use\": true}}",
+                        display_id(&id)
+                    ),
                 )?;
                 return active_key(name, false);
             }
@@ -785,12 +797,41 @@ fn auth_import_keys(export: JsonB) -> i64 {
 }
 
 fn encrypt(plaintext: &[u8], key_name: &str, aad: Option<&[u8]>) -> AuthResult<Vec<u8>> {
+    // Per-row fast path: seal with the cached key in place (no copy of the key).
+    refresh_key_state()?;
+    require_key_usage(key_name)?;
+    let sealed = STATE.with(|s| {
+        s.borrow()
+            .cache
+            .get_active(key_name)
+            .map(|(id, key)| envelope::seal(key, id, plaintext, aad))
+    });
+    if let Some(sealed) = sealed {
+        return sealed;
+    }
     let (id, key) = active_key(key_name, true)?;
     envelope::seal(&key, id, plaintext, aad)
 }
 
 fn decrypt(ciphertext: &[u8], aad: Option<&[u8]>) -> AuthResult<zeroize::Zeroizing<Vec<u8>>> {
     let header = envelope::parse_header(ciphertext)?;
+    // Per-row fast path: key cached and its use already allowed in this statement — open with
+    // the cached key in place, without copying key or name.
+    refresh_key_state()?;
+    let role = caller();
+    let opened = STATE.with(|s| {
+        let s = s.borrow();
+        let name = s.key_names.get(&header.key_id)?;
+        let allowed = s
+            .usage
+            .get(&role)
+            .and_then(|names| names.get(name.as_str()))?;
+        let key = s.cache.get(&header.key_id)?;
+        allowed.then(|| envelope::open(key, ciphertext, aad))
+    });
+    if let Some(opened) = opened {
+        return opened;
+    }
     let key = key_by_id(&header.key_id)?;
     envelope::open(&key, ciphertext, aad)
 }
