@@ -39,11 +39,7 @@ extension_sql_file!(
         auth_current_user_id
     ]
 );
-extension_sql_file!(
-    "../sql/login.sql",
-    name = "login",
-    requires = ["rbac"]
-);
+extension_sql_file!("../sql/login.sql", name = "login", requires = ["rbac"]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

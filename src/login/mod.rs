@@ -110,7 +110,11 @@ impl RateWindow {
     /// Count one more attempt at `now`; the new window and whether the attempt may go on. Every
     /// attempt counts, refused ones too, so an address that keeps trying stays refused until a
     /// minute passes with its window full.
-    pub fn record_attempt(stored: Option<RateWindow>, now: i64, per_minute: u32) -> (RateWindow, bool) {
+    pub fn record_attempt(
+        stored: Option<RateWindow>,
+        now: i64,
+        per_minute: u32,
+    ) -> (RateWindow, bool) {
         let window = match stored {
             Some(w) if now >= w.window_start && now - w.window_start < RATE_WINDOW_MICROS => {
                 RateWindow {
@@ -152,8 +156,7 @@ pub fn parse_inet(text: &str) -> Option<IpAddr> {
 /// Has a password set at `changed_at` passed its policy's `max_age_days` (0 = never expires)?
 pub fn password_expired(changed_at: i64, max_age_days: u32, now: i64) -> bool {
     max_age_days > 0
-        && now
-            >= changed_at.saturating_add(i64::from(max_age_days) * 86_400 * MICROS_PER_SECOND)
+        && now >= changed_at.saturating_add(i64::from(max_age_days) * 86_400 * MICROS_PER_SECOND)
 }
 
 /// What an account's administrative status means for a login with the right password.

@@ -129,7 +129,10 @@ struct Account {
 const ACCOUNT_COLUMNS: &str = "SELECT u.id, u.username, u.status, c.password_hash, c.changed_at
        FROM pgauth.users u LEFT JOIN pgauth.credentials c ON c.user_id = u.id";
 
-fn find_account(condition: &str, arg: pgrx::datum::DatumWithOid<'_>) -> AuthResult<Option<Account>> {
+fn find_account(
+    condition: &str,
+    arg: pgrx::datum::DatumWithOid<'_>,
+) -> AuthResult<Option<Account>> {
     let query = format!("{ACCOUNT_COLUMNS} WHERE {condition}");
     as_owner(|| {
         Spi::connect(|client| {
