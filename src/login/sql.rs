@@ -435,6 +435,7 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
 /// unknown user or a locked account. On success `access_token` is a session token for
 /// `auth_set_session`; `refresh_token` is NULL until refresh tokens land (issue E, tokens).
 #[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::type_complexity)] // the row type is spelled out for pgrx's SQL generation
 fn auth_login(
     username: Option<&str>,
     password: Option<&str>,
