@@ -123,7 +123,10 @@ fn lockout_after_max_failed_logins_and_unlock() {
         .unwrap();
     login(&mut db, "lina", "nope", "192.0.2.10");
     login(&mut db, "lina", "nope", "192.0.2.10");
-    assert_eq!(login(&mut db, "lina", PASSWORD, "192.0.2.10").reason, "locked");
+    assert_eq!(
+        login(&mut db, "lina", PASSWORD, "192.0.2.10").reason,
+        "locked"
+    );
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(login(&mut db, "lina", PASSWORD, "192.0.2.10").reason, "ok");
     assert_eq!(failed_count(&mut db, &user), 0);
@@ -133,7 +136,8 @@ fn lockout_after_max_failed_logins_and_unlock() {
 fn rate_limit_is_per_address_and_is_not_a_failure_of_the_user() {
     let mut db = fresh_database("pgauth_it_login_rate");
     // Default pgauth.login_attempts_per_minute = 5; lockout later than the limit here.
-    db.batch_execute("SET pgauth.max_failed_logins = 10").unwrap();
+    db.batch_execute("SET pgauth.max_failed_logins = 10")
+        .unwrap();
     let mia = create_user(&mut db, "mia", Some(PASSWORD));
     create_user(&mut db, "noah", Some("Granite-Otter-Vessel-58"));
     let reasons: Vec<String> = (0..8)
@@ -144,7 +148,10 @@ fn rate_limit_is_per_address_and_is_not_a_failure_of_the_user() {
     // Refused attempts did not count against mia.
     assert_eq!(failed_count(&mut db, &mia), 5);
     // The limited address cannot log in even with the right password …
-    assert_eq!(login(&mut db, "mia", PASSWORD, "203.0.113.5").reason, "rate_limited");
+    assert_eq!(
+        login(&mut db, "mia", PASSWORD, "203.0.113.5").reason,
+        "rate_limited"
+    );
     // … but another address can, for mia and for anyone else.
     assert_eq!(login(&mut db, "mia", PASSWORD, "203.0.113.6").reason, "ok");
     assert_eq!(
@@ -204,8 +211,10 @@ fn unknown_user_and_wrong_password_are_indistinguishable() {
 #[test]
 fn a_successful_login_upgrades_a_bcrypt_hash_in_the_same_transaction() {
     let mut db = fresh_database("pgauth_it_login_rehash");
-    db.batch_execute("CREATE EXTENSION IF NOT EXISTS pgcrypto; SET pgauth.login_attempts_per_minute = 0")
-        .unwrap();
+    db.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS pgcrypto; SET pgauth.login_attempts_per_minute = 0",
+    )
+    .unwrap();
     let user = create_user(&mut db, "piet", None);
     db.execute(
         "INSERT INTO pgauth.credentials (user_id, password_hash)
@@ -279,7 +288,10 @@ fn change_password_applies_policy_and_history() {
     let err = change(&mut db, passwords[0], "quinn2024").unwrap_err();
     assert_eq!(sqlstate(&err), Some("22023"));
     let text = err.as_db_error().unwrap().message().to_string();
-    assert!(!text.contains("quinn2024"), "the password is not in the message");
+    assert!(
+        !text.contains("quinn2024"),
+        "the password is not in the message"
+    );
     // 0 → 1 → 2, then 0 and 1 are among the last 3 (with the current one, 2).
     assert!(change(&mut db, passwords[0], passwords[1]).unwrap());
     assert!(change(&mut db, passwords[1], passwords[2]).unwrap());
@@ -420,7 +432,12 @@ fn every_outcome_is_an_audit_event_and_no_password_reaches_the_log() {
         1
     );
     // No password anywhere in the audit log or the server log.
-    for secret in [PASSWORD, "Secret-Wrong-1", "Secret-Wrong-2", "Granite-Otter-Vessel-58"] {
+    for secret in [
+        PASSWORD,
+        "Secret-Wrong-1",
+        "Secret-Wrong-2",
+        "Granite-Otter-Vessel-58",
+    ] {
         let in_audit = count(
             &mut db,
             "SELECT count(*) FROM pgauth.audit_log
@@ -429,7 +446,10 @@ fn every_outcome_is_an_audit_event_and_no_password_reaches_the_log() {
         );
         assert_eq!(in_audit, 0, "a password in the audit log");
         if let Some(log) = server_log() {
-            assert!(!log[mark.min(log.len())..].contains(secret), "a password in the server log");
+            assert!(
+                !log[mark.min(log.len())..].contains(secret),
+                "a password in the server log"
+            );
         }
     }
     let ok: bool = db
@@ -455,7 +475,9 @@ fn concurrent_failed_logins_from_two_connections_are_all_counted() {
                     ))
                     .unwrap();
                     (0..attempts)
-                        .map(|_| login(&mut c, "tara", "wrong", &format!("192.0.2.{}", 70 + i)).reason)
+                        .map(|_| {
+                            login(&mut c, "tara", "wrong", &format!("192.0.2.{}", 70 + i)).reason
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -472,11 +494,15 @@ fn concurrent_failed_logins_from_two_connections_are_all_counted() {
 
     // With a limit, exactly max_failed_logins attempts get to try a password; the others find
     // the account locked, and it is locked once.
-    db.batch_execute("SET pgauth.login_attempts_per_minute = 0").unwrap();
+    db.batch_execute("SET pgauth.login_attempts_per_minute = 0")
+        .unwrap();
     db.execute("UPDATE pgauth.login_state SET failed_count = 0", &[])
         .unwrap();
     let reasons = run(5, 6);
-    let tried = reasons.iter().filter(|r| *r == "invalid_credentials").count();
+    let tried = reasons
+        .iter()
+        .filter(|r| *r == "invalid_credentials")
+        .count();
     let locked = reasons.iter().filter(|r| *r == "locked").count();
     assert_eq!((tried, locked), (5, 7), "{reasons:?}");
     assert_eq!(events(&mut db, "account_locked", "tara"), 1);
