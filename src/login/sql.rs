@@ -321,8 +321,9 @@ fn client_key(client_ip: Option<&Inet>) -> (Option<String>, String) {
     };
     match address {
         Some(ip) => (Some(ip.to_string()), rate_limit_key(ip)),
-        // A Unix-socket connection without client_ip: one bucket for all of them.
-        None => (None, "127.0.0.1/32".to_string()),
+        // A Unix-socket connection without client_ip: one bucket for all of them, apart from
+        // any real address.
+        None => (None, "0.0.0.0/32".to_string()),
     }
 }
 
@@ -351,6 +352,10 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
         record_event("rate_limited", &subject_of(None), &details.to_string())?;
         return Ok(outcome(Reason::RateLimited, None, None));
     }
+
+    // The dummy hash is made on a backend's first login whoever logs in, so that making it
+    // does not single out the first unknown name either.
+    let _ = dummy_hash(&argon2_settings());
 
     // 2. Unknown user: the same verification work, the same answer.
     let account = if username.is_empty() {
