@@ -150,3 +150,5 @@ RESET pgauth.login_attempts_per_minute;
 RESET pgauth.max_failed_logins;
 DROP ROLE pgauth_regress_login_app;
 DROP ROLE pgauth_regress_login_dba;
+-- Leave no users behind for the suites that run after this one.
+DELETE FROM pgauth.users WHERE username LIKE 'lg\_%';
