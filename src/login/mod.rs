@@ -116,7 +116,9 @@ impl RateWindow {
         per_minute: u32,
     ) -> (RateWindow, bool) {
         let window = match stored {
-            Some(w) if now >= w.window_start && now - w.window_start < RATE_WINDOW_MICROS => {
+            // A window that starts a little after `now` is current too: a transaction that
+            // began earlier may count after one that began later. Far off either way: replaced.
+            Some(w) if now.saturating_sub(w.window_start).abs() < RATE_WINDOW_MICROS => {
                 RateWindow {
                     window_start: w.window_start,
                     attempts: w.attempts.saturating_add(1),
@@ -259,10 +261,15 @@ mod tests {
         let (w4, ok4) = RateWindow::record_attempt(Some(w3), t0 + MIN, 2);
         assert!(ok4);
         assert_eq!((w4.window_start, w4.attempts), (t0 + MIN, 1));
-        // A window "in the future" (clock moved back) is replaced, not trusted.
-        let (w5, ok5) = RateWindow::record_attempt(Some(w3), t0 - MIN, 2);
-        assert!(ok5);
-        assert_eq!(w5.window_start, t0 - MIN);
+        // A window that began a moment "later" (a concurrent transaction that started after
+        // this one) still counts …
+        let (w5, ok5) = RateWindow::record_attempt(Some(w3), t0 - 1, 2);
+        assert!(!ok5);
+        assert_eq!((w5.window_start, w5.attempts), (t0, 4));
+        // … one far in the future (the clock moved back) is replaced, not trusted.
+        let (w6, ok6) = RateWindow::record_attempt(Some(w3), t0 - MIN, 2);
+        assert!(ok6);
+        assert_eq!(w6.window_start, t0 - MIN);
         // 0 = no limit.
         let (_, unlimited) = RateWindow::record_attempt(
             Some(RateWindow {

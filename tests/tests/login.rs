@@ -460,7 +460,7 @@ fn every_outcome_is_an_audit_event_and_no_password_reaches_the_log() {
 }
 
 #[test]
-fn concurrent_failed_logins_from_two_connections_are_all_counted() {
+fn concurrent_attempts_from_two_connections_are_all_counted() {
     let name = "pgauth_it_login_concurrent";
     let mut db = fresh_database(name);
     let user = create_user(&mut db, "tara", Some(PASSWORD));
@@ -506,4 +506,28 @@ fn concurrent_failed_logins_from_two_connections_are_all_counted() {
     let locked = reasons.iter().filter(|r| *r == "locked").count();
     assert_eq!((tried, locked), (5, 7), "{reasons:?}");
     assert_eq!(events(&mut db, "account_locked", "tara"), 1);
+
+    // Attempts from one address in two connections: the per-minute limit holds exactly.
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = connect_to(name);
+                c.batch_execute("SET pgauth.login_attempts_per_minute = 5")
+                    .unwrap();
+                (0..6)
+                    .map(|_| login(&mut c, "no-such-user", "wrong", "198.51.100.99").reason)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let reasons: Vec<String> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let tried = reasons
+        .iter()
+        .filter(|r| *r == "invalid_credentials")
+        .count();
+    let limited = reasons.iter().filter(|r| *r == "rate_limited").count();
+    assert_eq!((tried, limited), (5, 7), "{reasons:?}");
 }
