@@ -2,7 +2,8 @@
 -- PUBLIC keeps what an application role needs: password hashing/verification/policy checks,
 -- encryption with keys granted to it, permission checks for the bound user, session binding
 -- with a token, auth_current_user_id. Administration is pgauth_admin's; identity assertions for
--- users authenticated elsewhere are pgauth_service's.
+-- users authenticated elsewhere are pgauth_service's. auth_login and auth_change_password stay
+-- with PUBLIC: an application's login endpoint calls them, and they prove identity themselves.
 
 DO $$
 DECLARE f text;
@@ -14,7 +15,8 @@ BEGIN
         'auth_grant_permission(text, text, integer)', 'auth_revoke_permission(text, text)',
         'auth_assign_role(uuid, text, text, cidr[], timestamptz)',
         'auth_assign_group_role(text, text, text, cidr[], timestamptz)',
-        'auth_unassign_role(uuid, text, text)', 'auth_unassign_group_role(text, text, text)'] LOOP
+        'auth_unassign_role(uuid, text, text)', 'auth_unassign_group_role(text, text, text)',
+        'auth_unlock_user(uuid)', 'auth_block_user(uuid)'] LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION @extschema@.%s FROM PUBLIC', f);
         EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.%s TO pgauth_admin', f);
     END LOOP;

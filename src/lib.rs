@@ -10,6 +10,7 @@ pub mod backend;
 pub mod crypto;
 pub mod error;
 pub mod guc;
+pub mod login;
 pub mod password;
 pub mod rbac;
 pub mod session;
@@ -38,12 +39,14 @@ extension_sql_file!(
         auth_current_user_id
     ]
 );
+extension_sql_file!("../sql/login.sql", name = "login", requires = ["rbac"]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
     session::sql::register_settings();
+    login::sql::register_settings();
     error::install_log_hook();
     audit::sql::install_xact_callback();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {

@@ -12,7 +12,7 @@ pub mod limits;
 pub mod pbkdf2;
 pub mod policy;
 pub(crate) mod role_check;
-mod sql;
+pub(crate) mod sql;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;

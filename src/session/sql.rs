@@ -9,7 +9,7 @@ use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, Uuid};
 
 use super::{looks_like_token, new_token, token_hash, Binding};
 use crate::backend::{as_owner, has_role, read_one, record_event, spi_err};
-use crate::error::{AuthError, OrRaise};
+use crate::error::{AuthError, AuthResult, OrRaise};
 
 static mut BINDING_VALUE: *mut c_char = std::ptr::null_mut();
 pub static SESSION_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(600);
@@ -254,7 +254,18 @@ fn auth_create_session(
         AuthError::InvalidRequest(format!("user {user_id} does not exist or is not active"))
             .raise();
     }
-    let token = new_token().or_raise();
+    Some(issue_session(user_id, ttl, long).or_raise())
+}
+
+/// Store a new session for `user_id` and return its token; records `session_created`. The
+/// caller has checked who may ask for it and that the user is active (auth_create_session,
+/// auth_login).
+pub(crate) fn issue_session(
+    user_id: Uuid,
+    ttl: Option<pgrx::datum::Interval>,
+    long: bool,
+) -> AuthResult<String> {
+    let token = new_token()?;
     let default_seconds = if long {
         LONG_SESSION_TTL_SECONDS.get()
     } else {
@@ -272,10 +283,9 @@ fn auth_create_session(
             ],
         )
     })
-    .map_err(spi_err)
-    .or_raise();
-    record_event("session_created", &user_id.to_string(), "{}").or_raise();
-    Some(token)
+    .map_err(spi_err)?;
+    record_event("session_created", &user_id.to_string(), "{}")?;
+    Ok(token)
 }
 
 /// Revoke a session (whoever holds the token may).

@@ -1,0 +1,107 @@
+-- pgauth login: lockout state, the per-address rate limit, password history, the login
+-- statistics, and the administrative unlock/block. auth_login and auth_change_password are
+-- Rust (src/login/sql.rs).
+
+-- Consecutive failures and the temporary lockout of a user. Kept apart from pgauth.users: a
+-- login writes here, and a write to users would invalidate every backend's permission cache.
+-- users.status = 'locked' stays the administrative block (auth_block_user); a temporary lockout
+-- only refuses password logins until locked_until and leaves sessions and permissions alone.
+CREATE TABLE pgauth.login_state (
+    user_id         uuid PRIMARY KEY REFERENCES pgauth.users ON DELETE CASCADE,
+    failed_count    integer NOT NULL DEFAULT 0 CHECK (failed_count >= 0),
+    locked_until    timestamptz,
+    last_failure_at timestamptz,
+    last_success_at timestamptz
+);
+COMMENT ON TABLE pgauth.login_state IS
+    'pgauth: consecutive failed logins and temporary lockouts (pgauth.max_failed_logins, pgauth.lockout_duration)';
+
+-- Login attempts per client address (an IPv4 address or an IPv6 /64) in a one-minute window.
+-- UNLOGGED: windows last a minute, a crash may forget them.
+CREATE UNLOGGED TABLE pgauth.login_attempts (
+    client       inet PRIMARY KEY,
+    window_start timestamptz NOT NULL,
+    attempts     integer NOT NULL CHECK (attempts >= 0)
+);
+CREATE INDEX login_attempts_window ON pgauth.login_attempts (window_start);
+COMMENT ON TABLE pgauth.login_attempts IS
+    'pgauth: login attempts per client address and minute (pgauth.login_attempts_per_minute)';
+
+-- Hashes a user had before, for the history rule of the password policy (newest first by id).
+CREATE TABLE pgauth.password_history (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id       uuid NOT NULL REFERENCES pgauth.users ON DELETE CASCADE,
+    password_hash text NOT NULL,
+    replaced_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX password_history_user ON pgauth.password_history (user_id, id);
+
+SELECT pg_catalog.pg_extension_config_dump('pgauth.login_state', '');
+SELECT pg_catalog.pg_extension_config_dump('pgauth.password_history', '');
+SELECT pg_catalog.pg_extension_config_dump('pgauth.password_history_id_seq', '');
+REVOKE ALL ON pgauth.login_state, pgauth.login_attempts, pgauth.password_history FROM PUBLIC;
+GRANT SELECT, UPDATE, DELETE ON pgauth.login_state TO pgauth_admin;
+GRANT SELECT, DELETE ON pgauth.login_attempts TO pgauth_admin;
+GRANT SELECT ON pgauth.password_history TO pgauth_admin;
+
+-- The counters are the audit log's events, so they agree with it and survive restarts; they
+-- cover what the audit log still holds (auth_audit_purge removes old events).
+CREATE INDEX audit_log_login_events ON pgauth.audit_log (event)
+    WHERE event IN ('login_succeeded', 'login_failed', 'account_locked', 'password_rehashed',
+                    'rate_limited', 'password_expired');
+CREATE VIEW pgauth.stats AS
+SELECT count(*) FILTER (WHERE l.event = 'login_succeeded')   AS logins_succeeded,
+       count(*) FILTER (WHERE l.event = 'login_failed')      AS logins_failed,
+       count(*) FILTER (WHERE l.event = 'account_locked')    AS lockouts,
+       count(*) FILTER (WHERE l.event = 'password_rehashed') AS rehashes,
+       count(*) FILTER (WHERE l.event = 'rate_limited')      AS rate_limited,
+       count(*) FILTER (WHERE l.event = 'password_expired')  AS passwords_expired,
+       min(l.occurred_at)                                    AS since
+  FROM pgauth.audit_log l
+ WHERE l.event IN ('login_succeeded', 'login_failed', 'account_locked', 'password_rehashed',
+                   'rate_limited', 'password_expired');
+COMMENT ON VIEW pgauth.stats IS
+    'pgauth login counters over the events the audit log holds';
+REVOKE ALL ON pgauth.stats FROM PUBLIC;
+GRANT SELECT ON pgauth.stats TO pgauth_admin;
+
+-- Administration; run as the caller (pgauth_admin has the table privileges), PUBLIC has no
+-- EXECUTE (finalize.sql).
+
+-- Ends a temporary lockout and an administrative block ('locked' → 'active'). A 'disabled'
+-- account stays disabled.
+CREATE FUNCTION @extschema@.auth_unlock_user(user_id uuid) RETURNS void
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+DECLARE
+    was_blocked boolean;
+BEGIN
+    PERFORM pgauth.require_user(user_id);
+    UPDATE pgauth.login_state s SET failed_count = 0, locked_until = NULL
+     WHERE s.user_id = auth_unlock_user.user_id;
+    UPDATE pgauth.users u SET status = 'active', updated_at = now()
+     WHERE u.id = auth_unlock_user.user_id AND u.status = 'locked';
+    was_blocked := FOUND;
+    PERFORM pgauth.record_event('user_unlocked',
+        (SELECT u.username FROM pgauth.users u WHERE u.id = auth_unlock_user.user_id),
+        jsonb_build_object('user_id', user_id, 'was_blocked', was_blocked));
+END
+$$;
+
+-- The administrative block: status 'locked' (no login, no permissions, no session binding) and
+-- every open session revoked. A 'disabled' account keeps its status; its sessions are revoked.
+CREATE FUNCTION @extschema@.auth_block_user(user_id uuid) RETURNS void
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+DECLARE revoked bigint;
+BEGIN
+    PERFORM pgauth.require_user(user_id);
+    UPDATE pgauth.users u SET status = 'locked', updated_at = now()
+     WHERE u.id = auth_block_user.user_id AND u.status = 'active';
+    WITH r AS (
+        UPDATE pgauth.sessions s SET revoked_at = now()
+         WHERE s.user_id = auth_block_user.user_id AND s.revoked_at IS NULL RETURNING 1)
+    SELECT count(*) INTO revoked FROM r;
+    PERFORM pgauth.record_event('user_blocked',
+        (SELECT u.username FROM pgauth.users u WHERE u.id = auth_block_user.user_id),
+        jsonb_build_object('user_id', user_id, 'sessions_revoked', revoked));
+END
+$$;
