@@ -287,10 +287,41 @@ def bench_rbac(conn):
            helper * 1e3, "ms")
 
 
+def bench_login(conn):
+    """auth_login: an unknown user must cost what a wrong password for a known user costs (no
+    username oracle); a successful login against a bare auth_verify."""
+    n = 30
+    conn.execute("SET pgauth.login_attempts_per_minute = 0")
+    conn.execute("SET pgauth.max_failed_logins = 0")
+    conn.execute("SELECT auth_create_user('bench-login', 'Tr4vel-Quartz-Mango-71')")
+    h = conn.execute("""SELECT c.password_hash FROM pgauth.credentials c JOIN pgauth.users u
+                         ON u.id = c.user_id WHERE u.username = 'bench-login'""").fetchone()[0]
+
+    def logins(user, password):
+        def run():
+            for _ in range(n):
+                conn.execute("SELECT ok FROM auth_login(%s, %s, '192.0.2.1')", (user, password)).fetchone()
+        return run
+
+    def verifies():
+        for _ in range(n):
+            conn.execute("SELECT auth_verify(%s, %s)", ("Tr4vel-Quartz-Mango-71", h)).fetchone()
+
+    wrong = median_time(logins("bench-login", "wrong password")) / n
+    unknown = median_time(logins("no-such-user", "wrong password")) / n
+    good = median_time(logins("bench-login", "Tr4vel-Quartz-Mango-71")) / n
+    verify = median_time(verifies) / n
+    report("auth_login, unknown user", unknown * 1e3, "auth_login, known user + wrong password",
+           wrong * 1e3, "ms", 1.25)
+    report("auth_login, success (session issued, audited)", good * 1e3, "bare auth_verify",
+           verify * 1e3, "ms")
+
+
 def main():
     conn = setup_database()
     benches = {"argon2": bench_argon2, "bcrypt": bench_bcrypt, "reject": bench_rejection,
-               "crypto": bench_crypto, "audit": bench_audit, "rbac": bench_rbac}
+               "crypto": bench_crypto, "audit": bench_audit, "rbac": bench_rbac,
+               "login": bench_login}
     chosen = sys.argv[1:] or list(benches)
     for name in chosen:
         benches[name](conn)

@@ -4,7 +4,7 @@
 
 use pgauth_integration_tests::*;
 use postgres::Client;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PASSWORD: &str = "Tr4vel-Quartz-Mango-71";
 
@@ -186,26 +186,8 @@ fn unknown_user_and_wrong_password_are_indistinguishable() {
         assert_eq!(l.reason, "invalid_credentials");
         assert!(l.user_id.is_none() && l.access_token.is_none() && l.refresh_token.is_none());
     }
-    // Both cost an Argon2id verification: compare medians (generous bounds; without the dummy
-    // verification an unknown user is answered about a hundred times faster).
-    let median = |db: &mut Client, user: &str| {
-        let mut times: Vec<Duration> = (0..7)
-            .map(|_| {
-                let t = Instant::now();
-                login(db, user, "wrong", "192.0.2.20");
-                t.elapsed()
-            })
-            .collect();
-        times.sort();
-        times[3]
-    };
-    let known = median(&mut db, "olga");
-    let unknown = median(&mut db, "no-such-user");
-    let ratio = unknown.as_secs_f64() / known.as_secs_f64();
-    assert!(
-        (0.5..2.0).contains(&ratio),
-        "unknown {unknown:?} vs known {known:?}"
-    );
+    // That both cost one Argon2id verification is measured by `make bench` (bench_login), not
+    // asserted here: timings do not belong in tests.
 }
 
 #[test]
