@@ -63,3 +63,59 @@ pub fn fixture_rows(file: &str) -> Vec<Vec<String>> {
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
 }
+
+/// The port of the test server, from PGAUTH_TEST_DSN.
+pub fn dsn_port() -> String {
+    dsn()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port=").map(str::to_string))
+        .unwrap_or_else(|| "5499".into())
+}
+
+/// `pg_dump -Fc` of `dbname` on the test server into a temporary file; returns its path.
+pub fn dump_database(dbname: &str) -> String {
+    let path = format!(
+        "{}/pgauth-{dbname}-{}.dump",
+        std::env::temp_dir().display(),
+        std::process::id()
+    );
+    let ok = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_dump")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &dsn_port(),
+            "-U",
+            "postgres",
+            "-Fc",
+            "-f",
+            &path,
+            dbname,
+        ])
+        .status()
+        .expect("pg_dump")
+        .success();
+    assert!(ok, "pg_dump of {dbname} failed");
+    path
+}
+
+/// `pg_restore --exit-on-error` of `dump` into the existing database `dbname` on `port`.
+pub fn restore_database(dump: &str, port: &str, dbname: &str) {
+    let ok = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_restore")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-U",
+            "postgres",
+            "-d",
+            dbname,
+            "--exit-on-error",
+            dump,
+        ])
+        .status()
+        .expect("pg_restore")
+        .success();
+    assert!(ok, "pg_restore into {dbname} failed");
+}

@@ -102,28 +102,7 @@ fn keys_and_data_survive_dump_and_restore_into_a_new_cluster() {
         .query_one("SELECT count(*) FROM pgauth.keys", &[])
         .unwrap()
         .get(0);
-    let dump = format!(
-        "{}/dump-{}.pgdump",
-        std::env::temp_dir().display(),
-        std::process::id()
-    );
-    let port = dsn_port();
-    let st = Command::new("/usr/lib/postgresql/15/bin/pg_dump")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-Fc",
-            "-f",
-            &dump,
-            "pgauth_it_dump",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success(), "pg_dump failed");
+    let dump = dump_database("pgauth_it_dump");
 
     // A second cluster with the same master key file contents.
     let root2 = format!("{}-restore", test_root());
@@ -147,22 +126,7 @@ fn keys_and_data_survive_dump_and_restore_into_a_new_cluster() {
         .batch_execute("DROP DATABASE IF EXISTS restored WITH (FORCE)")
         .unwrap();
     admin2.batch_execute("CREATE DATABASE restored").unwrap();
-    let st = Command::new("/usr/lib/postgresql/15/bin/pg_restore")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            port2,
-            "-U",
-            "postgres",
-            "-d",
-            "restored",
-            "--exit-on-error",
-            &dump,
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success(), "pg_restore failed");
+    restore_database(&dump, port2, "restored");
     let mut restored = postgres::Client::connect(
         &format!("host=127.0.0.1 port={port2} user=postgres dbname=restored"),
         postgres::NoTls,
@@ -214,11 +178,4 @@ fn keys_and_data_survive_dump_and_restore_into_a_new_cluster() {
         env!("CARGO_MANIFEST_DIR")
     ));
     let _ = std::fs::remove_file(&dump);
-}
-
-fn dsn_port() -> String {
-    dsn()
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("port=").map(str::to_string))
-        .unwrap_or_else(|| "5499".into())
 }

@@ -140,10 +140,7 @@ fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
     let mut admin = fresh_database("pgauth_it_pool");
     let (ann, ben) = setup_model(&mut admin);
     let dir = "/tmp/pgauth-pgbouncer";
-    let port = dsn()
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("port=").map(str::to_string))
-        .unwrap_or_else(|| "5499".into());
+    let port = dsn_port();
     let sh = |cmd: &str| {
         let out = Command::new("bash").args(["-c", cmd]).output().unwrap();
         assert!(
@@ -228,50 +225,13 @@ fn rbac_and_audit_survive_dump_and_restore() {
                  || '/' || (SELECT count(*) FROM pgauth.role_grants) || '/' || (SELECT count(*) FROM pgauth.role_inherits)
                  || '/' || (SELECT count(*) FROM pgauth.audit_log)";
     let before = count(&mut src, facts);
-    let port = dsn()
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("port=").map(str::to_string))
-        .unwrap_or_else(|| "5499".into());
-    let dump = format!("/tmp/pgauth-rbac-{}.dump", std::process::id());
-    let ok = Command::new("/usr/lib/postgresql/15/bin/pg_dump")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-Fc",
-            "-f",
-            &dump,
-            "pgauth_it_rbac_dump",
-        ])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "pg_dump");
+    let dump = dump_database("pgauth_it_rbac_dump");
     let mut root = Client::connect(&dsn(), NoTls).unwrap();
     root.batch_execute("DROP DATABASE IF EXISTS pgauth_it_rbac_restored WITH (FORCE)")
         .unwrap();
     root.batch_execute("CREATE DATABASE pgauth_it_rbac_restored")
         .unwrap();
-    let ok = Command::new("/usr/lib/postgresql/15/bin/pg_restore")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            "pgauth_it_rbac_restored",
-            "--exit-on-error",
-            &dump,
-        ])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "pg_restore");
+    restore_database(&dump, &dsn_port(), "pgauth_it_rbac_restored");
     let _ = std::fs::remove_file(&dump);
     let mut dst = connect_to("pgauth_it_rbac_restored");
     assert_eq!(count(&mut dst, facts), before);
