@@ -40,6 +40,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../sql/login.sql", name = "login", requires = ["rbac"]);
+extension_sql_file!(
+    "../sql/api_keys.sql",
+    name = "api_keys",
+    requires = ["rbac"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

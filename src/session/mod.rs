@@ -7,6 +7,7 @@
 //! transaction-pooling pgbouncer never hands it to another client), and PostgreSQL copies it to
 //! parallel workers, so checks in parallel plans see the same user.
 
+pub mod api_keys;
 pub(crate) mod sql;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

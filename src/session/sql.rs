@@ -315,3 +315,133 @@ fn auth_revoke_session(token: &str) {
         record_event("session_revoked", &user.to_string(), "{}").or_raise();
     }
 }
+
+/// A new API key for `user_id` (pgauth_admin or pgauth_service). Shown once: pgauth keeps only
+/// its prefix and SHA-256. `scopes` is recorded for the application to check.
+#[pg_extern(volatile, parallel_unsafe)]
+fn auth_create_api_key(
+    user_id: Option<Uuid>,
+    name: Option<&str>,
+    scopes: default!(Option<Vec<String>>, "NULL"),
+    expires_at: default!(Option<pgrx::datum::TimestampWithTimeZone>, "NULL"),
+) -> Option<String> {
+    let (user_id, name) = (user_id?, name?);
+    let caller = crate::backend::caller();
+    if !has_role(caller, "pgauth_admin") && !has_role(caller, "pgauth_service") {
+        AuthError::PermissionDenied(
+            "auth_create_api_key requires membership in pgauth_admin or pgauth_service".into(),
+        )
+        .raise();
+    }
+    if !user_is_active(&user_id) {
+        AuthError::InvalidRequest(format!("user {user_id} does not exist or is not active"))
+            .raise();
+    }
+    let (key, prefix) = super::api_keys::new_api_key().or_raise();
+    as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO pgauth.api_keys (prefix, key_hash, user_id, name, scopes, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                prefix.as_str().into(),
+                super::api_keys::api_key_hash(&key).as_slice().into(),
+                user_id.into(),
+                name.into(),
+                scopes.into(),
+                expires_at.into(),
+            ],
+        )
+    })
+    .map_err(spi_err)
+    .or_raise();
+    record_event(
+        "api_key_created",
+        &user_id.to_string(),
+        &format!(
+            "{{\"prefix\": {}, \"name\": {}}}",
+            crate::backend::json_string(&prefix),
+            crate::backend::json_string(name)
+        ),
+    )
+    .or_raise();
+    Some(key)
+}
+
+/// The user an API key belongs to; NULL when the key is unknown, malformed, revoked, expired or
+/// its user is not active. The stored hash is compared in constant time.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_verify_api_key(api_key: &str) -> Option<Uuid> {
+    use subtle::ConstantTimeEq;
+    let prefix = super::api_keys::api_key_prefix(api_key)?;
+    let row = as_owner(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT k.key_hash, k.user_id FROM pgauth.api_keys k JOIN pgauth.users u ON u.id = k.user_id
+                  WHERE k.prefix = $1 AND k.revoked_at IS NULL
+                    AND (k.expires_at IS NULL OR k.expires_at > pg_catalog.now())
+                    AND u.status = 'active'",
+                Some(1),
+                &[prefix.into()],
+            )?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let r = rows.first();
+            Ok(r.get::<Vec<u8>>(1)?.zip(r.get::<Uuid>(2)?))
+        })
+    })
+    .map_err(spi_err)
+    .or_raise();
+    let (stored, user) = row?;
+    let presented = super::api_keys::api_key_hash(api_key);
+    if !bool::from(presented.as_slice().ct_eq(&stored)) {
+        return None;
+    }
+    as_owner(|| {
+        Spi::run_with_args(
+            "UPDATE pgauth.api_keys SET last_used_at = pg_catalog.now() WHERE prefix = $1",
+            &[prefix.into()],
+        )
+    })
+    .map_err(spi_err)
+    .or_raise();
+    Some(user)
+}
+
+/// Revoke an API key by its prefix (pgauth_admin or pgauth_service).
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_revoke_api_key(prefix: &str) -> bool {
+    let caller = crate::backend::caller();
+    if !has_role(caller, "pgauth_admin") && !has_role(caller, "pgauth_service") {
+        AuthError::PermissionDenied(
+            "auth_revoke_api_key requires membership in pgauth_admin or pgauth_service".into(),
+        )
+        .raise();
+    }
+    let prefix = prefix
+        .strip_prefix(super::api_keys::API_KEY_PREFIX)
+        .unwrap_or(prefix);
+    let prefix = prefix.split('_').next().unwrap_or(prefix);
+    let revoked = as_owner(|| {
+        Spi::connect_mut(|client| {
+            let rows = client.update(
+                "UPDATE pgauth.api_keys SET revoked_at = pg_catalog.now()
+                  WHERE prefix = $1 AND revoked_at IS NULL RETURNING user_id",
+                None,
+                &[prefix.into()],
+            )?;
+            Ok::<_, pgrx::spi::Error>(!rows.is_empty())
+        })
+    })
+    .map_err(spi_err)
+    .or_raise();
+    if revoked {
+        record_event(
+            "api_key_revoked",
+            prefix,
+            &format!("{{\"prefix\": {}}}", crate::backend::json_string(prefix)),
+        )
+        .or_raise();
+    }
+    revoked
+}
