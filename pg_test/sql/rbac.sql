@@ -77,6 +77,14 @@ SELECT auth_set_session('pgs_not-a-real-token-not-a-real-token-not-a-real');
 SELECT auth_revoke_session(t) FROM tok;
 SELECT auth_set_session(t) FROM tok;
 
+-- PostgREST: request.jwt.claims is trusted only when a superuser turns it on.
+SET request.jwt.claims = '{"role": "web", "sub": "00000000-0000-0000-0000-0000000000aa"}';
+SELECT auth_current_user_id() IS NULL AS claims_not_trusted_by_default;
+SET pgauth.trust_request_jwt_claims = on;
+SELECT auth_current_user_id() AS from_claims;
+RESET pgauth.trust_request_jwt_claims;
+RESET request.jwt.claims;
+
 -- Row-level security in one call; checks per row under a forced parallel plan.
 CREATE TABLE docs (id int, tenant_id bigint, body text);
 INSERT INTO docs SELECT g, g % 5, 'doc ' || g FROM generate_series(1, 1000) g;
@@ -111,6 +119,7 @@ SELECT auth_create_user('mallory');
 SELECT auth_user_has_permission('00000000-0000-0000-0000-000000000001', 'doc.read');
 SELECT count(*) FROM pgauth.users;
 SELECT auth_has_permission('doc.read') AS plain_can_check;
+SET pgauth.trust_request_jwt_claims = on;
 RESET ROLE;
 
 DROP TABLE docs;
