@@ -23,7 +23,9 @@ BEGIN
     FOREACH f IN ARRAY ARRAY[
         'auth_user_has_permission(uuid, text, text, inet)', 'auth_user_permissions(uuid)',
         'auth_create_session(uuid, interval, boolean)', 'auth_bind_user(uuid)',
-        'auth_create_api_key(uuid, text, text[], timestamptz)', 'auth_revoke_api_key(text)'] LOOP
+        'auth_create_api_key(uuid, text, text[], timestamptz)', 'auth_revoke_api_key(text)',
+        'auth_totp_enroll(uuid, text)', 'auth_totp_verify(uuid, text)', 'auth_recovery_codes(uuid)',
+        'auth_use_recovery_code(uuid, text)'] LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION @extschema@.%s FROM PUBLIC', f);
         EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.%s TO pgauth_admin, pgauth_service', f);
     END LOOP;

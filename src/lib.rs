@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod error;
 pub mod guc;
 pub mod login;
+pub mod mfa;
 pub mod password;
 pub mod rbac;
 pub mod session;
@@ -45,6 +46,7 @@ extension_sql_file!(
     name = "api_keys",
     requires = ["rbac"]
 );
+extension_sql_file!("../sql/mfa.sql", name = "mfa", requires = ["rbac"]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

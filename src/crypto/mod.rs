@@ -22,7 +22,7 @@ pub mod digest;
 pub mod envelope;
 pub mod keys;
 pub mod master_source;
-mod sql;
+pub(crate) mod sql;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;

@@ -796,7 +796,7 @@ fn auth_import_keys(export: JsonB) -> i64 {
     added
 }
 
-fn encrypt(plaintext: &[u8], key_name: &str, aad: Option<&[u8]>) -> AuthResult<Vec<u8>> {
+pub(crate) fn encrypt(plaintext: &[u8], key_name: &str, aad: Option<&[u8]>) -> AuthResult<Vec<u8>> {
     // Per-row fast path: seal with the cached key in place (no copy of the key).
     refresh_key_state()?;
     require_key_usage(key_name)?;
@@ -813,7 +813,10 @@ fn encrypt(plaintext: &[u8], key_name: &str, aad: Option<&[u8]>) -> AuthResult<V
     envelope::seal(&key, id, plaintext, aad)
 }
 
-fn decrypt(ciphertext: &[u8], aad: Option<&[u8]>) -> AuthResult<zeroize::Zeroizing<Vec<u8>>> {
+pub(crate) fn decrypt(
+    ciphertext: &[u8],
+    aad: Option<&[u8]>,
+) -> AuthResult<zeroize::Zeroizing<Vec<u8>>> {
     let header = envelope::parse_header(ciphertext)?;
     // Per-row fast path: key cached and its use already allowed in this statement — open with
     // the cached key in place, without copying key or name.

@@ -1,0 +1,31 @@
+-- TOTP and recovery codes (the test cluster has a master key: secrets are stored encrypted).
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pgauth;
+RESET client_min_messages;
+
+SELECT auth_create_user('mfa-user') AS uid \gset
+SELECT auth_totp_enroll(:'uid', 'pgauth demo') AS uri \gset
+SELECT :'uri' ~ '^otpauth://totp/pgauth%20demo:mfa-user\?secret=[A-Z2-7]{32}&issuer=pgauth%20demo$' AS otpauth_uri;
+-- The secret is stored only encrypted (an auth_encrypt envelope bound to the user).
+SELECT get_byte(secret, 0) = 1 AS encrypted, length(secret) = 45 + 20 AS envelope_of_20_bytes,
+       position(convert_to(substring(:'uri' from 'secret=([A-Z2-7]+)'), 'UTF8') in secret) = 0 AS not_in_clear
+  FROM pgauth.totp WHERE user_id = :'uid';
+SELECT auth_totp_verify(:'uid', '000000') AS wrong_code, auth_totp_verify(:'uid', 'abc') AS malformed;
+
+CREATE TEMP TABLE codes AS SELECT c FROM auth_recovery_codes(:'uid') c;
+SELECT count(*) AS codes, bool_and(c ~ '^[a-z2-9]{5}-[a-z2-9]{5}$') AS well_formed FROM codes;
+SELECT count(*) AS stored_as_sha256 FROM pgauth.recovery_codes r, codes
+ WHERE r.user_id = :'uid' AND r.code_hash = sha256(convert_to(replace(codes.c, '-', ''), 'UTF8'));
+SELECT auth_use_recovery_code(:'uid', (SELECT upper(c) FROM codes LIMIT 1)) AS first_use;
+SELECT auth_use_recovery_code(:'uid', (SELECT c FROM codes LIMIT 1)) AS second_use;
+SELECT auth_use_recovery_code(:'uid', 'aaaaa-bbbbb') AS unknown_code;
+SELECT event FROM pgauth.audit_log WHERE event LIKE 'totp%' OR event LIKE 'recovery%' ORDER BY id;
+
+CREATE ROLE pgauth_regress_mfa;
+SET ROLE pgauth_regress_mfa;
+SELECT auth_totp_verify(:'uid', '123456');
+RESET ROLE;
+DROP ROLE pgauth_regress_mfa;
+SET client_min_messages = warning;
+DROP EXTENSION pgauth CASCADE;
+RESET client_min_messages;

@@ -1,0 +1,165 @@
+//! SQL functions for TOTP and recovery codes. For pgauth_admin and pgauth_service (the
+//! application server that runs the sign-in flow).
+
+use pgrx::prelude::*;
+use pgrx::Uuid;
+
+use super::{check_totp, new_recovery_codes, new_totp_secret, recovery_code_hash, totp_uri};
+use crate::backend::{as_owner, caller, has_role, read_one, record_event, spi_err};
+use crate::error::{AuthError, AuthResult, OrRaise};
+
+fn require_service(action: &str) {
+    let me = caller();
+    if !has_role(me, "pgauth_admin") && !has_role(me, "pgauth_service") {
+        AuthError::PermissionDenied(format!(
+            "{action} requires membership in pgauth_admin or pgauth_service"
+        ))
+        .raise();
+    }
+}
+
+fn username_of(user_id: &Uuid) -> AuthResult<String> {
+    as_owner(|| {
+        read_one::<String>(
+            "SELECT username FROM pgauth.users WHERE id = $1",
+            &[(*user_id).into()],
+        )
+    })
+    .map_err(spi_err)?
+    .ok_or_else(|| AuthError::InvalidRequest(format!("user {user_id} does not exist")))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Start (or restart) TOTP for `user_id`: a new 160-bit secret, stored encrypted under the
+/// `default` key (associated data: the user id), returned once as an otpauth:// URI.
+#[pg_extern(volatile, parallel_unsafe)]
+fn auth_totp_enroll(
+    user_id: Option<Uuid>,
+    issuer: default!(Option<&str>, "NULL"),
+) -> Option<String> {
+    let user_id = user_id?;
+    require_service("auth_totp_enroll");
+    let username = username_of(&user_id).or_raise();
+    let secret = new_totp_secret().or_raise();
+    // Encrypted with pgauth's own rights: the application role need not be granted the key.
+    let sealed =
+        as_owner(|| crate::crypto::sql::encrypt(&secret, "default", Some(user_id.as_bytes())))
+            .or_raise();
+    as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO pgauth.totp (user_id, secret, issuer) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id) DO UPDATE
+                SET secret = EXCLUDED.secret, issuer = EXCLUDED.issuer, last_step = NULL,
+                    enrolled_at = pg_catalog.now()",
+            &[user_id.into(), sealed.as_slice().into(), issuer.into()],
+        )
+    })
+    .map_err(spi_err)
+    .or_raise();
+    record_event("totp_enrolled", &user_id.to_string(), "{}").or_raise();
+    Some(totp_uri(&secret, &username, issuer).or_raise())
+}
+
+/// Is `code` the user's current TOTP code? Each code is accepted once.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_totp_verify(user_id: Uuid, code: &str) -> bool {
+    require_service("auth_totp_verify");
+    // FOR UPDATE: two concurrent uses of one code cannot both pass.
+    let row = as_owner(|| {
+        Spi::connect_mut(|client| {
+            let rows = client.update(
+                "SELECT secret, last_step FROM pgauth.totp WHERE user_id = $1 FOR UPDATE",
+                None,
+                &[user_id.into()],
+            )?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let r = rows.first();
+            Ok(r.get::<Vec<u8>>(1)?
+                .map(|s| (s, r.get::<i64>(2).ok().flatten())))
+        })
+    })
+    .map_err(spi_err)
+    .or_raise();
+    let Some((sealed, last_step)) = row else {
+        return false;
+    };
+    let secret =
+        as_owner(|| crate::crypto::sql::decrypt(&sealed, Some(user_id.as_bytes()))).or_raise();
+    match check_totp(&secret, code, unix_now(), last_step) {
+        Some(step) => {
+            as_owner(|| {
+                Spi::run_with_args(
+                    "UPDATE pgauth.totp SET last_step = $2 WHERE user_id = $1",
+                    &[user_id.into(), (step as i64).into()],
+                )
+            })
+            .map_err(spi_err)
+            .or_raise();
+            record_event("totp_verified", &user_id.to_string(), "{}").or_raise();
+            true
+        }
+        None => {
+            record_event("totp_failed", &user_id.to_string(), "{}").or_raise();
+            false
+        }
+    }
+}
+
+/// Ten new single-use recovery codes (the previous ones stop working). Shown once.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_recovery_codes(user_id: Uuid) -> SetOfIterator<'static, String> {
+    require_service("auth_recovery_codes");
+    username_of(&user_id).or_raise();
+    let codes = new_recovery_codes().or_raise();
+    as_owner(|| {
+        Spi::run_with_args(
+            "DELETE FROM pgauth.recovery_codes WHERE user_id = $1",
+            &[user_id.into()],
+        )?;
+        for code in &codes {
+            Spi::run_with_args(
+                "INSERT INTO pgauth.recovery_codes (user_id, code_hash) VALUES ($1, $2)",
+                &[user_id.into(), recovery_code_hash(code).as_slice().into()],
+            )?;
+        }
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .map_err(spi_err)
+    .or_raise();
+    record_event("recovery_codes_generated", &user_id.to_string(), "{}").or_raise();
+    SetOfIterator::new(codes)
+}
+
+/// Use one recovery code: true once per code.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_use_recovery_code(user_id: Uuid, code: &str) -> bool {
+    require_service("auth_use_recovery_code");
+    let used = as_owner(|| {
+        Spi::connect_mut(|client| {
+            let rows = client.update(
+                "UPDATE pgauth.recovery_codes SET used_at = pg_catalog.now()
+                  WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL RETURNING 1",
+                None,
+                &[user_id.into(), recovery_code_hash(code).as_slice().into()],
+            )?;
+            Ok::<_, pgrx::spi::Error>(!rows.is_empty())
+        })
+    })
+    .map_err(spi_err)
+    .or_raise();
+    let event = if used {
+        "recovery_code_used"
+    } else {
+        "recovery_code_failed"
+    };
+    record_event(event, &user_id.to_string(), "{}").or_raise();
+    used
+}
