@@ -60,7 +60,7 @@ pub(crate) fn register_settings() {
     );
 }
 
-fn settings() -> LoginSettings {
+pub(crate) fn settings() -> LoginSettings {
     LoginSettings {
         max_failed_logins: MAX_FAILED_LOGINS.get().max(0) as u32,
         lockout_micros: i64::from(LOCKOUT_DURATION_SECONDS.get()) * MICROS_PER_SECOND,
@@ -69,7 +69,7 @@ fn settings() -> LoginSettings {
 }
 
 /// Transaction start (what now() returns), in PostgreSQL's microseconds.
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
 }
 
@@ -118,18 +118,18 @@ fn verify_stored(password: &str, hash: Option<&str>) -> bool {
     }
 }
 
-struct Account {
-    id: Uuid,
-    username: String,
-    status: String,
-    hash: Option<String>,
-    changed_at: Option<i64>,
+pub(crate) struct Account {
+    pub(crate) id: Uuid,
+    pub(crate) username: String,
+    pub(crate) status: String,
+    pub(crate) hash: Option<String>,
+    pub(crate) changed_at: Option<i64>,
 }
 
 const ACCOUNT_COLUMNS: &str = "SELECT u.id, u.username, u.status, c.password_hash, c.changed_at
        FROM pgauth.users u LEFT JOIN pgauth.credentials c ON c.user_id = u.id";
 
-fn find_account(
+pub(crate) fn find_account(
     condition: &str,
     arg: pgrx::datum::DatumWithOid<'_>,
 ) -> AuthResult<Option<Account>> {
@@ -161,7 +161,7 @@ fn find_account(
 /// The user's lockout state, with its row locked until the end of the transaction: concurrent
 /// attempts for one user take turns, so none of their failures is lost and none gets past a
 /// lockout that another one just started.
-fn lock_state(user: Uuid) -> AuthResult<LockState> {
+pub(crate) fn lock_state(user: Uuid) -> AuthResult<LockState> {
     as_owner(|| {
         Spi::connect_mut(|client| {
             let rows = client.update(
@@ -183,7 +183,12 @@ fn lock_state(user: Uuid) -> AuthResult<LockState> {
     .map_err(spi_err)
 }
 
-fn save_state(user: Uuid, state: &LockState, now: i64, succeeded: bool) -> AuthResult<()> {
+pub(crate) fn save_state(
+    user: Uuid,
+    state: &LockState,
+    now: i64,
+    succeeded: bool,
+) -> AuthResult<()> {
     let locked_until = state.locked_until.map(timestamp).transpose()?;
     let at = timestamp(now)?;
     as_owner(|| {
@@ -207,7 +212,7 @@ fn save_state(user: Uuid, state: &LockState, now: i64, succeeded: bool) -> AuthR
 
 /// Count one failed password for `account`; records `account_locked` when this failure starts
 /// a lockout. Returns the new count.
-fn record_failure(account: &Account, state: &LockState, now: i64) -> AuthResult<u32> {
+pub(crate) fn record_failure(account: &Account, state: &LockState, now: i64) -> AuthResult<u32> {
     let settings = settings();
     let (next, newly_locked) = state.after_failure(now, &settings);
     save_state(account.id, &next, now, false)?;
@@ -223,7 +228,7 @@ fn record_failure(account: &Account, state: &LockState, now: i64) -> AuthResult<
 }
 
 /// Count an attempt from `key` in its one-minute window; false when over the limit.
-fn rate_limit_allows(key: &str, now: i64, per_minute: u32) -> AuthResult<bool> {
+pub(crate) fn rate_limit_allows(key: &str, now: i64, per_minute: u32) -> AuthResult<bool> {
     if per_minute == 0 {
         return Ok(true);
     }
@@ -297,6 +302,21 @@ fn upgrade_hash(account: &Account, password: &str, stored: &str) -> AuthResult<(
     record_event("password_rehashed", &account.username, &details.to_string())
 }
 
+/// The tokens of a successful sign-in (password, passkey): an access token for
+/// `auth_set_session` and, once refresh tokens exist, a refresh token. `aal` is the assurance
+/// level (1 password/API key, 2 multi-factor or passkey with user verification) and `amr` the
+/// methods used (RFC 8176 names: "pwd", "otp", "hwk", "user"...). The caller has checked the
+/// credentials and that the user is active, and records its own audit event.
+pub(crate) fn issue_login_tokens(
+    user_id: Uuid,
+    aal: i32,
+    amr: &[&str],
+) -> AuthResult<(String, Option<String>)> {
+    let _ = (aal, amr);
+    let token = crate::session::sql::issue_session(user_id, None, false)?;
+    Ok((token, None))
+}
+
 /// ok, user_id, reason, access_token, refresh_token.
 type LoginRow = (bool, Option<Uuid>, String, Option<String>, Option<String>);
 
@@ -311,7 +331,7 @@ fn outcome(reason: Reason, user_id: Option<Uuid>, token: Option<String>) -> Logi
 }
 
 /// The address an attempt is counted against: `client_ip`, else the connection's address.
-fn client_key(client_ip: Option<&Inet>) -> (Option<String>, String) {
+pub(crate) fn client_key(client_ip: Option<&Inet>) -> (Option<String>, String) {
     let address = match client_ip {
         Some(ip) => parse_inet(&ip.0),
         None => read_one::<String>("SELECT pg_catalog.host(pg_catalog.inet_client_addr())", &[])
@@ -427,13 +447,15 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
     if let Some(stored) = account.hash.as_deref() {
         upgrade_hash(&account, password, stored)?;
     }
-    let token = crate::session::sql::issue_session(account.id, None, false)?;
+    let (access, refresh) = issue_login_tokens(account.id, 1, &["pwd"])?;
     record_event(
         "login_succeeded",
         &subject,
         &base(Reason::Ok, Some(&account)).to_string(),
     )?;
-    Ok(outcome(Reason::Ok, Some(account.id), Some(token)))
+    let mut row = outcome(Reason::Ok, Some(account.id), Some(access));
+    row.4 = refresh;
+    Ok(row)
 }
 
 /// Log in with a username and password. Returns one row; never raises for a wrong password, an
