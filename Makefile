@@ -14,7 +14,7 @@ TEST_PORT    ?= 5499
 TEST_ROOT    ?= /tmp/pgauth-test
 PGRX_PGDATA  ?= /tmp/pgauth-pgrx
 APT_PACKAGES := postgresql-$(PG_MAJOR) postgresql-server-dev-$(PG_MAJOR) clang libclang-dev sudo pgbouncer argon2
-PIP_PACKAGES := pynacl argon2-cffi passlib bcrypt cryptography pyotp psycopg[binary]
+PIP_PACKAGES := pynacl argon2-cffi passlib bcrypt cryptography pyotp psycopg[binary] pyjwt
 export PATH  := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: all setup setup-apt setup-pgrx setup-python build install-ext install demo test unit pgtest \
@@ -41,7 +41,7 @@ setup-pgrx:
 	fi
 
 setup-python:
-	@python3 -c "import nacl, argon2, passlib, bcrypt, cryptography, pyotp, psycopg" 2>/dev/null || \
+	@python3 -c "import nacl, argon2, passlib, bcrypt, cryptography, pyotp, psycopg, jwt" 2>/dev/null || \
 	  pip install -q $(PIP_PACKAGES) 2>/dev/null || pip install -q --break-system-packages $(PIP_PACKAGES)
 
 ## build + install the extension into the system PostgreSQL (release mode).
@@ -80,10 +80,10 @@ pgtest: setup-apt setup-pgrx
 	cargo pgrx test pg$(PG_MAJOR) --runas postgres --pgdata $(PGRX_PGDATA)
 
 test-cluster-start:
-	PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(TEST_PORT) TEST_ROOT=$(TEST_ROOT) bash tests/cluster.sh start
+	PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(TEST_PORT) TEST_ROOT=$(TEST_ROOT) PG_BIN=$$($(PG_CONFIG) --bindir) bash tests/cluster.sh start
 
 test-cluster-stop:
-	PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(TEST_PORT) TEST_ROOT=$(TEST_ROOT) bash tests/cluster.sh stop
+	PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(TEST_PORT) TEST_ROOT=$(TEST_ROOT) PG_BIN=$$($(PG_CONFIG) --bindir) bash tests/cluster.sh stop
 
 regress: test-cluster-start
 	rm -rf pg_test/results

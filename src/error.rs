@@ -120,6 +120,29 @@ pub enum AuthError {
     #[error("table {0} has no primary key")]
     AuditNoPrimaryKey(String),
 
+    /// A JWT or refresh token that cannot be accepted: malformed, wrong signature, unknown key,
+    /// wrong algorithm or audience. One message whatever the cause, so a client learns nothing
+    /// about which part was wrong.
+    #[error("invalid token")]
+    InvalidToken,
+
+    /// A JWT past its `exp` (or before its `nbf`): the one cause a client needs to tell apart,
+    /// to refresh.
+    #[error("token expired or not yet valid")]
+    TokenExpired,
+
+    /// `auth_step_up` (or another call that acts on the bound session) without a binding.
+    #[error("no pgauth user is bound to this transaction")]
+    NoSession,
+
+    /// A JWT signing key name that does not exist. 42704 like an unknown encryption key name.
+    #[error("signing key \"{0}\" does not exist")]
+    NoSuchSigningKey(String),
+
+    /// A permission that needs a higher authentication assurance level than the session has.
+    #[error("permission denied: {0}")]
+    StepUpRequired(String),
+
     #[error("internal error in pgauth: {0}")]
     Internal(String),
 }
@@ -153,6 +176,10 @@ impl AuthError {
             AuditNotEnabled(_) | AuditNoPrimaryKey(_) => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
+            InvalidToken | TokenExpired => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            StepUpRequired(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            NoSession => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            NoSuchSigningKey(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -223,6 +250,20 @@ impl AuthError {
             AuditNoPrimaryKey(_) => Some(
                 "Audit rows identify a row by its primary key; add one (ALTER TABLE … ADD PRIMARY \
                  KEY) first.",
+            ),
+            InvalidToken => Some("Sign in again (auth_login) to get a new token."),
+            TokenExpired => {
+                Some("Get a new access token with auth_refresh(refresh_token), or sign in again.")
+            }
+            NoSession => Some("Bind the signed-in user first with auth_set_session(access_token)."),
+            NoSuchSigningKey(_) => Some(
+                "Create it with auth_create_signing_key(name, algorithm) (a member of \
+                 pgauth_admin); the access-token key (pgauth.jwt_key, default \"jwt\") is \
+                 created by the first sign-in.",
+            ),
+            StepUpRequired(_) => Some(
+                "This permission needs a stronger sign-in: call auth_step_up(code) with a TOTP \
+                 or recovery code (or sign in with a passkey) and retry.",
             ),
             _ => None,
         }

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod crypto;
 pub mod error;
 pub mod guc;
+pub mod jwt;
 pub mod login;
 pub mod mfa;
 pub mod password;
@@ -47,6 +48,7 @@ extension_sql_file!(
     requires = ["rbac"]
 );
 extension_sql_file!("../sql/mfa.sql", name = "mfa", requires = ["rbac"]);
+extension_sql_file!("../sql/jwt.sql", name = "jwt", requires = ["rbac", "keys"]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
@@ -54,6 +56,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     session::sql::register_settings();
     login::sql::register_settings();
+    jwt::sql::register_settings();
     error::install_log_hook();
     audit::sql::install_xact_callback();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
