@@ -94,7 +94,7 @@ regress: test-cluster-start
 	  || { cat pg_test/regression.diffs 2>/dev/null | head -200; exit 1; }
 
 integration: test-cluster-start
-	cd tests && PGAUTH_TEST_DSN="host=127.0.0.1 port=$(TEST_PORT) user=postgres dbname=postgres" TEST_ROOT=$(TEST_ROOT) \
+	cd tests && PGAUTH_TEST_DSN="host=127.0.0.1 port=$(TEST_PORT) user=postgres dbname=postgres" TEST_ROOT=$(TEST_ROOT) PG_BIN=$$($(PG_CONFIG) --bindir) \
 	  cargo test --release -- --test-threads=1
 
 ## bench: benchmarks against their anchors, ratios from the same run.
