@@ -313,15 +313,94 @@ def bench_login(conn):
     verify = median_time(verifies) / n
     report("auth_login, unknown user", unknown * 1e3, "auth_login, known user + wrong password",
            wrong * 1e3, "ms", 1.25)
-    report("auth_login, success (session issued, audited)", good * 1e3, "bare auth_verify",
+    report("auth_login, success (access JWT + refresh token, audited)", good * 1e3, "bare auth_verify",
            verify * 1e3, "ms")
+    print(f"auth_login throughput, default Argon2id, one session: {1 / good:.0f} logins/s")
+
+PGJWT = r"""
+CREATE FUNCTION bench_url_encode(data bytea) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT translate(encode(data, 'base64'), E'+/=\n', '-_');
+$$;
+CREATE FUNCTION bench_url_decode(data text) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+    WITH t AS (SELECT translate(data, '-_', '+/') AS trans),
+         rem AS (SELECT length(t.trans) % 4 AS remainder FROM t)
+    SELECT decode(t.trans || CASE WHEN rem.remainder > 0 THEN repeat('=', (4 - rem.remainder))
+                                  ELSE '' END, 'base64') FROM t, rem;
+$$;
+CREATE FUNCTION bench_algorithm_sign(signables text, secret text, algorithm text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    WITH alg AS (SELECT CASE WHEN algorithm = 'HS256' THEN 'sha256' WHEN algorithm = 'HS384'
+                             THEN 'sha384' WHEN algorithm = 'HS512' THEN 'sha512' ELSE '' END AS id)
+    SELECT bench_url_encode(hmac(signables, secret, alg.id)) FROM alg;
+$$;
+CREATE FUNCTION bench_jwt_sign(payload json, secret text, algorithm text DEFAULT 'HS256') RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    WITH header AS (SELECT bench_url_encode(convert_to('{"alg":"' || algorithm || '","typ":"JWT"}', 'utf8')) AS data),
+         payload AS (SELECT bench_url_encode(convert_to(payload::text, 'utf8')) AS data),
+         signables AS (SELECT header.data || '.' || payload.data AS data FROM header, payload)
+    SELECT signables.data || '.' || bench_algorithm_sign(signables.data, secret, algorithm) FROM signables;
+$$;
+CREATE FUNCTION bench_jwt_verify(token text, secret text, algorithm text DEFAULT 'HS256')
+RETURNS TABLE(header json, payload json, valid boolean) LANGUAGE sql IMMUTABLE AS $$
+    SELECT jwt.header, jwt.payload,
+           jwt.signature_ok AND tstzrange(to_timestamp((jwt.payload->>'nbf')::double precision),
+                                          to_timestamp((jwt.payload->>'exp')::double precision))
+                                @> CURRENT_TIMESTAMP AS valid
+      FROM (SELECT convert_from(bench_url_decode(r[1]), 'utf8')::json AS header,
+                   convert_from(bench_url_decode(r[2]), 'utf8')::json AS payload,
+                   r[3] = bench_algorithm_sign(r[1] || '.' || r[2], secret, algorithm) AS signature_ok
+              FROM regexp_split_to_array(token, '\.') r) jwt;
+$$;
+"""
+
+
+def bench_jwt(conn):
+    """Sign and verify 10,000 tokens in SQL: pgauth (jsonwebtoken on aws-lc-rs) against the
+    pgjwt approach (SQL over pgcrypto's hmac), same claims, same run."""
+    n = 10_000
+    conn.execute(PGJWT)
+    secret = "bench-secret-bench-secret-bench-secret-0123456789"
+    conn.execute("SELECT auth_import_signing_key('bench-hs256', 'HS256', %s)",
+                 (__import__("base64").urlsafe_b64encode(secret.encode()).decode().rstrip("="),))
+    for alg in ("ES256", "EdDSA", "RS256"):
+        conn.execute("SELECT auth_create_signing_key(%s, %s)", (f"bench-{alg.lower()}", alg))
+    claims = "json_build_object('sub', 'user-' || g, 'role', 'reader', 'exp', extract(epoch FROM now())::bigint + 900)"
+    pgjwt_sign = f"SELECT count(bench_jwt_sign({claims}, '{secret}')) FROM generate_series(1, {n}) g"
+    ours_sign = f"SELECT count(auth_jwt_sign(({claims})::jsonb, 'bench-hs256')) FROM generate_series(1, {n}) g"
+    conn.execute(f"CREATE TEMP TABLE bench_pgjwt_tokens AS SELECT bench_jwt_sign({claims}, '{secret}') AS t "
+                 f"FROM generate_series(1, {n}) g")
+    conn.execute(f"CREATE TEMP TABLE bench_ours_tokens AS SELECT auth_jwt_sign(({claims})::jsonb, 'bench-hs256') AS t "
+                 f"FROM generate_series(1, {n}) g")
+    pgjwt_verify = f"SELECT count(*) FILTER (WHERE v.valid) FROM bench_pgjwt_tokens, bench_jwt_verify(t, '{secret}') v"
+    ours_verify = "SELECT count(auth_jwt_verify(t, 'bench-hs256')) FROM bench_ours_tokens"
+    assert conn.execute(pgjwt_verify).fetchone()[0] == n
+    assert conn.execute(ours_verify).fetchone()[0] == n
+    a_sign = median_time(lambda: conn.execute(pgjwt_sign).fetchone())
+    o_sign = median_time(lambda: conn.execute(ours_sign).fetchone())
+    a_verify = median_time(lambda: conn.execute(pgjwt_verify).fetchone())
+    o_verify = median_time(lambda: conn.execute(ours_verify).fetchone())
+    report(f"auth_jwt_sign HS256 x{n}", o_sign * 1e3, "pgjwt-style SQL sign", a_sign * 1e3, "ms", 0.20)
+    report(f"auth_jwt_verify HS256 x{n}", o_verify * 1e3, "pgjwt-style SQL verify", a_verify * 1e3, "ms", 0.20)
+    for alg in ("ES256", "EdDSA", "RS256"):
+        name = f"bench-{alg.lower()}"
+        m = n if alg != "RS256" else n // 10
+        sign = f"SELECT count(auth_jwt_sign(({claims})::jsonb, '{name}')) FROM generate_series(1, {m}) g"
+        conn.execute(f"CREATE TEMP TABLE bench_{alg.lower()}_tokens AS SELECT auth_jwt_sign(({claims})::jsonb, '{name}') AS t "
+                     f"FROM generate_series(1, {m}) g")
+        verify = f"SELECT count(auth_jwt_verify(t, '{name}')) FROM bench_{alg.lower()}_tokens"
+        s_time = median_time(lambda: conn.execute(sign).fetchone(), reps=3) * n / m
+        v_time = median_time(lambda: conn.execute(verify).fetchone(), reps=3) * n / m
+        report(f"auth_jwt_sign {alg} x{n}" + (" (from 1,000)" if m != n else ""), s_time * 1e3,
+               "pgjwt-style SQL sign HS256", a_sign * 1e3, "ms")
+        report(f"auth_jwt_verify {alg} x{n}" + (" (from 1,000)" if m != n else ""), v_time * 1e3,
+               "pgjwt-style SQL verify HS256", a_verify * 1e3, "ms")
 
 
 def main():
     conn = setup_database()
     benches = {"argon2": bench_argon2, "bcrypt": bench_bcrypt, "reject": bench_rejection,
                "crypto": bench_crypto, "audit": bench_audit, "rbac": bench_rbac,
-               "login": bench_login}
+               "login": bench_login, "jwt": bench_jwt}
     chosen = sys.argv[1:] or list(benches)
     for name in chosen:
         benches[name](conn)
