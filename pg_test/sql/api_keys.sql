@@ -5,12 +5,12 @@ RESET client_min_messages;
 
 SELECT auth_create_user('api-owner') AS uid \gset
 SELECT auth_create_api_key(:'uid', 'ci deploy', '{deploy}') AS key \gset
-SELECT :'key' ~ '^pgk_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{43}$' AS well_formed;
+SELECT :'key' ~ '^pga_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{43}$' AS well_formed;
 SELECT count(*) AS stored_as_sha256_only
   FROM pgauth.api_keys WHERE key_hash = sha256(convert_to(:'key', 'UTF8')) AND prefix = substr(:'key', 5, 8);
 SELECT auth_verify_api_key(:'key') = :'uid' AS verifies;
 SELECT auth_verify_api_key(left(:'key', 13) || repeat('A', 43)) IS NULL AS wrong_secret;
-SELECT auth_verify_api_key('pgk_nonsense') IS NULL AS malformed;
+SELECT auth_verify_api_key('pga_nonsense') IS NULL AS malformed;
 SELECT last_used_at IS NOT NULL AS last_use_recorded FROM pgauth.api_keys WHERE prefix = substr(:'key', 5, 8);
 
 -- Expired keys and keys of locked users do not verify.
@@ -21,7 +21,7 @@ UPDATE pgauth.users SET status = 'locked' WHERE id = :'uid';
 SELECT auth_verify_api_key(:'key') IS NULL AS user_locked;
 ROLLBACK;
 
--- Revocation by prefix (with or without the pgk_ marker).
+-- Revocation by prefix (with or without the pga_ marker).
 SELECT auth_revoke_api_key(substr(:'key', 1, 12)) AS revoked;
 SELECT auth_verify_api_key(:'key') IS NULL AS after_revoke;
 SELECT auth_revoke_api_key(substr(:'key', 5, 8)) AS revoked_twice;

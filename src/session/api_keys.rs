@@ -1,5 +1,5 @@
 //! API keys: long-lived credentials for programs. The key is shown once; pgauth stores its
-//! public prefix and the SHA-256 of the whole key. Format: `pgk_<prefix>_<secret>` with an
+//! public prefix and the SHA-256 of the whole key. Format: `pga_<prefix>_<secret>` with an
 //! 8-character prefix (for lookup, logs and revocation) and 32 random bytes (base64url).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{AuthError, AuthResult};
 
-pub const API_KEY_PREFIX: &str = "pgk_";
+pub const API_KEY_PREFIX: &str = "pga_";
 const PREFIX_CHARS: usize = 8;
 const SECRET_CHARS: usize = 43;
 
@@ -59,8 +59,8 @@ mod tests {
     fn malformed_keys_have_no_prefix() {
         let (a, _) = new_api_key().unwrap();
         assert_eq!(api_key_prefix(&a[..a.len() - 1]), None);
-        assert_eq!(api_key_prefix(&a.replacen("pgk_", "pgx_", 1)), None);
-        assert_eq!(api_key_prefix("pgk_short"), None);
+        assert_eq!(api_key_prefix(&a.replacen("pga_", "pgz_", 1)), None);
+        assert_eq!(api_key_prefix("pga_short"), None);
         assert_eq!(api_key_prefix(""), None);
     }
 }
