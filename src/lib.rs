@@ -57,6 +57,7 @@ pub extern "C-unwind" fn _PG_init() {
     session::sql::register_settings();
     login::sql::register_settings();
     jwt::sql::register_settings();
+    jwt::install_provider();
     error::install_log_hook();
     audit::sql::install_xact_callback();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {

@@ -10,6 +10,7 @@
 //!   (the form `openssl genpkey` and Python's `cryptography` write, and what can be imported).
 //!   Public keys are kept as a JWK (RFC 7517), so the JWKS is a read, not a computation.
 
+mod provider;
 pub(crate) mod sql;
 
 use aws_lc_rs::encoding::AsDer;
@@ -21,6 +22,11 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use crate::error::{AuthError, AuthResult};
+
+/// Install pgauth's `jsonwebtoken` crypto provider (see `provider.rs`); done by `_PG_init`.
+pub fn install_provider() {
+    provider::install();
+}
 
 /// Longest token `verify` looks at: refused before any decoding (headers included).
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -147,6 +153,7 @@ pub fn generate(alg: Alg) -> AuthResult<Zeroizing<Vec<u8>>> {
 
 /// The signing key for stored private material.
 pub fn encoding_key(alg: Alg, private: &[u8]) -> AuthResult<EncodingKey> {
+    provider::install();
     let bad = |_| AuthError::InvalidRequest(format!("not a valid {} private key", alg.name()));
     match alg {
         a if a.is_hmac() => {
@@ -168,6 +175,7 @@ pub fn encoding_key(alg: Alg, private: &[u8]) -> AuthResult<EncodingKey> {
 /// The public key of stored private material as a JWK with `kid`, `alg` and `use`; None for
 /// HMAC keys, which have no public half.
 pub fn public_jwk(alg: Alg, kid: &str, private: &[u8]) -> AuthResult<Option<Value>> {
+    provider::install();
     if alg.is_hmac() {
         return Ok(None);
     }
@@ -197,6 +205,7 @@ fn finish_jwk(jwk: Jwk, alg: Alg, kid: &str) -> AuthResult<Value> {
 
 /// A public key given as PEM (`-----BEGIN PUBLIC KEY-----`) as a JWK.
 pub fn public_jwk_from_pem(alg: Alg, kid: &str, pem_text: &[u8]) -> AuthResult<Value> {
+    provider::install();
     let bad = |_| AuthError::InvalidRequest(format!("not a valid {} public key", alg.name()));
     let key = match alg {
         Alg::Rs256 => DecodingKey::from_rsa_pem(pem_text).map_err(bad)?,
@@ -264,6 +273,7 @@ pub fn complete_claims(
 
 /// Sign `claims` (already completed) with `kid` in the header.
 pub fn sign(alg: Alg, kid: &str, key: &EncodingKey, claims: &Value) -> AuthResult<String> {
+    provider::install();
     let mut header = Header::new(alg.algorithm());
     header.kid = Some(kid.to_string());
     jsonwebtoken::encode(&header, claims, key).map_err(|_| internal("signing"))
@@ -271,6 +281,7 @@ pub fn sign(alg: Alg, kid: &str, key: &EncodingKey, claims: &Value) -> AuthResul
 
 /// The `kid` and algorithm a token claims, read without trusting anything else in it.
 pub fn peek_header(token: &str) -> AuthResult<(String, Alg)> {
+    provider::install();
     if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|b| *b == b'.').count() != 2 {
         return Err(AuthError::InvalidToken);
     }
@@ -318,6 +329,7 @@ pub fn verify_raw(
     audience: Option<&str>,
 ) -> AuthResult<Vec<u8>> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    provider::install();
     if token.len() > MAX_TOKEN_LEN {
         return Err(AuthError::InvalidToken);
     }
