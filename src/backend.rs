@@ -145,6 +145,16 @@ pub fn record_event(event: &str, subject: &str, details: &str) -> AuthResult<()>
     .map_err(spi_err)
 }
 
+/// A random (version 4) UUID in RFC 4122 byte order, for ids made in Rust (key ids, kids).
+pub fn random_uuid() -> AuthResult<[u8; 16]> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id)
+        .map_err(|e| AuthError::Internal(format!("OS random generator failed: {e}")))?;
+    id[6] = (id[6] & 0x0f) | 0x40; // UUID version 4
+    id[8] = (id[8] & 0x3f) | 0x80; // RFC 4122 variant
+    Ok(id)
+}
+
 /// A JSON string literal for `s` (for small event details built by hand).
 pub fn json_string(s: &str) -> String {
     let mut out = String::from("\"");

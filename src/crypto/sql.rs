@@ -441,11 +441,7 @@ fn record_event(event: &str, subject: &str, details: &str) {
 /// decrypt_only. Returns the new key id.
 fn create_key_version(name: &str) -> AuthResult<KeyId> {
     let (wrapped, fingerprint, id) = with_master(|master, fingerprint| {
-        let mut id = [0u8; 16];
-        getrandom::fill(&mut id)
-            .map_err(|e| AuthError::Internal(format!("OS random generator failed: {e}")))?;
-        id[6] = (id[6] & 0x0f) | 0x40; // UUID version 4
-        id[8] = (id[8] & 0x3f) | 0x80; // RFC 4122 variant
+        let id = crate::backend::random_uuid()?;
         let data_key = DataKey::generate()?;
         Ok((wrap_data_key(master, &id, &data_key)?, fingerprint, id))
     })?;

@@ -398,12 +398,7 @@ fn auth_jwks(key_name: default!(Option<&str>, "NULL")) -> JsonB {
 }
 
 fn new_kid() -> AuthResult<Uuid> {
-    let mut id = [0u8; 16];
-    getrandom::fill(&mut id)
-        .map_err(|e| AuthError::Internal(format!("OS random generator failed: {e}")))?;
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    Ok(Uuid::from_bytes(id))
+    crate::backend::random_uuid().map(Uuid::from_bytes)
 }
 
 fn name_exists(name: &str) -> AuthResult<bool> {
