@@ -15,6 +15,7 @@ pub mod mfa;
 pub mod password;
 pub mod rbac;
 pub mod session;
+pub mod webauthn;
 
 #[cfg(any(test, feature = "pg_test"))]
 pub mod pg_test_util;

@@ -1,0 +1,1 @@
+//! SQL functions for passkeys (placeholder while the core is tested).
