@@ -120,6 +120,15 @@ pub enum AuthError {
     #[error("table {0} has no primary key")]
     AuditNoPrimaryKey(String),
 
+    /// A passkey (WebAuthn) request or response that pgauth refuses; the text names the check,
+    /// never a challenge or key.
+    #[error("{0}")]
+    WebAuthn(String),
+
+    /// Passkeys need `pgauth.webauthn_rp_id`.
+    #[error("passkeys are not configured: {0}")]
+    WebAuthnNotConfigured(String),
+
     #[error("internal error in pgauth: {0}")]
     Internal(String),
 }
@@ -153,6 +162,8 @@ impl AuthError {
             AuditNotEnabled(_) | AuditNoPrimaryKey(_) => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
+            WebAuthn(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            WebAuthnNotConfigured(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -223,6 +234,15 @@ impl AuthError {
             AuditNoPrimaryKey(_) => Some(
                 "Audit rows identify a row by its primary key; add one (ALTER TABLE … ADD PRIMARY \
                  KEY) first.",
+            ),
+            WebAuthn(_) => Some(
+                "Pass the JSON of the browser's PublicKeyCredential (credential.toJSON()) for the \
+                 options of the matching auth_webauthn_*_begin() call, unchanged.",
+            ),
+            WebAuthnNotConfigured(_) => Some(
+                "Set pgauth.webauthn_rp_id to the site's host name (e.g. ALTER DATABASE app SET \
+                 pgauth.webauthn_rp_id = 'example.com', as a superuser) and, when pages are served \
+                 from other origins than https://<rp id>, pgauth.webauthn_origins.",
             ),
             _ => None,
         }

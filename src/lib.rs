@@ -48,6 +48,11 @@ extension_sql_file!(
     requires = ["rbac"]
 );
 extension_sql_file!("../sql/mfa.sql", name = "mfa", requires = ["rbac"]);
+extension_sql_file!(
+    "../sql/webauthn.sql",
+    name = "webauthn",
+    requires = ["login"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
@@ -55,6 +60,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     session::sql::register_settings();
     login::sql::register_settings();
+    webauthn::sql::register_settings();
     error::install_log_hook();
     audit::sql::install_xact_callback();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
