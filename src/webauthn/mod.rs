@@ -12,6 +12,8 @@
 pub(crate) mod attestation;
 pub(crate) mod authdata;
 pub(crate) mod cose;
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
 pub(crate) mod sql;
 #[cfg(test)]
 mod tests;

@@ -79,14 +79,17 @@ def save_state(path, state):
         json.dump(out, f)
 
 
-def make_credential(options, origin, alg, rp_id=None, fmt="none", uv=True, backup=False):
-    """navigator.credentials.create(): returns (credential JSON, authenticator state)."""
+def make_credential(options, origin, alg, rp_id=None, fmt="none", uv=True, backup=False, reuse=None):
+    """navigator.credentials.create(): returns (credential JSON, authenticator state).
+    `reuse`: an earlier state whose key and credential id are used again."""
     rp_id = rp_id or options["rp"]["id"]
     offered = [p["alg"] for p in options["pubKeyCredParams"]]
-    key = new_key(alg)
+    if reuse:
+        alg, key, credential_id = reuse["alg"], reuse["key"], websafe_decode(reuse["credential_id"])
+    else:
+        key, credential_id = new_key(alg), os.urandom(32)
     public = cose_key(alg, key)
     assert public.ALGORITHM in offered, f"{alg} not offered: {offered}"
-    credential_id = os.urandom(32)
     client_data = CollectedClientData.create(
         "webauthn.create", options["challenge"], origin
     )
@@ -203,6 +206,7 @@ def main():
     c.add_argument("--rp-id")
     c.add_argument("--fmt", default="none")
     c.add_argument("--no-uv", action="store_true")
+    c.add_argument("--reuse", action="store_true", help="the key and id of the state file again")
     g = sub.add_parser("get")
     g.add_argument("--state", required=True)
     g.add_argument("--origin", required=True)
@@ -219,8 +223,10 @@ def main():
         return
     options = json.load(sys.stdin)
     if args.command == "create":
+        reuse = load_state(args.state) if args.reuse else None
         credential, state = make_credential(
-            options, args.origin, args.alg, rp_id=args.rp_id, fmt=args.fmt, uv=not args.no_uv
+            options, args.origin, args.alg, rp_id=args.rp_id, fmt=args.fmt, uv=not args.no_uv,
+            reuse=reuse,
         )
         save_state(args.state, state)
         print(json.dumps(credential))
