@@ -125,6 +125,10 @@ pub enum AuthError {
     #[error("{0}")]
     WebAuthn(String),
 
+    /// Managing another user's passkeys without pgauth_admin or pgauth_service.
+    #[error("permission denied: {0}")]
+    WebAuthnPermissionDenied(String),
+
     /// Passkeys need `pgauth.webauthn_rp_id`.
     #[error("passkeys are not configured: {0}")]
     WebAuthnNotConfigured(String),
@@ -163,6 +167,7 @@ impl AuthError {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             WebAuthn(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            WebAuthnPermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             WebAuthnNotConfigured(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
@@ -238,6 +243,10 @@ impl AuthError {
             WebAuthn(_) => Some(
                 "Pass the JSON of the browser's PublicKeyCredential (credential.toJSON()) for the \
                  options of the matching auth_webauthn_*_begin() call, unchanged.",
+            ),
+            WebAuthnPermissionDenied(_) => Some(
+                "A user manages their own passkeys in a transaction where auth_set_session() bound \
+                 their token; for other users the caller needs pgauth_admin or pgauth_service.",
             ),
             WebAuthnNotConfigured(_) => Some(
                 "Set pgauth.webauthn_rp_id to the site's host name (e.g. ALTER DATABASE app SET \

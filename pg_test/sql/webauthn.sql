@@ -72,6 +72,9 @@ SELECT what, pg_temp.sqlstate_of(s) AS sqlstate FROM (VALUES
 \set assertion '{"id":"mVIR3g3s0pS7bZyEsVl5z5AYCi-XMShEIjSk9Fbkdm0","rawId":"mVIR3g3s0pS7bZyEsVl5z5AYCi-XMShEIjSk9Fbkdm0","type":"public-key","response":{"clientDataJSON":"eyJ0eXBlIjoid2ViYXV0aG4uZ2V0IiwiY2hhbGxlbmdlIjoic3ByUGxESG9HVDhFeXUwb09fVmJoN2FOWThQYjA2TDRZS2NWS2REcWM1VSIsIm9yaWdpbiI6Imh0dHBzOi8vZXhhbXBsZS5jb20iLCJjcm9zc09yaWdpbiI6ZmFsc2V9","authenticatorData":"o3mm9u6vuaVeN4wRgDTidR5oL6ufLTCrE9ISVYbOGUcFAAAABw","signature":"MEYCIQCxD6HLGKYZNOYLRPwJDxmNxFZsl7PTi25s-jpEr2axJwIhANmwgiAO1Xo53aMlGpnSx-mfJVMDiSca3Yki1R-bIvAH","userHandle":"5Kq2z878vb35tv2KtSG86g"},"authenticatorAttachment":"platform","clientExtensionResults":{}}'
 INSERT INTO pgauth.webauthn_challenges (challenge, ceremony, user_id, expires_at)
 VALUES (decode(translate('nfl9i_BXZbWY3bcOE1Dm7YxGJnEJVHqunKReJEPGfvA', '-_', '+/') || '=', 'base64'), 'register', :'alice', now() + interval '5 minutes');
+-- The vector's authenticator was given another user handle than alice's random one.
+UPDATE pgauth.webauthn_user_handles SET handle = decode(translate('5Kq2z878vb35tv2KtSG86g', '-_', '+/') || '==', 'base64')
+ WHERE user_id = :'alice';
 -- For another user than the one it was issued for: refused.
 SELECT auth_webauthn_register_finish(:'bob', :'reg');
 SELECT auth_webauthn_register_finish(:'alice', :'reg', 'YubiKey') IS NOT NULL AS registered;
@@ -123,9 +126,9 @@ SELECT ok, reason FROM auth_webauthn_login_finish(jsonb_set(:'assertion'::jsonb,
 SELECT * FROM auth_webauthn_login_finish(NULL);
 SELECT * FROM auth_webauthn_login_finish('{"type": "public-key"}');
 SELECT * FROM auth_webauthn_login_finish(jsonb_set(:'assertion'::jsonb, '{response,signature}', '"%%"'));
-SELECT event, details->>'reason' AS reason, details->>'problem' AS problem
+SELECT event, new_values->>'reason' AS reason, new_values->>'problem' AS problem
   FROM pgauth.audit_log WHERE event LIKE 'webauthn%' ORDER BY id;
-SELECT details->>'stored_count' AS stored, details->>'received_count' AS received
+SELECT new_values->>'stored_count' AS stored, new_values->>'received_count' AS received
   FROM pgauth.audit_log WHERE event = 'webauthn_counter_rollback';
 SELECT failed_count FROM pgauth.login_state WHERE user_id = :'alice';
 

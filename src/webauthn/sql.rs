@@ -219,7 +219,7 @@ fn require_manage(user_id: &Uuid, action: &str) -> AuthResult<()> {
     if may_manage(user_id) {
         Ok(())
     } else {
-        Err(AuthError::PermissionDenied(format!(
+        Err(AuthError::WebAuthnPermissionDenied(format!(
             "{action} requires membership in pgauth_admin or pgauth_service, or a session of that user bound with auth_set_session()"
         )))
     }

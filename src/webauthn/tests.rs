@@ -642,3 +642,68 @@ fn settings_are_validated() {
         assert!(parse_origins(bad).is_err(), "{bad}");
     }
 }
+
+/// A real YubiKey 5 NFC (tests/fixtures/webauthn/yubikey5nfc_real.json, recorded by Yubico for
+/// java-webauthn-server): its packed attestation has a certificate, which pgauth refuses by
+/// name; its assertion verifies with the key from its authenticator data.
+#[test]
+fn real_yubikey_assertion_verifies_and_its_x5c_attestation_is_refused() {
+    let v: Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/webauthn/yubikey5nfc_real.json"
+    ))
+    .unwrap();
+    let s = |k: &str| v[k].as_str().unwrap().to_string();
+    let rp = RelyingParty {
+        rp_id: s("rp_id"),
+        origins: vec![s("origin")],
+        require_user_verification: false,
+    };
+    let registration = json!({
+        "id": s("credential_id"), "rawId": s("credential_id"), "type": "public-key",
+        "response": {
+            "clientDataJSON": base64url_encode(s("registration_client_data").as_bytes()),
+            "attestationObject": s("attestation_object"),
+        },
+    });
+    let response = parse_registration(&registration).unwrap();
+    let challenge = client_data_challenge(&response.client_data_json).unwrap();
+    let err = verify_registration(&response, &challenge, &rp).unwrap_err();
+    assert!(
+        matches!(err, WebauthnError::Malformed(ref m) if m.contains("x5c")),
+        "{err:?}"
+    );
+
+    let object = attestation::AttestationObject::parse(&response.attestation_object).unwrap();
+    assert_eq!(object.format, "packed");
+    let auth = AuthenticatorData::parse(&object.auth_data).unwrap();
+    let attested = auth.attested.unwrap();
+    assert_eq!(attested.key.algorithm(), CoseAlgorithm::Es256);
+    assert_eq!(
+        base64url_encode(&attested.credential_id),
+        s("credential_id")
+    );
+
+    let assertion = json!({
+        "id": s("credential_id"), "rawId": s("credential_id"), "type": "public-key",
+        "response": {
+            "clientDataJSON": base64url_encode(s("assertion_client_data").as_bytes()),
+            "authenticatorData": s("authenticator_data"),
+            "signature": s("signature"),
+        },
+    });
+    let response = parse_assertion(&assertion).unwrap();
+    let challenge = client_data_challenge(&response.client_data_json).unwrap();
+    let stored = StoredCredential {
+        public_key: &attested.public_key_cbor,
+        sign_count: 57,
+        backup_eligible: false,
+    };
+    let outcome = verify_assertion(&response, &challenge, &rp, &stored).unwrap();
+    assert_eq!(outcome.sign_count, 58);
+    assert!(!outcome.user_verified);
+    let flipped = edit_response(&assertion, "signature", |sig| sig[10] ^= 1);
+    let response = parse_assertion(&flipped).unwrap();
+    assert!(
+        refused_kind(verify_assertion(&response, &challenge, &rp, &stored)).contains("signature")
+    );
+}

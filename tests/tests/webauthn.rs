@@ -160,7 +160,7 @@ fn login_finish(db: &mut Client, assertion: &str) -> Outcome {
 /// The `problem` of the latest failed passkey sign-in.
 fn last_problem(db: &mut Client) -> String {
     db.query_one(
-        "SELECT coalesce(details->>'problem', details->>'reason') FROM pgauth.audit_log
+        "SELECT coalesce(new_values->>'problem', new_values->>'reason') FROM pgauth.audit_log
           WHERE event = 'webauthn_login_failed' ORDER BY id DESC LIMIT 1",
         &[],
     )
@@ -248,7 +248,7 @@ fn es256_and_eddsa_register_and_sign_in() {
     // Verified passkey sign-ins are recorded as assurance level 2.
     let aal: String = db
         .query_one(
-            "SELECT string_agg(DISTINCT details->>'aal', ',') FROM pgauth.audit_log
+            "SELECT string_agg(DISTINCT new_values->>'aal', ',') FROM pgauth.audit_log
               WHERE event = 'webauthn_login_succeeded'",
             &[],
         )
@@ -345,7 +345,7 @@ fn sign_in_refusals() {
     assert_refused(&mut db, &outcome, "possible cloned authenticator");
     let rollback: (String, String) = db
         .query_one(
-            "SELECT details->>'stored_count', details->>'received_count' FROM pgauth.audit_log
+            "SELECT new_values->>'stored_count', new_values->>'received_count' FROM pgauth.audit_log
               WHERE event = 'webauthn_counter_rollback' ORDER BY id DESC LIMIT 1",
             &[],
         )
