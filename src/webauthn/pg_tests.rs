@@ -51,6 +51,19 @@ mod tests {
             )
             .unwrap();
         };
+        // The vector's authenticator knows this user handle.
+        Spi::run_with_args(
+            "INSERT INTO pgauth.webauthn_user_handles (user_id, handle)
+             VALUES ($1, decode(translate($2, '-_', '+/') || '==', 'base64'))",
+            &[
+                uid.into(),
+                v["assertion"]["response"]["userHandle"]
+                    .as_str()
+                    .unwrap()
+                    .into(),
+            ],
+        )
+        .unwrap();
         plant(
             v["registration_challenge"].as_str().unwrap(),
             "register",
@@ -72,7 +85,15 @@ mod tests {
             .unwrap()
             .unwrap()
         };
-        assert!(ok(&assertion));
+        let problem = || {
+            Spi::get_one::<String>(
+                "SELECT coalesce(new_values->>'problem', new_values->>'reason', '')
+                   FROM pgauth.audit_log WHERE event LIKE 'webauthn%' ORDER BY id DESC LIMIT 1",
+            )
+            .unwrap()
+            .unwrap_or_default()
+        };
+        assert!(ok(&assertion), "refused: {}", problem());
         assert!(!ok(&assertion), "the challenge is used up");
         assert!(one_bool(
             "SELECT sign_count = 7 FROM pgauth.webauthn_credentials"
