@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
-const VECTORS: [(&str, &str); 6] = [
+const VECTORS: [(&str, &str); 8] = [
     (
         "es256_none",
         include_str!("../../tests/fixtures/webauthn/es256_none.json"),
@@ -30,6 +30,14 @@ const VECTORS: [(&str, &str); 6] = [
     (
         "rs256_packed",
         include_str!("../../tests/fixtures/webauthn/rs256_packed.json"),
+    ),
+    (
+        "es256_packed_x5c",
+        include_str!("../../tests/fixtures/webauthn/es256_packed_x5c.json"),
+    ),
+    (
+        "eddsa_packed_x5c",
+        include_str!("../../tests/fixtures/webauthn/eddsa_packed_x5c.json"),
     ),
 ];
 
@@ -122,7 +130,8 @@ fn every_vector_registers_and_signs_in() {
             v["algorithm"].as_str().unwrap(),
             "{name}"
         );
-        assert_eq!(credential.format, v["format"].as_str().unwrap(), "{name}");
+        let format = v["format"].as_str().unwrap();
+        assert_eq!(credential.format, format.trim_end_matches("-x5c"), "{name}");
         assert_eq!(
             base64url_encode(&credential.credential_id),
             v["registration"]["id"].as_str().unwrap()
@@ -644,10 +653,10 @@ fn settings_are_validated() {
 }
 
 /// A real YubiKey 5 NFC (tests/fixtures/webauthn/yubikey5nfc_real.json, recorded by Yubico for
-/// java-webauthn-server): its packed attestation has a certificate, which pgauth refuses by
-/// name; its assertion verifies with the key from its authenticator data.
+/// java-webauthn-server): its packed attestation with a Yubico certificate verifies, and so does
+/// its assertion with the key from its authenticator data.
 #[test]
-fn real_yubikey_assertion_verifies_and_its_x5c_attestation_is_refused() {
+fn real_yubikey_registration_and_assertion_verify() {
     let v: Value = serde_json::from_str(include_str!(
         "../../tests/fixtures/webauthn/yubikey5nfc_real.json"
     ))
@@ -667,12 +676,15 @@ fn real_yubikey_assertion_verifies_and_its_x5c_attestation_is_refused() {
     });
     let response = parse_registration(&registration).unwrap();
     let challenge = client_data_challenge(&response.client_data_json).unwrap();
-    let err = verify_registration(&response, &challenge, &rp).unwrap_err();
+    // Packed with its Yubico attestation certificate: verified with the certificate's key.
+    let credential = verify_registration(&response, &challenge, &rp).unwrap();
+    assert_eq!(credential.format, "packed");
+    assert_eq!(credential.algorithm, CoseAlgorithm::Es256);
+    let mut wrong_rp = rp.clone();
+    wrong_rp.rp_id = "yubico.com".into();
     assert!(
-        matches!(err, WebauthnError::Malformed(ref m) if m.contains("x5c")),
-        "{err:?}"
+        refused_kind(verify_registration(&response, &challenge, &wrong_rp)).contains("rpIdHash")
     );
-
     let object = attestation::AttestationObject::parse(&response.attestation_object).unwrap();
     assert_eq!(object.format, "packed");
     let auth = AuthenticatorData::parse(&object.auth_data).unwrap();
@@ -706,4 +718,103 @@ fn real_yubikey_assertion_verifies_and_its_x5c_attestation_is_refused() {
     assert!(
         refused_kind(verify_assertion(&response, &challenge, &rp, &stored)).contains("signature")
     );
+}
+
+/// Packed attestation with a certificate: any change to the certificate or signature is refused.
+#[test]
+fn packed_x5c_attestation_is_verified() {
+    let v = vector("es256_packed_x5c");
+    let bad_sig = edit_statement(&v, |s| {
+        for (k, val) in s.iter_mut() {
+            if k.as_text() == Some("sig") {
+                let mut sig = val.as_bytes().unwrap().clone();
+                let mid = sig.len() / 2;
+                sig[mid] ^= 1;
+                *val = ciborium::Value::Bytes(sig);
+            }
+        }
+    });
+    assert!(refused_kind(register_edited(&v, &bad_sig, false)).contains("certificate's key"));
+    let mut cert = Vec::new();
+    let _ = edit_statement(&v, |s| {
+        for (k, val) in s.iter() {
+            if k.as_text() == Some("x5c") {
+                cert = val.as_array().unwrap()[0].as_bytes().unwrap().clone();
+            }
+        }
+    });
+    // The last occurrence: the issuer name comes first and may hold the same bytes.
+    let find = |needle: &[u8]| {
+        cert.windows(needle.len())
+            .rposition(|w| w == needle)
+            .expect("in the certificate")
+    };
+    // The checked parts: the public key, the OU, the AAGUID extension's value.
+    let spki_key = {
+        let parsed = <x509_cert::Certificate as x509_cert::der::Decode>::from_der(&cert).unwrap();
+        let key = parsed
+            .tbs_certificate()
+            .subject_public_key_info()
+            .subject_public_key
+            .raw_bytes()
+            .to_vec();
+        let at = find(&key);
+        at..at + key.len()
+    };
+    let ou = {
+        // The subject's (the issuer, which comes first, carries the same name).
+        let at = cert
+            .windows(25)
+            .rposition(|w| w == b"Authenticator Attestation")
+            .unwrap();
+        at..at + 25
+    };
+    let registration = parse_registration(&v["registration"]).unwrap();
+    let object = attestation::AttestationObject::parse(&registration.attestation_object).unwrap();
+    let aaguid = AuthenticatorData::parse(&object.auth_data)
+        .unwrap()
+        .attested
+        .unwrap()
+        .aaguid;
+    let aaguid_at = find(&aaguid);
+    for i in spki_key.chain(ou).chain(aaguid_at..aaguid_at + 16) {
+        let edited = edit_statement(&v, |s| {
+            for (k, val) in s.iter_mut() {
+                if k.as_text() == Some("x5c") {
+                    let mut changed = cert.clone();
+                    changed[i] ^= 0x01;
+                    *val = ciborium::Value::Array(vec![ciborium::Value::Bytes(changed)]);
+                }
+            }
+        });
+        assert!(
+            register_edited(&v, &edited, false).is_err(),
+            "certificate byte {i}"
+        );
+    }
+    let wrong_alg = edit_statement(&v, |s| {
+        for (k, val) in s.iter_mut() {
+            if k.as_text() == Some("alg") {
+                *val = ciborium::Value::Integer((-8).into());
+            }
+        }
+    });
+    assert!(malformed_kind(register_edited(&v, &wrong_alg, false)).contains("does not fit"));
+    let not_array = edit_statement(&v, |s| {
+        for (k, val) in s.iter_mut() {
+            if k.as_text() == Some("x5c") {
+                *val = ciborium::Value::Bytes(vec![0x30]);
+            }
+        }
+    });
+    assert!(malformed_kind(register_edited(&v, &not_array, false)).contains("x5c"));
+    let too_many = edit_statement(&v, |s| {
+        for (k, val) in s.iter_mut() {
+            if k.as_text() == Some("x5c") {
+                let first = val.as_array().unwrap()[0].clone();
+                *val = ciborium::Value::Array(vec![first; 6]);
+            }
+        }
+    });
+    assert!(malformed_kind(register_edited(&v, &too_many, false)).contains("x5c"));
 }

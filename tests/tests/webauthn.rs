@@ -476,3 +476,28 @@ mod serde_like {
         }
     }
 }
+
+#[test]
+fn packed_attestation_with_a_certificate() {
+    let (mut db, alice, _bob) = setup("pgauth_it_webauthn_x5c");
+    for alg in ["ES256", "EdDSA"] {
+        let key = Passkey::new(&format!("x5c-{alg}"));
+        register(
+            &mut db,
+            &alice,
+            &key,
+            &["--alg", alg, "--fmt", "packed-x5c"],
+        );
+        sign_in_works(&mut db, &key, &alice, Some("alice"));
+    }
+    let formats: Vec<String> = db
+        .query(
+            "SELECT attestation_format FROM pgauth.webauthn_credentials ORDER BY created_at",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(formats, vec!["packed", "packed"]);
+}

@@ -61,6 +61,42 @@ def sign(alg, private_key, message):
     return private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
 
 
+def attestation_certificate(aaguid):
+    """A batch attestation key and its certificate as WebAuthn §8.2.1 wants it (self-signed
+    here: pgauth checks the certificate's contents and signature, not a trust path)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pgauth test vendor"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Authenticator Attestation"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "pgauth soft authenticator"),
+    ])
+    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=36500))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.UnrecognizedExtension(
+                x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4"), b"\x04\x10" + bytes(aaguid)
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert.public_bytes(serialization.Encoding.DER)
+
+
 def load_state(path):
     with open(path) as f:
         state = json.load(f)
@@ -104,9 +140,13 @@ def make_credential(options, origin, alg, rp_id=None, fmt="none", uv=True, backu
     )
     if fmt == "packed":
         stmt = {"alg": public.ALGORITHM, "sig": sign(alg, key, bytes(auth_data) + client_data.hash)}
+    elif fmt == "packed-x5c":
+        att_key, att_cert = attestation_certificate(AAGUID)
+        signature = sign("ES256", att_key, bytes(auth_data) + client_data.hash)
+        stmt = {"alg": -7, "sig": signature, "x5c": [att_cert]}
     else:
         stmt = {}
-    attestation = AttestationObject.create(fmt, auth_data, stmt)
+    attestation = AttestationObject.create(fmt.split("-")[0], auth_data, stmt)
     credential = {
         "id": websafe_encode(credential_id),
         "rawId": websafe_encode(credential_id),
@@ -168,8 +208,10 @@ def fixtures(directory):
     rp_id, origin = "example.com", "https://example.com"
     server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=rp_id))
     os.makedirs(directory, exist_ok=True)
-    for alg in ("ES256", "EdDSA", "RS256"):
-        for fmt in ("none", "packed"):
+    for alg, fmt in [
+        (alg, fmt) for alg in ("ES256", "EdDSA", "RS256") for fmt in ("none", "packed")
+    ] + [("ES256", "packed-x5c"), ("EdDSA", "packed-x5c")]:
+        if True:
             user = PublicKeyCredentialUserEntity(name="alice", id=os.urandom(16))
             create_options, reg_state = server.register_begin(user, user_verification="preferred")
             options = dict(create_options)["publicKey"]
@@ -191,7 +233,8 @@ def fixtures(directory):
                 "assertion": assertion,
                 "assertion_counter": 7,
             }
-            with open(os.path.join(directory, f"{alg.lower()}_{fmt}.json"), "w") as f:
+            name = f"{alg.lower()}_{fmt.replace('-', '_')}.json"
+            with open(os.path.join(directory, name), "w") as f:
                 json.dump(vector, f, indent=1)
                 f.write("\n")
 
