@@ -9,7 +9,8 @@ PublicKeyCredential.toJSON() gives, which the page posts to auth_webauthn_*_fini
 Built on the `fido2` package (CBOR, COSE keys, authenticator data, client data) and
 `cryptography` (keys and signatures): an implementation independent of pgauth's Rust.
 
-  create --state F --alg ES256|EdDSA|RS256 --origin O [--rp-id R] [--fmt none|packed] [--no-uv]
+  create --state F --alg ES256|EdDSA|RS256 --origin O [--rp-id R] [--fmt none|packed|packed-x5c]
+         [--no-uv] [--reuse]
   get    --state F --origin O [--rp-id R] [--counter N] [--flip-signature] [--no-uv]
   fixtures DIR   write unit-test vectors, each checked with fido2.server.Fido2Server first
 
