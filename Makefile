@@ -14,7 +14,7 @@ TEST_PORT    ?= 5499
 TEST_ROOT    ?= /tmp/pgauth-test
 PGRX_PGDATA  ?= /tmp/pgauth-pgrx
 APT_PACKAGES := postgresql-$(PG_MAJOR) postgresql-server-dev-$(PG_MAJOR) clang libclang-dev sudo pgbouncer argon2
-PIP_PACKAGES := pynacl argon2-cffi passlib bcrypt cryptography pyotp psycopg[binary] 'fido2>=2,<3'
+PIP_PACKAGES := pynacl argon2-cffi passlib bcrypt cryptography pyotp psycopg[binary] pyjwt 'fido2>=2,<3'
 export PATH  := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: all setup setup-apt setup-pgrx setup-python build install-ext install demo test unit pgtest \
@@ -41,7 +41,7 @@ setup-pgrx:
 	fi
 
 setup-python:
-	@python3 -c "import nacl, argon2, passlib, bcrypt, cryptography, pyotp, psycopg, fido2, importlib.metadata as m; assert int(m.version('fido2').split('.')[0]) >= 2" 2>/dev/null || \
+	@python3 -c "import nacl, argon2, passlib, bcrypt, cryptography, pyotp, psycopg, jwt, fido2, importlib.metadata as m; assert int(m.version('fido2').split('.')[0]) >= 2" 2>/dev/null || \
 	  pip install -q $(PIP_PACKAGES) 2>/dev/null || pip install -q --break-system-packages $(PIP_PACKAGES)
 
 ## build + install the extension into the system PostgreSQL (release mode).
@@ -80,10 +80,10 @@ pgtest: setup-apt setup-pgrx
 	cargo pgrx test pg$(PG_MAJOR) --runas postgres --pgdata $(PGRX_PGDATA)
 
 test-cluster-start:
-	PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(TEST_PORT) TEST_ROOT=$(TEST_ROOT) bash tests/cluster.sh start
+	PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(TEST_PORT) TEST_ROOT=$(TEST_ROOT) PG_BIN=$$($(PG_CONFIG) --bindir) bash tests/cluster.sh start
 
 test-cluster-stop:
-	PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(TEST_PORT) TEST_ROOT=$(TEST_ROOT) bash tests/cluster.sh stop
+	PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(TEST_PORT) TEST_ROOT=$(TEST_ROOT) PG_BIN=$$($(PG_CONFIG) --bindir) bash tests/cluster.sh stop
 
 regress: test-cluster-start
 	rm -rf pg_test/results
@@ -94,7 +94,7 @@ regress: test-cluster-start
 	  || { cat pg_test/regression.diffs 2>/dev/null | head -200; exit 1; }
 
 integration: test-cluster-start
-	cd tests && PGAUTH_TEST_DSN="host=127.0.0.1 port=$(TEST_PORT) user=postgres dbname=postgres" TEST_ROOT=$(TEST_ROOT) \
+	cd tests && PGAUTH_TEST_DSN="host=127.0.0.1 port=$(TEST_PORT) user=postgres dbname=postgres" TEST_ROOT=$(TEST_ROOT) PG_BIN=$$($(PG_CONFIG) --bindir) \
 	  cargo test --release -- --test-threads=1
 
 ## bench: benchmarks against their anchors, ratios from the same run.

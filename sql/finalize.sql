@@ -16,13 +16,17 @@ BEGIN
         'auth_assign_role(uuid, text, text, cidr[], timestamptz)',
         'auth_assign_group_role(text, text, text, cidr[], timestamptz)',
         'auth_unassign_role(uuid, text, text)', 'auth_unassign_group_role(text, text, text)',
-        'auth_unlock_user(uuid)', 'auth_block_user(uuid)'] LOOP
+        'auth_unlock_user(uuid)', 'auth_block_user(uuid)',
+        'auth_create_signing_key(text, text)', 'auth_rotate_signing_key(text)',
+        'auth_revoke_signing_key(uuid)', 'auth_import_signing_key(text, text, text)',
+        'auth_purge_expired(interval)'] LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION @extschema@.%s FROM PUBLIC', f);
         EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.%s TO pgauth_admin', f);
     END LOOP;
     FOREACH f IN ARRAY ARRAY[
-        'auth_user_has_permission(uuid, text, text, inet)', 'auth_user_permissions(uuid)',
-        'auth_create_session(uuid, interval, boolean)', 'auth_bind_user(uuid)',
+        'auth_user_has_permission(uuid, text, text, inet, integer)', 'auth_user_permissions(uuid)',
+        'auth_create_session(uuid, interval, boolean)', 'auth_bind_user(uuid, integer)',
+        'auth_jwt_sign(jsonb, text, interval)',
         'auth_create_api_key(uuid, text, text[], timestamptz)', 'auth_revoke_api_key(text)',
         'auth_totp_enroll(uuid, text)', 'auth_totp_verify(uuid, text)', 'auth_recovery_codes(uuid)',
         'auth_use_recovery_code(uuid, text)'] LOOP

@@ -5,6 +5,9 @@ CREATE TABLE pgauth.totp (
     secret      bytea NOT NULL,
     issuer      text,
     last_step   bigint,
+    -- Consecutive wrong codes; at 5, verification is refused until blocked_until.
+    failures      integer NOT NULL DEFAULT 0,
+    blocked_until timestamptz,
     enrolled_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 CREATE TABLE pgauth.recovery_codes (

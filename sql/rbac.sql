@@ -83,12 +83,20 @@ CREATE INDEX role_grants_user ON pgauth.role_grants (user_id) WHERE user_id IS N
 CREATE INDEX role_grants_group ON pgauth.role_grants (group_id) WHERE group_id IS NOT NULL;
 
 -- Opaque session tokens, stored only as SHA-256.
+-- A session: opened by auth_create_session (an opaque token, stored as its SHA-256) or by a
+-- sign-in (auth_login, passkeys: access JWTs carry the session id as `sid`, refresh tokens
+-- belong to it). Revoking the row ends the opaque token, every access JWT and the refresh chain.
+-- aal/amr: how it was established; step_up_until: aal 2 until then (auth_step_up).
 CREATE TABLE pgauth.sessions (
-    token_hash bytea PRIMARY KEY CHECK (octet_length(token_hash) = 32),
-    user_id    uuid NOT NULL REFERENCES pgauth.users ON DELETE CASCADE,
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    expires_at timestamptz NOT NULL,
-    revoked_at timestamptz
+    id            uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    token_hash    bytea UNIQUE CHECK (octet_length(token_hash) = 32),
+    user_id       uuid NOT NULL REFERENCES pgauth.users ON DELETE CASCADE,
+    created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    expires_at    timestamptz NOT NULL,
+    revoked_at    timestamptz,
+    aal           smallint NOT NULL DEFAULT 1 CHECK (aal BETWEEN 1 AND 3),
+    amr           text[] NOT NULL DEFAULT '{}',
+    step_up_until timestamptz
 );
 CREATE INDEX sessions_user ON pgauth.sessions (user_id);
 

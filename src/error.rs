@@ -132,6 +132,28 @@ pub enum AuthError {
     /// Passkeys need `pgauth.webauthn_rp_id`.
     #[error("passkeys are not configured: {0}")]
     WebAuthnNotConfigured(String),
+    /// A JWT or refresh token that cannot be accepted: malformed, wrong signature, unknown key,
+    /// wrong algorithm or audience. One message whatever the cause, so a client learns nothing
+    /// about which part was wrong.
+    #[error("invalid token")]
+    InvalidToken,
+
+    /// A JWT past its `exp` (or before its `nbf`): the one cause a client needs to tell apart,
+    /// to refresh.
+    #[error("token expired or not yet valid")]
+    TokenExpired,
+
+    /// `auth_step_up` (or another call that acts on the bound session) without a binding.
+    #[error("no pgauth user is bound to this transaction")]
+    NoSession,
+
+    /// A JWT signing key name that does not exist. 42704 like an unknown encryption key name.
+    #[error("signing key \"{0}\" does not exist")]
+    NoSuchSigningKey(String),
+
+    /// A permission that needs a higher authentication assurance level than the session has.
+    #[error("permission denied: {0}")]
+    StepUpRequired(String),
 
     #[error("internal error in pgauth: {0}")]
     Internal(String),
@@ -169,6 +191,10 @@ impl AuthError {
             WebAuthn(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             WebAuthnPermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             WebAuthnNotConfigured(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            InvalidToken | TokenExpired => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            StepUpRequired(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            NoSession => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            NoSuchSigningKey(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -252,6 +278,20 @@ impl AuthError {
                 "Set pgauth.webauthn_rp_id to the site's host name (e.g. ALTER DATABASE app SET \
                  pgauth.webauthn_rp_id = 'example.com', as a superuser) and, when pages are served \
                  from other origins than https://<rp id>, pgauth.webauthn_origins.",
+            ),
+            InvalidToken => Some("Sign in again (auth_login) to get a new token."),
+            TokenExpired => {
+                Some("Get a new access token with auth_refresh(refresh_token), or sign in again.")
+            }
+            NoSession => Some("Bind the signed-in user first with auth_set_session(access_token)."),
+            NoSuchSigningKey(_) => Some(
+                "Create it with auth_create_signing_key(name, algorithm) (a member of \
+                 pgauth_admin); the access-token key (pgauth.jwt_key, default \"jwt\") is \
+                 created by the first sign-in.",
+            ),
+            StepUpRequired(_) => Some(
+                "This permission needs a stronger sign-in: call auth_step_up(code) with a TOTP \
+                 or recovery code (or sign in with a passkey) and retry.",
             ),
             _ => None,
         }

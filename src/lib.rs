@@ -10,6 +10,7 @@ pub mod backend;
 pub mod crypto;
 pub mod error;
 pub mod guc;
+pub mod jwt;
 pub mod login;
 pub mod mfa;
 pub mod password;
@@ -48,6 +49,7 @@ extension_sql_file!(
     requires = ["rbac"]
 );
 extension_sql_file!("../sql/mfa.sql", name = "mfa", requires = ["rbac"]);
+extension_sql_file!("../sql/jwt.sql", name = "jwt", requires = ["rbac", "keys"]);
 extension_sql_file!(
     "../sql/webauthn.sql",
     name = "webauthn",
@@ -60,6 +62,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     session::sql::register_settings();
     login::sql::register_settings();
+    jwt::sql::register_settings();
     webauthn::sql::register_settings();
     error::install_log_hook();
     audit::sql::install_xact_callback();

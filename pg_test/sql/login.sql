@@ -13,8 +13,9 @@ SET pgauth.max_failed_logins = 3;
 SELECT auth_create_user('lg_dora', 'Tr4vel-Quartz-Mango-71') IS NOT NULL AS dora;
 SELECT id AS dora_id FROM pgauth.users WHERE username = 'lg_dora' \gset
 
--- One row; a session token only on success; refresh tokens are not issued yet.
-SELECT ok, user_id = :'dora_id' AS is_dora, reason, access_token LIKE 'pgs\_%' AS has_token, refresh_token
+-- One row; an access JWT and a refresh token only on success (more in tokens.sql).
+SELECT ok, user_id = :'dora_id' AS is_dora, reason, access_token LIKE 'eyJ%.%.%' AS has_token,
+       refresh_token LIKE 'pgr\_%' AS has_refresh_token
   FROM auth_login('lg_dora', 'Tr4vel-Quartz-Mango-71', '192.0.2.1');
 -- The token is a session token: auth_set_session binds the user. Usernames are case-insensitive.
 SELECT auth_set_session(access_token) = :'dora_id' AS bound

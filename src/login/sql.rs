@@ -312,9 +312,8 @@ pub(crate) fn issue_login_tokens(
     aal: i32,
     amr: &[&str],
 ) -> AuthResult<(String, Option<String>)> {
-    let _ = (aal, amr);
-    let token = crate::session::sql::issue_session(user_id, None, false)?;
-    Ok((token, None))
+    let (access, refresh) = crate::session::sql::open_signed_in_session(user_id, aal, amr)?;
+    Ok((access, Some(refresh)))
 }
 
 /// ok, user_id, reason, access_token, refresh_token.
@@ -591,7 +590,30 @@ fn change_password(user_id: Uuid, old_password: &str, new_password: &str) -> Aut
         })
     })
     .map_err(spi_err)?;
-    let details = json!({"user_id": account.id.to_string(), "policy": policy.name});
+    // Every other session of the user ends (a stolen token or refresh chain dies with the old
+    // password); the session bound to this transaction, if it is the user's, is kept.
+    let keep_session = crate::session::sql::current_binding()
+        .filter(|b| b.user_id == *account.id.as_bytes())
+        .and_then(|b| b.session)
+        .map(Uuid::from_bytes);
+    let revoked = as_owner(|| {
+        Spi::connect_mut(|client| {
+            let rows = client.update(
+                "UPDATE pgauth.sessions SET revoked_at = pg_catalog.now()
+                  WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2
+                 RETURNING 1",
+                None,
+                &[account.id.into(), keep_session.into()],
+            )?;
+            Ok::<_, pgrx::spi::Error>(rows.len())
+        })
+    })
+    .map_err(spi_err)?;
+    let details = json!({
+        "user_id": account.id.to_string(),
+        "policy": policy.name,
+        "sessions_revoked": revoked,
+    });
     record_event("password_changed", &account.username, &details.to_string())?;
     Ok(true)
 }

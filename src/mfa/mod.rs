@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use crate::error::{AuthError, AuthResult};
 
 pub const TOTP_SECRET_BYTES: usize = 20;
-pub const RECOVERY_CODES: usize = 10;
+pub const RECOVERY_CODES: usize = 8;
 
 fn random(buf: &mut [u8]) -> AuthResult<()> {
     getrandom::fill(buf)
@@ -61,7 +61,7 @@ pub fn check_totp(
     }
 }
 
-/// Ten new recovery codes like `k3j9q-xw7pd` (50 random bits each).
+/// Eight new recovery codes like `k3j9q-xw7pd` (50 random bits each).
 pub fn new_recovery_codes() -> AuthResult<Vec<String>> {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789"; // no 0/o, 1/l/i
     let mut out = Vec::with_capacity(RECOVERY_CODES);

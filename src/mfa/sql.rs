@@ -70,11 +70,32 @@ fn auth_totp_enroll(
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_totp_verify(user_id: Uuid, code: &str) -> bool {
     require_service("auth_totp_verify");
+    verify_totp(user_id, code).or_raise()
+}
+
+/// A TOTP code or a recovery code of `user_id` (six to eight digits: TOTP; else a recovery
+/// code). For auth_step_up; privileges are the caller's business.
+pub(crate) fn verify_second_factor(user_id: Uuid, code: &str) -> AuthResult<bool> {
+    let code = code.trim();
+    if (6..=8).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit()) {
+        verify_totp(user_id, code)
+    } else {
+        use_recovery_code(user_id, code)
+    }
+}
+
+/// Consecutive wrong TOTP codes after which verification is refused for
+/// [`TOTP_BLOCK_SECONDS`] (a six-digit code must not be guessable by trying).
+const TOTP_MAX_FAILURES: i32 = 5;
+const TOTP_BLOCK_SECONDS: f64 = 300.0;
+
+pub(crate) fn verify_totp(user_id: Uuid, code: &str) -> AuthResult<bool> {
     // FOR UPDATE: two concurrent uses of one code cannot both pass.
     let row = as_owner(|| {
         Spi::connect_mut(|client| {
             let rows = client.update(
-                "SELECT secret, last_step FROM pgauth.totp WHERE user_id = $1 FOR UPDATE",
+                "SELECT secret, last_step, coalesce(blocked_until > pg_catalog.now(), false)
+                   FROM pgauth.totp WHERE user_id = $1 FOR UPDATE",
                 None,
                 &[user_id.into()],
             )?;
@@ -82,38 +103,55 @@ fn auth_totp_verify(user_id: Uuid, code: &str) -> bool {
                 return Ok(None);
             }
             let r = rows.first();
+            let blocked = r.get::<bool>(3)?.unwrap_or(false);
             Ok(r.get::<Vec<u8>>(1)?
-                .map(|s| (s, r.get::<i64>(2).ok().flatten())))
+                .map(|s| (s, r.get::<i64>(2).ok().flatten(), blocked)))
         })
     })
-    .map_err(spi_err)
-    .or_raise();
-    let Some((sealed, last_step)) = row else {
-        return false;
+    .map_err(spi_err)?;
+    let Some((sealed, last_step, blocked)) = row else {
+        return Ok(false);
     };
-    let secret =
-        as_owner(|| crate::crypto::sql::decrypt(&sealed, Some(user_id.as_bytes()))).or_raise();
+    if blocked {
+        record_event("totp_rate_limited", &user_id.to_string(), "{}")?;
+        return Ok(false);
+    }
+    let secret = as_owner(|| crate::crypto::sql::decrypt(&sealed, Some(user_id.as_bytes())))?;
     match check_totp(&secret, code, unix_now(), last_step) {
         Some(step) => {
             as_owner(|| {
                 Spi::run_with_args(
-                    "UPDATE pgauth.totp SET last_step = $2 WHERE user_id = $1",
+                    "UPDATE pgauth.totp SET last_step = $2, failures = 0, blocked_until = NULL
+                      WHERE user_id = $1",
                     &[user_id.into(), (step as i64).into()],
                 )
             })
-            .map_err(spi_err)
-            .or_raise();
-            record_event("totp_verified", &user_id.to_string(), "{}").or_raise();
-            true
+            .map_err(spi_err)?;
+            record_event("totp_verified", &user_id.to_string(), "{}")?;
+            Ok(true)
         }
         None => {
-            record_event("totp_failed", &user_id.to_string(), "{}").or_raise();
-            false
+            as_owner(|| {
+                Spi::run_with_args(
+                    "UPDATE pgauth.totp
+                        SET failures = failures + 1,
+                            blocked_until = CASE WHEN failures + 1 >= $2
+                                THEN pg_catalog.now() + pg_catalog.make_interval(secs => $3) END
+                      WHERE user_id = $1",
+                    &[
+                        user_id.into(),
+                        TOTP_MAX_FAILURES.into(),
+                        TOTP_BLOCK_SECONDS.into(),
+                    ],
+                )
+            })
+            .map_err(spi_err)?;
+            record_event("totp_failed", &user_id.to_string(), "{}")?;
+            Ok(false)
         }
     }
 }
 
-/// Ten new single-use recovery codes (the previous ones stop working). Shown once.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_recovery_codes(user_id: Uuid) -> SetOfIterator<'static, String> {
     require_service("auth_recovery_codes");
@@ -142,6 +180,10 @@ fn auth_recovery_codes(user_id: Uuid) -> SetOfIterator<'static, String> {
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_use_recovery_code(user_id: Uuid, code: &str) -> bool {
     require_service("auth_use_recovery_code");
+    use_recovery_code(user_id, code).or_raise()
+}
+
+pub(crate) fn use_recovery_code(user_id: Uuid, code: &str) -> AuthResult<bool> {
     let used = as_owner(|| {
         Spi::connect_mut(|client| {
             let rows = client.update(
@@ -153,13 +195,12 @@ fn auth_use_recovery_code(user_id: Uuid, code: &str) -> bool {
             Ok::<_, pgrx::spi::Error>(!rows.is_empty())
         })
     })
-    .map_err(spi_err)
-    .or_raise();
+    .map_err(spi_err)?;
     let event = if used {
         "recovery_code_used"
     } else {
         "recovery_code_failed"
     };
-    record_event(event, &user_id.to_string(), "{}").or_raise();
-    used
+    record_event(event, &user_id.to_string(), "{}")?;
+    Ok(used)
 }

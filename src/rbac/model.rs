@@ -69,8 +69,8 @@ impl Grant {
         }
     }
 
-    fn applies(&self, scope: &Scope<'_>, client: Option<&IpAddr>, now_us: i64) -> bool {
-        if self.expires_at_us.is_some_and(|e| e <= now_us) {
+    fn applies(&self, scope: &Scope<'_>, client: Option<&IpAddr>, now_us: i64, aal: i32) -> bool {
+        if self.expires_at_us.is_some_and(|e| e <= now_us) || self.min_aal > aal {
             return false;
         }
         if let Some(networks) = &self.networks {
@@ -127,17 +127,25 @@ impl UserPermissions {
         scope: Scope<'_>,
         client: Option<&IpAddr>,
         now_us: i64,
+        aal: i32,
     ) -> bool {
         self.active
-            && self
-                .by_permission
-                .get(permission)
-                .is_some_and(|grants| grants.iter().any(|g| g.applies(&scope, client, now_us)))
+            && self.by_permission.get(permission).is_some_and(|grants| {
+                grants
+                    .iter()
+                    .any(|g| g.applies(&scope, client, now_us, aal))
+            })
     }
 
     /// Precompute, for one permission, client and moment, which scopes it holds in: a per-row
     /// check is then a comparison or a binary search, with no hashing.
-    pub fn applicable(&self, permission: &str, client: Option<&IpAddr>, now_us: i64) -> Applicable {
+    pub fn applicable(
+        &self,
+        permission: &str,
+        client: Option<&IpAddr>,
+        now_us: i64,
+        aal: i32,
+    ) -> Applicable {
         let mut out = Applicable::default();
         if !self.active {
             return out;
@@ -148,7 +156,7 @@ impl UserPermissions {
                 None => Scope::Global,
                 Some(s) => Scope::Text(s),
             };
-            if !g.applies(&probe, client, now_us) {
+            if !g.applies(&probe, client, now_us, aal) {
                 continue;
             }
             match &g.scope {
@@ -290,26 +298,30 @@ mod tests {
                 ..Grant::with_scope(None)
             },
         );
-        assert!(p.allows("doc.read", Scope::Text("42"), None, NOW));
-        assert!(p.allows("doc.read", Scope::Int(42), None, NOW));
-        assert!(!p.allows("doc.read", Scope::Text("43"), None, NOW));
+        assert!(p.allows("doc.read", Scope::Text("42"), None, NOW, 1));
+        assert!(p.allows("doc.read", Scope::Int(42), None, NOW, 1));
+        assert!(!p.allows("doc.read", Scope::Text("43"), None, NOW, 1));
         assert!(
-            !p.allows("doc.read", Scope::Global, None, NOW),
+            !p.allows("doc.read", Scope::Global, None, NOW, 1),
             "a scoped grant is not global"
         );
         assert!(p.allows(
             "doc.write",
             Scope::Text("anything"),
             Some(&ip("10.9.9.9")),
-            NOW
+            NOW,
+            1
         ));
-        assert!(!p.allows("doc.write", Scope::Global, Some(&ip("192.0.2.1")), NOW));
+        assert!(!p.allows("doc.write", Scope::Global, Some(&ip("192.0.2.1")), NOW, 1));
         assert!(
-            !p.allows("doc.write", Scope::Global, None, NOW),
+            !p.allows("doc.write", Scope::Global, None, NOW, 1),
             "no address, no network grant"
         );
-        assert!(!p.allows("doc.delete", Scope::Global, None, NOW), "expired");
-        assert!(!p.allows("doc.unknown", Scope::Global, None, NOW));
+        assert!(
+            !p.allows("doc.delete", Scope::Global, None, NOW, 1),
+            "expired"
+        );
+        assert!(!p.allows("doc.unknown", Scope::Global, None, NOW, 1));
         assert_eq!(
             p.listing(NOW),
             vec!["doc.read@42".to_string(), "doc.write".to_string()]
@@ -318,8 +330,25 @@ mod tests {
             active: false,
             ..p.clone()
         };
-        assert!(!locked.allows("doc.read", Scope::Text("42"), None, NOW));
+        assert!(!locked.allows("doc.read", Scope::Text("42"), None, NOW, 1));
         assert!(locked.listing(NOW).is_empty());
+    }
+
+    #[test]
+    fn assurance_level_gates_grants() {
+        let mut p = UserPermissions::new(true);
+        p.add(
+            "pay.approve".into(),
+            Grant {
+                min_aal: 2,
+                ..Grant::with_scope(None)
+            },
+        );
+        assert!(!p.allows("pay.approve", Scope::Global, None, NOW, 1));
+        assert!(p.allows("pay.approve", Scope::Global, None, NOW, 2));
+        assert!(p.allows("pay.approve", Scope::Global, None, NOW, 3));
+        assert!(!p.applicable("pay.approve", None, NOW, 1).global);
+        assert!(p.applicable("pay.approve", None, NOW, 2).global);
     }
 
     #[test]
@@ -355,11 +384,11 @@ mod tests {
         ];
         for perm in ["r", "w", "x"] {
             for client in &clients {
-                let a = p.applicable(perm, client.as_ref(), NOW);
+                let a = p.applicable(perm, client.as_ref(), NOW, 1);
                 for scope in scopes {
                     assert_eq!(
                         a.allows(scope),
-                        p.allows(perm, scope, client.as_ref(), NOW),
+                        p.allows(perm, scope, client.as_ref(), NOW, 1),
                         "{perm} {client:?} {scope:?}"
                     );
                 }
@@ -372,12 +401,13 @@ mod tests {
         let u = "0f8fad5b-d9cb-469f-a165-70867728950e";
         let mut p = UserPermissions::new(true);
         p.add("x".into(), Grant::with_scope(Some(u.into())));
-        assert!(p.allows("x", Scope::Uuid(parse_uuid(u).unwrap()), None, NOW));
+        assert!(p.allows("x", Scope::Uuid(parse_uuid(u).unwrap()), None, NOW, 1));
         assert!(p.allows(
             "x",
             Scope::Uuid(parse_uuid(&u.to_uppercase()).unwrap()),
             None,
-            NOW
+            NOW,
+            1
         ));
         assert!(parse_uuid("not-a-uuid").is_none());
     }

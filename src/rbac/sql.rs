@@ -117,10 +117,16 @@ fn permissions_of(user: [u8; 16]) -> AuthResult<Rc<UserPermissions>> {
     Ok(perms)
 }
 
-fn check(user: [u8; 16], permission: &str, scope: Scope<'_>, client: Option<&IpAddr>) -> bool {
+fn check(
+    user: [u8; 16],
+    permission: &str,
+    scope: Scope<'_>,
+    client: Option<&IpAddr>,
+    aal: i32,
+) -> bool {
     permissions_of(user)
         .or_raise()
-        .allows(permission, scope, client, unix_micros_now())
+        .allows(permission, scope, client, unix_micros_now(), aal)
 }
 
 /// The last answer set, valid for one statement, one binding and one permission name: what
@@ -162,6 +168,7 @@ fn check_bound(permission: Option<&str>, scope: Scope<'_>) -> bool {
             permission,
             b.client.as_ref(),
             unix_micros_now(),
+            i32::from(b.aal),
         ),
     };
     let answer = applicable.allows(scope);
@@ -202,28 +209,46 @@ fn auth_has_permission_uuid(permission: Option<&str>, scope: Option<Uuid>) -> bo
     )
 }
 
-/// Raise 42501 unless the bound session user has `permission` in `scope`.
+/// Raise 42501 unless the bound session user has `permission` in `scope`. When the session's
+/// assurance level is what is missing, the hint says to step up.
 #[pg_extern(stable, parallel_safe)]
 fn auth_require_permission(permission: &str, scope: default!(Option<&str>, "NULL")) {
-    if !check_bound(Some(permission), scope.map_or(Scope::Global, Scope::Text)) {
-        let bound = current_binding().is_some();
-        AuthError::PermissionDenied(if bound {
-            format!("permission \"{permission}\" is required")
-        } else {
-            format!("permission \"{permission}\" is required and no pgauth user is bound to this transaction")
-        })
-        .raise();
+    let scope = scope.map_or(Scope::Global, Scope::Text);
+    if !check_bound(Some(permission), scope) {
+        let Some(binding) = current_binding() else {
+            AuthError::PermissionDenied(format!(
+                "permission \"{permission}\" is required and no pgauth user is bound to this transaction"
+            ))
+            .raise();
+        };
+        let higher = binding.aal < 3
+            && permissions_of(binding.user_id).or_raise().allows(
+                permission,
+                scope,
+                binding.client.as_ref(),
+                unix_micros_now(),
+                3,
+            );
+        if higher {
+            AuthError::StepUpRequired(format!(
+                "permission \"{permission}\" requires a higher authentication assurance level than this session's (aal {})",
+                binding.aal
+            ))
+            .raise();
+        }
+        AuthError::PermissionDenied(format!("permission \"{permission}\" is required")).raise();
     }
 }
 
-/// Does `user_id` have `permission` in `scope`, from `client_ip`? For application servers
-/// (pgauth_service) and administrators.
+/// Does `user_id` have `permission` in `scope`, from `client_ip`, signed in at assurance level
+/// `aal`? For application servers (pgauth_service) and administrators.
 #[pg_extern(stable, parallel_safe)]
 fn auth_user_has_permission(
     user_id: Option<Uuid>,
     permission: Option<&str>,
     scope: default!(Option<&str>, "NULL"),
     client_ip: default!(Option<pgrx::datum::Inet>, "NULL"),
+    aal: default!(i32, 1),
 ) -> bool {
     let (Some(user_id), Some(permission)) = (user_id, permission) else {
         return false;
@@ -239,6 +264,7 @@ fn auth_user_has_permission(
         permission,
         scope.map_or(Scope::Global, Scope::Text),
         client.as_ref(),
+        aal,
     )
 }
 

@@ -43,32 +43,70 @@ pub fn looks_like_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The bound user and the client address seen when binding.
+/// The bound user, the client address seen when binding, the assurance level of the binding
+/// (1: password or API key; 2: multi-factor, a passkey with user verification, or a step-up) and
+/// the session it came from (None for `auth_bind_user`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
     pub user_id: [u8; 16],
     pub client: Option<IpAddr>,
+    pub aal: u8,
+    pub session: Option<[u8; 16]>,
 }
 
 impl Binding {
+    /// `user aal session|- client|-`: the hidden setting's value.
     pub fn encode(&self) -> String {
         let id = crate::rbac::model::format_uuid(&self.user_id);
-        match self.client {
-            Some(ip) => format!("{id} {ip}"),
-            None => id,
-        }
+        let session = self
+            .session
+            .as_ref()
+            .map_or_else(|| "-".to_string(), crate::rbac::model::format_uuid);
+        let client = self
+            .client
+            .map_or_else(|| "-".to_string(), |ip| ip.to_string());
+        format!("{id} {} {session} {client}", self.aal)
     }
 
     pub fn decode(text: &str) -> Option<Self> {
-        let (id, client) = match text.split_once(' ') {
-            Some((id, ip)) => (id, Some(ip.parse::<IpAddr>().ok()?)),
-            None => (text, None),
+        let mut parts = text.split(' ');
+        let user_id = parse_uuid(parts.next()?)?;
+        let aal = parts
+            .next()?
+            .parse::<u8>()
+            .ok()
+            .filter(|a| (1..=3).contains(a))?;
+        let session = match parts.next()? {
+            "-" => None,
+            s => Some(parse_uuid(s)?),
         };
+        let client = match parts.next()? {
+            "-" => None,
+            ip => Some(ip.parse::<IpAddr>().ok()?),
+        };
+        if parts.next().is_some() {
+            return None;
+        }
         Some(Self {
-            user_id: parse_uuid(id)?,
+            user_id,
             client,
+            aal,
+            session,
         })
     }
+}
+
+/// A new refresh token: "pgr_" + 32 random bytes, base64url; stored only as SHA-256.
+pub fn new_refresh_token() -> AuthResult<String> {
+    Ok(new_token()?.replacen(TOKEN_PREFIX, REFRESH_PREFIX, 1))
+}
+
+pub const REFRESH_PREFIX: &str = "pgr_";
+
+/// A well-formed refresh token: the prefix and 43 base64url characters.
+pub fn looks_like_refresh_token(token: &str) -> bool {
+    token.starts_with(REFRESH_PREFIX)
+        && looks_like_token(&token.replacen(REFRESH_PREFIX, TOKEN_PREFIX, 1))
 }
 
 #[cfg(test)]
@@ -90,18 +128,40 @@ mod tests {
     #[test]
     fn binding_round_trip() {
         let id = parse_uuid("0f8fad5b-d9cb-469f-a165-70867728950e").unwrap();
+        let sid = parse_uuid("1f8fad5b-d9cb-469f-a165-70867728950e").unwrap();
         for client in [
             None,
             Some("10.1.2.3".parse().unwrap()),
             Some("2001:db8::7".parse().unwrap()),
         ] {
-            let b = Binding {
-                user_id: id,
-                client,
-            };
-            assert_eq!(Binding::decode(&b.encode()), Some(b));
+            for (aal, session) in [(1, None), (2, Some(sid))] {
+                let b = Binding {
+                    user_id: id,
+                    client,
+                    aal,
+                    session,
+                };
+                assert_eq!(Binding::decode(&b.encode()), Some(b));
+            }
         }
         assert_eq!(Binding::decode("garbage"), None);
         assert_eq!(Binding::decode(""), None);
+        assert_eq!(
+            Binding::decode("0f8fad5b-d9cb-469f-a165-70867728950e 4 - -"),
+            None,
+            "aal out of range"
+        );
+        assert_eq!(
+            Binding::decode("0f8fad5b-d9cb-469f-a165-70867728950e 1 - - extra"),
+            None
+        );
+    }
+
+    #[test]
+    fn refresh_tokens_have_their_own_prefix() {
+        let r = new_refresh_token().unwrap();
+        assert!(looks_like_refresh_token(&r), "{r}");
+        assert!(!looks_like_token(&r));
+        assert!(!looks_like_refresh_token(&new_token().unwrap()));
     }
 }

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, Uuid};
 
-use super::{looks_like_token, new_token, token_hash, Binding};
+use super::{
+    looks_like_refresh_token, looks_like_token, new_refresh_token, new_token, token_hash, Binding,
+};
 use crate::backend::{as_owner, has_role, read_one, record_event, spi_err};
 use crate::error::{AuthError, AuthResult, OrRaise};
 
@@ -15,6 +17,8 @@ static mut BINDING_VALUE: *mut c_char = std::ptr::null_mut();
 pub static SESSION_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static LONG_SESSION_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static TRUST_REQUEST_JWT_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static REFRESH_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+pub static STEP_UP_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(600);
 
 thread_local! {
     /// Set only while this module changes the binding; the check hook refuses all else.
@@ -77,6 +81,26 @@ pub(crate) fn register_settings() {
         &LONG_SESSION_TTL_SECONDS,
         60,
         366 * 86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pgauth.refresh_token_ttl",
+        c"Lifetime of a refresh token (auth_login, auth_refresh); each use issues a new one.",
+        c"",
+        &REFRESH_TTL_SECONDS,
+        60,
+        366 * 86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pgauth.step_up_ttl",
+        c"How long auth_step_up() raises a session to assurance level 2.",
+        c"",
+        &STEP_UP_TTL_SECONDS,
+        10,
+        86_400,
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
@@ -144,12 +168,71 @@ fn client_address() -> Option<IpAddr> {
         .and_then(|a| a.parse().ok())
 }
 
-fn bind(user_id: [u8; 16]) {
+fn bind(user_id: [u8; 16], aal: u8, session: Option<[u8; 16]>) {
     let binding = Binding {
         user_id,
         client: client_address(),
+        aal,
+        session,
     };
     set_binding(&binding.encode());
+}
+
+fn id_bytes(id: &Uuid) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(id.as_bytes());
+    out
+}
+
+/// A live session's user and current assurance level (its sign-in level, or 2 during a
+/// step-up), when it is not revoked or expired and its user is active. `condition` selects the
+/// session by `$1`.
+fn live_session(
+    condition: &str,
+    key: pgrx::datum::DatumWithOid,
+) -> AuthResult<Option<(Uuid, Uuid, u8)>> {
+    let query = format!(
+        "SELECT s.id, s.user_id,
+                (CASE WHEN s.step_up_until > pg_catalog.now() THEN greatest(s.aal, 2) ELSE s.aal END)::int4
+           FROM pgauth.sessions s JOIN pgauth.users u ON u.id = s.user_id
+          WHERE {condition} AND s.revoked_at IS NULL AND s.expires_at > pg_catalog.now()
+            AND u.status = 'active'"
+    );
+    as_owner(|| {
+        Spi::connect(|client| {
+            let rows = client.select(&query, Some(1), &[key])?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let row = rows.first();
+            Ok(
+                match (row.get::<Uuid>(1)?, row.get::<Uuid>(2)?, row.get::<i32>(3)?) {
+                    (Some(sid), Some(user), Some(aal)) => Some((sid, user, aal.clamp(1, 3) as u8)),
+                    _ => None,
+                },
+            )
+        })
+    })
+    .map_err(spi_err)
+}
+
+/// The session an access JWT names, after its signature and lifetime were checked.
+fn session_of_access_token(token: &str) -> AuthResult<(Uuid, Uuid, u8)> {
+    let claims = crate::jwt::sql::verify_access_token(token)?;
+    let claim_uuid = |name: &str| {
+        claims
+            .get(name)
+            .and_then(|v| v.as_str())
+            .and_then(crate::rbac::model::parse_uuid)
+            .map(Uuid::from_bytes)
+            .ok_or(AuthError::InvalidToken)
+    };
+    let (sub, sid) = (claim_uuid("sub")?, claim_uuid("sid")?);
+    let (sid, user, aal) = live_session("s.id = $1", sid.into())?.ok_or(AuthError::InvalidToken)?;
+    if user != sub {
+        return Err(AuthError::InvalidToken);
+    }
+    Ok((sid, user, aal))
 }
 
 fn user_is_active(user: &Uuid) -> bool {
@@ -184,47 +267,92 @@ fn auth_current_user_id() -> Option<Uuid> {
     crate::rbac::model::parse_uuid(sub).map(Uuid::from_bytes)
 }
 
-/// Verify a session token and bind its user to the current transaction only.
+/// Verify a session token (from `auth_create_session`) or an access JWT (from `auth_login`,
+/// `auth_refresh`, passkey sign-in) and bind its user, with the session's assurance level, to
+/// the current transaction only.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_set_session(token: &str) -> Uuid {
-    let invalid = || AuthError::InvalidRequest("invalid or expired session token".into()).raise();
-    if !looks_like_token(token) {
-        invalid();
-    }
-    let hash = token_hash(token);
-    let user = as_owner(|| {
-        read_one::<Uuid>(
-            "SELECT s.user_id FROM pgauth.sessions s JOIN pgauth.users u ON u.id = s.user_id
-              WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > pg_catalog.now()
-                AND u.status = 'active'",
-            &[hash.as_slice().into()],
-        )
-    })
-    .map_err(spi_err)
-    .or_raise();
-    let Some(user) = user else { invalid() };
-    let mut id = [0u8; 16];
-    id.copy_from_slice(user.as_bytes());
-    bind(id);
+    let (sid, user, aal) = if looks_like_token(token) {
+        let hash = token_hash(token);
+        live_session("s.token_hash = $1", hash.as_slice().into())
+            .or_raise()
+            .unwrap_or_else(|| {
+                AuthError::InvalidRequest("invalid or expired session token".into()).raise()
+            })
+    } else {
+        session_of_access_token(token).or_raise()
+    };
+    bind(id_bytes(&user), aal, Some(id_bytes(&sid)));
     user
 }
 
 /// For application servers that authenticate users themselves (members of pgauth_service):
-/// bind `user_id` to the current transaction.
+/// bind `user_id` to the current transaction, at the assurance level the server vouches for.
 #[pg_extern(volatile, strict, parallel_unsafe)]
-fn auth_bind_user(user_id: Uuid) -> Uuid {
+fn auth_bind_user(user_id: Uuid, aal: default!(i32, 1)) -> Uuid {
     if !has_role(crate::backend::caller(), "pgauth_service") {
         AuthError::PermissionDenied("auth_bind_user requires membership in pgauth_service".into())
             .raise();
+    }
+    if !(1..=3).contains(&aal) {
+        AuthError::InvalidRequest("aal must be 1, 2 or 3".into()).raise();
     }
     if !user_is_active(&user_id) {
         AuthError::InvalidRequest(format!("user {user_id} does not exist or is not active"))
             .raise();
     }
-    let mut id = [0u8; 16];
-    id.copy_from_slice(user_id.as_bytes());
-    bind(id);
+    bind(id_bytes(&user_id), aal as u8, None);
     user_id
+}
+
+/// The assurance level of this transaction's binding (NULL when none is bound).
+#[pg_extern(stable, parallel_safe)]
+fn auth_current_aal() -> Option<i32> {
+    current_binding().map(|b| i32::from(b.aal))
+}
+
+/// Step up: verify a TOTP code or a recovery code of the bound user and raise the session (and
+/// the access tokens `auth_refresh` issues) to assurance level 2 for `pgauth.step_up_ttl`, and
+/// this transaction's binding at once. False for a wrong code (the attempt is recorded and
+/// counts towards the TOTP attempt limit).
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_step_up(code: &str) -> bool {
+    let Some(binding) = current_binding() else {
+        AuthError::NoSession.raise();
+    };
+    let user = Uuid::from_bytes(binding.user_id);
+    let ok = crate::mfa::sql::verify_second_factor(user, code).or_raise();
+    let subject = user.to_string();
+    if !ok {
+        record_event("step_up_failed", &subject, "{}").or_raise();
+        return false;
+    }
+    if let Some(sid) = binding.session {
+        as_owner(|| {
+            Spi::run_with_args(
+                "UPDATE pgauth.sessions
+                    SET step_up_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2)
+                  WHERE id = $1",
+                &[
+                    Uuid::from_bytes(sid).into(),
+                    f64::from(STEP_UP_TTL_SECONDS.get()).into(),
+                ],
+            )
+        })
+        .map_err(spi_err)
+        .or_raise();
+    }
+    bind(binding.user_id, binding.aal.max(2), binding.session);
+    let details = match binding.session {
+        Some(sid) => format!(
+            "{{\"session_id\": \"{}\", \"ttl_seconds\": {}}}",
+            Uuid::from_bytes(sid),
+            STEP_UP_TTL_SECONDS.get()
+        ),
+        None => "{}".into(),
+    };
+    record_event("step_up_succeeded", &subject, &details).or_raise();
+    true
 }
 
 /// Forget the binding of the current transaction.
@@ -288,20 +416,34 @@ pub(crate) fn issue_session(
     Ok(token)
 }
 
-/// Revoke a session (whoever holds the token may).
+/// Revoke a session (whoever holds one of its tokens may): its opaque token, an access JWT of
+/// it (the signature must be valid; an expired one is accepted) or one of its refresh tokens.
+/// Every token of the session stops working: sign-out.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_revoke_session(token: &str) {
-    if !looks_like_token(token) {
-        return;
-    }
+    let (condition, key): (&str, pgrx::datum::DatumWithOid) = if looks_like_token(token) {
+        (
+            "token_hash = $1",
+            token_hash(token).as_slice().to_vec().into(),
+        )
+    } else if looks_like_refresh_token(token) {
+        (
+            "id = (SELECT session_id FROM pgauth.refresh_tokens WHERE token_hash = $1)",
+            token_hash(token).as_slice().to_vec().into(),
+        )
+    } else {
+        match crate::jwt::sql::access_token_session(token) {
+            Some(sid) => ("id = $1", sid.into()),
+            None => return,
+        }
+    };
+    let query = format!(
+        "UPDATE pgauth.sessions SET revoked_at = pg_catalog.now()
+          WHERE {condition} AND revoked_at IS NULL RETURNING user_id"
+    );
     let user = as_owner(|| {
         Spi::connect_mut(|client| {
-            let rows = client.update(
-                "UPDATE pgauth.sessions SET revoked_at = pg_catalog.now()
-                  WHERE token_hash = $1 AND revoked_at IS NULL RETURNING user_id",
-                None,
-                &[token_hash(token).as_slice().into()],
-            )?;
+            let rows = client.update(&query, None, &[key])?;
             if rows.is_empty() {
                 Ok(None)
             } else {
@@ -313,6 +455,177 @@ fn auth_revoke_session(token: &str) {
     .or_raise();
     if let Some(user) = user {
         record_event("session_revoked", &user.to_string(), "{}").or_raise();
+    }
+}
+
+/// Open a session for a sign-in that succeeded (password, passkey): the session row with its
+/// assurance level and methods, a refresh token (stored as SHA-256) and an access JWT. Records
+/// `session_created`. The caller has checked the credentials and that the user is active.
+pub(crate) fn open_signed_in_session(
+    user_id: Uuid,
+    aal: i32,
+    amr: &[&str],
+) -> AuthResult<(String, String)> {
+    let aal = aal.clamp(1, 3);
+    let amr: Vec<String> = amr.iter().map(|m| m.to_string()).collect();
+    let sid = as_owner(|| {
+        Spi::connect_mut(|client| {
+            let rows = client.update(
+                "INSERT INTO pgauth.sessions (user_id, expires_at, aal, amr)
+                 VALUES ($1, pg_catalog.now() + pg_catalog.make_interval(secs => $2), $3, $4)
+                 RETURNING id",
+                None,
+                &[
+                    user_id.into(),
+                    f64::from(REFRESH_TTL_SECONDS.get()).into(),
+                    (aal as i16).into(),
+                    amr.clone().into(),
+                ],
+            )?;
+            rows.first().get::<Uuid>(1)
+        })
+    })
+    .map_err(spi_err)?
+    .ok_or_else(|| AuthError::Internal("session insert returned nothing".into()))?;
+    let refresh = store_refresh_token(sid)?;
+    let access = crate::jwt::sql::sign_access_token(user_id, sid, aal, &amr)?;
+    record_event(
+        "session_created",
+        &user_id.to_string(),
+        &serde_json::json!({"session_id": sid.to_string(), "aal": aal, "amr": amr}).to_string(),
+    )?;
+    Ok((access, refresh))
+}
+
+fn store_refresh_token(sid: Uuid) -> AuthResult<String> {
+    let token = new_refresh_token()?;
+    as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO pgauth.refresh_tokens (token_hash, session_id, expires_at)
+             VALUES ($1, $2, pg_catalog.now() + pg_catalog.make_interval(secs => $3))",
+            &[
+                token_hash(&token).as_slice().into(),
+                sid.into(),
+                f64::from(REFRESH_TTL_SECONDS.get()).into(),
+            ],
+        )
+    })
+    .map_err(spi_err)?;
+    Ok(token)
+}
+
+/// What a presented refresh token turned out to be.
+enum RefreshOutcome {
+    Rotated(String, String),
+    /// Unknown, expired, or its session ended: no row.
+    Refused,
+}
+
+fn refresh(token: &str) -> AuthResult<RefreshOutcome> {
+    let hash = token_hash(token);
+    // FOR UPDATE: two concurrent uses of one token serialise here, and the second sees it used.
+    let row = as_owner(|| {
+        Spi::connect_mut(|client| {
+            let rows = client.update(
+                "SELECT r.session_id, r.used_at IS NOT NULL, r.expires_at > pg_catalog.now(),
+                        s.user_id
+                   FROM pgauth.refresh_tokens r JOIN pgauth.sessions s ON s.id = r.session_id
+                  WHERE r.token_hash = $1
+                    FOR UPDATE OF r",
+                None,
+                &[hash.as_slice().into()],
+            )?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let r = rows.first();
+            Ok(Some((
+                r.get::<Uuid>(1)?,
+                r.get::<bool>(2)?.unwrap_or(true),
+                r.get::<bool>(3)?.unwrap_or(false),
+                r.get::<Uuid>(4)?,
+            )))
+        })
+    })
+    .map_err(spi_err)?;
+    let Some((Some(sid), used, unexpired, Some(user))) = row else {
+        return Ok(RefreshOutcome::Refused);
+    };
+    let subject = user.to_string();
+    if used {
+        // Reuse: someone holds a copy. End the whole chain (the session and every token of it).
+        let revoked = as_owner(|| {
+            Spi::connect_mut(|client| {
+                let rows = client.update(
+                    "UPDATE pgauth.sessions SET revoked_at = pg_catalog.now()
+                      WHERE id = $1 AND revoked_at IS NULL RETURNING 1",
+                    None,
+                    &[sid.into()],
+                )?;
+                Ok::<_, pgrx::spi::Error>(!rows.is_empty())
+            })
+        })
+        .map_err(spi_err)?;
+        record_event(
+            "refresh_token_reused",
+            &subject,
+            &serde_json::json!({"session_id": sid.to_string(), "session_revoked": revoked})
+                .to_string(),
+        )?;
+        return Ok(RefreshOutcome::Refused);
+    }
+    if !unexpired {
+        return Ok(RefreshOutcome::Refused);
+    }
+    let Some((sid, user, aal)) = live_session("s.id = $1", sid.into())? else {
+        return Ok(RefreshOutcome::Refused);
+    };
+    as_owner(|| {
+        Spi::run_with_args(
+            "UPDATE pgauth.refresh_tokens SET used_at = pg_catalog.now() WHERE token_hash = $1",
+            &[hash.as_slice().into()],
+        )?;
+        Spi::run_with_args(
+            "UPDATE pgauth.sessions
+                SET expires_at = greatest(expires_at,
+                                          pg_catalog.now() + pg_catalog.make_interval(secs => $2))
+              WHERE id = $1",
+            &[sid.into(), f64::from(REFRESH_TTL_SECONDS.get()).into()],
+        )
+    })
+    .map_err(spi_err)?;
+    let amr = as_owner(|| {
+        read_one::<Vec<String>>(
+            "SELECT amr FROM pgauth.sessions WHERE id = $1",
+            &[sid.into()],
+        )
+    })
+    .map_err(spi_err)?
+    .unwrap_or_default();
+    let next = store_refresh_token(sid)?;
+    let access = crate::jwt::sql::sign_access_token(user, sid, i32::from(aal), &amr)?;
+    record_event(
+        "token_refreshed",
+        &subject,
+        &serde_json::json!({"session_id": sid.to_string()}).to_string(),
+    )?;
+    Ok(RefreshOutcome::Rotated(access, next))
+}
+
+/// Exchange a refresh token for a new access JWT and a new refresh token (rotation: each
+/// refresh token works once). Presenting one that was already used revokes the whole session and
+/// records `refresh_token_reused`. An unknown, expired, reused or revoked token gives no row (so
+/// that the revocation and its audit row commit); a malformed one raises 22023.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_refresh(
+    refresh_token: &str,
+) -> TableIterator<'static, (name!(access_token, String), name!(refresh_token, String))> {
+    if !looks_like_refresh_token(refresh_token) {
+        AuthError::InvalidToken.raise();
+    }
+    match refresh(refresh_token).or_raise() {
+        RefreshOutcome::Rotated(access, next) => TableIterator::once((access, next)),
+        RefreshOutcome::Refused => TableIterator::new(std::iter::empty()),
     }
 }
 

@@ -32,9 +32,12 @@ fn pyotp_codes_verify_once() {
     let code = String::from_utf8(out.stdout).unwrap();
     assert_eq!(code.len(), 6);
     let verify = |db: &mut postgres::Client, code: &str| -> bool {
-        db.query_one("SELECT auth_totp_verify($1::text::uuid, $2)", &[&uid, &code])
-            .unwrap()
-            .get(0)
+        db.query_one(
+            "SELECT auth_totp_verify($1::text::uuid, $2)",
+            &[&uid, &code],
+        )
+        .unwrap()
+        .get(0)
     };
     assert!(verify(&mut db, &code), "the current code is accepted");
     assert!(

@@ -1,0 +1,531 @@
+//! JSON Web Tokens: signing keys, signing and verification with the `jsonwebtoken` crate on its
+//! aws-lc-rs backend (no `rsa` crate: RUSTSEC-2023-0071 does not apply), and the public JWKS.
+//!
+//! Pure Rust, no pgrx types: the SQL layer (`sql.rs`) stores the private material sealed under a
+//! pgauth data key, caches the parsed keys per backend and maps errors to SQLSTATEs.
+//!
+//! # Key material
+//! - HS256/384/512: 32/48/64 random bytes.
+//! - RS256 (2048-bit), ES256 (P-256), EdDSA (Ed25519): the private key as PKCS#8 PEM text
+//!   (the form `openssl genpkey` and Python's `cryptography` write, and what can be imported).
+//!   Public keys are kept as a JWK (RFC 7517), so the JWKS is a read, not a computation.
+
+pub(crate) mod sql;
+
+use aws_lc_rs::encoding::AsDer;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+use crate::error::{AuthError, AuthResult};
+
+/// Longest token `verify` looks at: refused before any decoding (headers included).
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Largest claims object `sign` accepts, as JSON text.
+pub const MAX_CLAIMS_LEN: usize = 8 * 1024;
+/// Clock skew allowed on `exp` and `nbf`, seconds.
+pub const LEEWAY_SECONDS: u64 = 30;
+/// Longest lifetime a token may be given: one year.
+pub const MAX_TTL_SECONDS: i64 = 366 * 86_400;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    Hs256,
+    Hs384,
+    Hs512,
+    Rs256,
+    Es256,
+    EdDsa,
+}
+
+pub const ALL: [Alg; 6] = [
+    Alg::Hs256,
+    Alg::Hs384,
+    Alg::Hs512,
+    Alg::Rs256,
+    Alg::Es256,
+    Alg::EdDsa,
+];
+
+impl Alg {
+    pub fn parse(name: &str) -> AuthResult<Self> {
+        ALL.into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                AuthError::InvalidRequest(format!(
+                    "unsupported JWT algorithm \"{}\"; use HS256, HS384, HS512, RS256, ES256 or EdDSA",
+                    name.chars().take(32).collect::<String>()
+                ))
+            })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::Hs256 => "HS256",
+            Alg::Hs384 => "HS384",
+            Alg::Hs512 => "HS512",
+            Alg::Rs256 => "RS256",
+            Alg::Es256 => "ES256",
+            Alg::EdDsa => "EdDSA",
+        }
+    }
+
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            Alg::Hs256 => Algorithm::HS256,
+            Alg::Hs384 => Algorithm::HS384,
+            Alg::Hs512 => Algorithm::HS512,
+            Alg::Rs256 => Algorithm::RS256,
+            Alg::Es256 => Algorithm::ES256,
+            Alg::EdDsa => Algorithm::EdDSA,
+        }
+    }
+
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Alg::Hs256 | Alg::Hs384 | Alg::Hs512)
+    }
+
+    fn secret_len(self) -> usize {
+        match self {
+            Alg::Hs384 => 48,
+            Alg::Hs512 => 64,
+            _ => 32,
+        }
+    }
+}
+
+fn internal(what: &str) -> AuthError {
+    AuthError::Internal(format!("JWT key operation failed: {what}"))
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// New private material for `alg` (see the module documentation for its form).
+pub fn generate(alg: Alg) -> AuthResult<Zeroizing<Vec<u8>>> {
+    use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let der: Zeroizing<Vec<u8>> = match alg {
+        a if a.is_hmac() => {
+            let mut secret = Zeroizing::new(vec![0u8; a.secret_len()]);
+            getrandom::fill(&mut secret).map_err(|_| internal("OS random generator"))?;
+            return Ok(secret);
+        }
+        Alg::Es256 => Zeroizing::new(
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map_err(|_| internal("P-256 key generation"))?
+                .as_ref()
+                .to_vec(),
+        ),
+        Alg::EdDsa => Zeroizing::new(
+            Ed25519KeyPair::generate_pkcs8v1(&rng)
+                .map_err(|_| internal("Ed25519 key generation"))?
+                .as_ref()
+                .to_vec(),
+        ),
+        _ => {
+            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .map_err(|_| internal("RSA key generation"))?;
+            let der: aws_lc_rs::encoding::Pkcs8V1Der =
+                pair.as_der().map_err(|_| internal("RSA key encoding"))?;
+            Zeroizing::new(der.as_ref().to_vec())
+        }
+    };
+    Ok(Zeroizing::new(pem("PRIVATE KEY", &der).into_bytes()))
+}
+
+/// The signing key for stored private material.
+pub fn encoding_key(alg: Alg, private: &[u8]) -> AuthResult<EncodingKey> {
+    let bad = |_| AuthError::InvalidRequest(format!("not a valid {} private key", alg.name()));
+    match alg {
+        a if a.is_hmac() => {
+            if private.len() < a.secret_len() {
+                return Err(AuthError::InvalidRequest(format!(
+                    "an {} secret must be at least {} bytes",
+                    a.name(),
+                    a.secret_len()
+                )));
+            }
+            Ok(EncodingKey::from_secret(private))
+        }
+        Alg::Rs256 => EncodingKey::from_rsa_pem(private).map_err(bad),
+        Alg::Es256 => EncodingKey::from_ec_pem(private).map_err(bad),
+        _ => EncodingKey::from_ed_pem(private).map_err(bad),
+    }
+}
+
+/// The public key of stored private material as a JWK with `kid`, `alg` and `use`; None for
+/// HMAC keys, which have no public half.
+pub fn public_jwk(alg: Alg, kid: &str, private: &[u8]) -> AuthResult<Option<Value>> {
+    if alg.is_hmac() {
+        return Ok(None);
+    }
+    let key = encoding_key(alg, private)?;
+    // A key that cannot sign is refused here, at creation or import, not at first use.
+    let probe =
+        jsonwebtoken::encode(&Header::new(alg.algorithm()), &Map::new(), &key).map_err(|_| {
+            AuthError::InvalidRequest(format!("not a valid {} private key", alg.name()))
+        })?;
+    let _ = probe;
+    let jwk = Jwk::from_encoding_key(&key, alg.algorithm()).map_err(|_| {
+        AuthError::InvalidRequest(format!("not a valid {} private key", alg.name()))
+    })?;
+    Ok(Some(finish_jwk(jwk, alg, kid)?))
+}
+
+fn finish_jwk(jwk: Jwk, alg: Alg, kid: &str) -> AuthResult<Value> {
+    let mut value = serde_json::to_value(jwk).map_err(|_| internal("JWK encoding"))?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| internal("JWK encoding"))?;
+    object.insert("kid".into(), Value::String(kid.into()));
+    object.insert("alg".into(), Value::String(alg.name().into()));
+    object.insert("use".into(), Value::String("sig".into()));
+    Ok(value)
+}
+
+/// A public key given as PEM (`-----BEGIN PUBLIC KEY-----`) as a JWK.
+pub fn public_jwk_from_pem(alg: Alg, kid: &str, pem_text: &[u8]) -> AuthResult<Value> {
+    let bad = |_| AuthError::InvalidRequest(format!("not a valid {} public key", alg.name()));
+    let key = match alg {
+        Alg::Rs256 => DecodingKey::from_rsa_pem(pem_text).map_err(bad)?,
+        Alg::Es256 => DecodingKey::from_ec_pem(pem_text).map_err(bad)?,
+        Alg::EdDsa => DecodingKey::from_ed_pem(pem_text).map_err(bad)?,
+        _ => {
+            return Err(AuthError::InvalidRequest(
+                "an HMAC key has no public half; import the secret".into(),
+            ))
+        }
+    };
+    let jwk = Jwk::from_decoding_key(&key, Some(alg.algorithm()))
+        .map_err(|_| AuthError::InvalidRequest(format!("not a valid {} public key", alg.name())))?;
+    finish_jwk(jwk, alg, kid)
+}
+
+/// The verification key: the secret for HMAC, else the stored public JWK.
+pub fn decoding_key(
+    alg: Alg,
+    secret: Option<&[u8]>,
+    jwk: Option<&Value>,
+) -> AuthResult<DecodingKey> {
+    if alg.is_hmac() {
+        let secret = secret.ok_or_else(|| internal("HMAC key without its secret"))?;
+        return Ok(DecodingKey::from_secret(secret));
+    }
+    let jwk: Jwk = serde_json::from_value(jwk.cloned().ok_or_else(|| internal("missing JWK"))?)
+        .map_err(|_| internal("stored JWK unreadable"))?;
+    DecodingKey::from_jwk(&jwk).map_err(|_| internal("stored JWK unusable"))
+}
+
+/// `claims` completed for signing: `iat` = now, `exp` = now + ttl (both replace given values),
+/// `iss` added when absent and an issuer is configured.
+pub fn complete_claims(
+    claims: Value,
+    now: i64,
+    ttl_seconds: i64,
+    issuer: Option<&str>,
+) -> AuthResult<Value> {
+    let Value::Object(mut map) = claims else {
+        return Err(AuthError::InvalidRequest(
+            "JWT claims must be a JSON object".into(),
+        ));
+    };
+    if !(1..=MAX_TTL_SECONDS).contains(&ttl_seconds) {
+        return Err(AuthError::InvalidRequest(format!(
+            "a token lifetime must be between 1 second and {} days",
+            MAX_TTL_SECONDS / 86_400
+        )));
+    }
+    map.insert("iat".into(), Value::from(now));
+    map.insert("exp".into(), Value::from(now + ttl_seconds));
+    if let Some(iss) = issuer.filter(|i| !i.is_empty()) {
+        map.entry("iss")
+            .or_insert_with(|| Value::String(iss.into()));
+    }
+    let claims = Value::Object(map);
+    if claims.to_string().len() > MAX_CLAIMS_LEN {
+        return Err(AuthError::InvalidRequest(format!(
+            "JWT claims are longer than {MAX_CLAIMS_LEN} bytes"
+        )));
+    }
+    Ok(claims)
+}
+
+/// Sign `claims` (already completed) with `kid` in the header.
+pub fn sign(alg: Alg, kid: &str, key: &EncodingKey, claims: &Value) -> AuthResult<String> {
+    let mut header = Header::new(alg.algorithm());
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&header, claims, key).map_err(|_| internal("signing"))
+}
+
+/// The `kid` and algorithm a token claims, read without trusting anything else in it.
+pub fn peek_header(token: &str) -> AuthResult<(String, Alg)> {
+    if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|b| *b == b'.').count() != 2 {
+        return Err(AuthError::InvalidToken);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
+    let alg = ALL
+        .into_iter()
+        .find(|a| a.algorithm() == header.alg)
+        .ok_or(AuthError::InvalidToken)?;
+    let kid = header.kid.ok_or(AuthError::InvalidToken)?;
+    Ok((kid, alg))
+}
+
+/// Verify signature (with exactly `alg`: no `none`, no HS/RS confusion), `exp` (required) and
+/// `nbf` with [`LEEWAY_SECONDS`], and the audience when one is expected. Returns the claims.
+pub fn verify(
+    token: &str,
+    alg: Alg,
+    key: &DecodingKey,
+    audience: Option<&str>,
+) -> AuthResult<Map<String, Value>> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(AuthError::InvalidToken);
+    }
+    let mut validation = Validation::new(alg.algorithm());
+    validation.leeway = LEEWAY_SECONDS;
+    validation.validate_nbf = true;
+    match audience {
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            validation.set_required_spec_claims(&["exp", "aud"]);
+        }
+        None => validation.validate_aud = false,
+    }
+    let data =
+        jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => AuthError::TokenExpired,
+            _ => AuthError::InvalidToken,
+        })?;
+    Ok(data.claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    struct Key {
+        alg: Alg,
+        enc: EncodingKey,
+        dec: DecodingKey,
+    }
+
+    fn key(alg: Alg) -> Key {
+        let private = generate(alg).unwrap();
+        let jwk = public_jwk(alg, "k1", &private).unwrap();
+        assert_eq!(jwk.is_none(), alg.is_hmac());
+        if let Some(j) = &jwk {
+            assert_eq!(j["kid"], "k1");
+            assert_eq!(j["alg"], alg.name());
+            assert!(
+                j.get("d").is_none(),
+                "a public JWK must not carry the private key"
+            );
+        }
+        Key {
+            alg,
+            enc: encoding_key(alg, &private).unwrap(),
+            dec: decoding_key(alg, Some(&private), jwk.as_ref()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn every_algorithm_signs_and_verifies() {
+        for alg in ALL {
+            let k = key(alg);
+            let claims = complete_claims(json!({"sub": "u1"}), now(), 60, Some("pgauth")).unwrap();
+            let token = sign(alg, "k1", &k.enc, &claims).unwrap();
+            assert_eq!(peek_header(&token).unwrap(), ("k1".to_string(), alg));
+            let back = verify(&token, alg, &k.dec, None).unwrap();
+            assert_eq!(back["sub"], "u1");
+            assert_eq!(back["iss"], "pgauth");
+            // A flipped signature bit is refused.
+            let mut bad = token.clone().into_bytes();
+            let i = bad.len() - 5;
+            bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+            let bad = String::from_utf8(bad).unwrap();
+            assert_eq!(
+                verify(&bad, alg, &k.dec, None),
+                Err(AuthError::InvalidToken),
+                "{alg:?}"
+            );
+            // Another key of the same algorithm does not verify it.
+            let other = key(alg);
+            assert_eq!(
+                verify(&token, alg, &other.dec, None),
+                Err(AuthError::InvalidToken)
+            );
+            assert_eq!(k.alg, alg);
+        }
+    }
+
+    #[test]
+    fn algorithm_confusion_and_none_are_refused() {
+        let es = key(Alg::Es256);
+        let claims = complete_claims(json!({}), now(), 60, None).unwrap();
+        let token = sign(Alg::Es256, "k1", &es.enc, &claims).unwrap();
+        // Verifying an ES256 token as if the key were HS256 fails.
+        let hs = key(Alg::Hs256);
+        assert_eq!(
+            verify(&token, Alg::Hs256, &hs.dec, None),
+            Err(AuthError::InvalidToken)
+        );
+        // alg none: header {"alg":"none","kid":"k1"}, no signature.
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let none = format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "kid": "k1"})),
+            b64(&json!({"exp": now() + 60}))
+        );
+        assert_eq!(peek_header(&none), Err(AuthError::InvalidToken));
+        assert_eq!(
+            verify(&none, Alg::Hs256, &hs.dec, None),
+            Err(AuthError::InvalidToken)
+        );
+    }
+
+    #[test]
+    fn time_claims_and_audience() {
+        let k = key(Alg::Hs256);
+        let expired = json!({"exp": now() - 3600, "iat": now() - 7200});
+        let token = sign(Alg::Hs256, "k1", &k.enc, &expired).unwrap();
+        assert_eq!(
+            verify(&token, Alg::Hs256, &k.dec, None),
+            Err(AuthError::TokenExpired)
+        );
+        let future = json!({"exp": now() + 7200, "nbf": now() + 3600});
+        let token = sign(Alg::Hs256, "k1", &k.enc, &future).unwrap();
+        assert_eq!(
+            verify(&token, Alg::Hs256, &k.dec, None),
+            Err(AuthError::TokenExpired)
+        );
+        // Within the leeway: accepted.
+        let skewed = json!({"exp": now() - 5});
+        let token = sign(Alg::Hs256, "k1", &k.enc, &skewed).unwrap();
+        assert!(verify(&token, Alg::Hs256, &k.dec, None).is_ok());
+        // No exp at all: refused.
+        let token = sign(Alg::Hs256, "k1", &k.enc, &json!({"sub": "x"})).unwrap();
+        assert_eq!(
+            verify(&token, Alg::Hs256, &k.dec, None),
+            Err(AuthError::InvalidToken)
+        );
+        // Audience.
+        let claims = complete_claims(json!({"aud": "api"}), now(), 60, None).unwrap();
+        let token = sign(Alg::Hs256, "k1", &k.enc, &claims).unwrap();
+        assert!(verify(&token, Alg::Hs256, &k.dec, Some("api")).is_ok());
+        assert_eq!(
+            verify(&token, Alg::Hs256, &k.dec, Some("web")),
+            Err(AuthError::InvalidToken)
+        );
+        let claims = complete_claims(json!({}), now(), 60, None).unwrap();
+        let token = sign(Alg::Hs256, "k1", &k.enc, &claims).unwrap();
+        assert_eq!(
+            verify(&token, Alg::Hs256, &k.dec, Some("api")),
+            Err(AuthError::InvalidToken)
+        );
+    }
+
+    #[test]
+    fn malformed_tokens_are_invalid_not_panics() {
+        let k = key(Alg::Hs256);
+        let huge = format!("{}.e30.sig", "e".repeat(MAX_TOKEN_LEN));
+        for t in [
+            "",
+            "abc",
+            "a.b",
+            "a.b.c.d",
+            "!!!.###.$$$",
+            "e30.e30.",
+            "eyJhbGciOiJIUzI1NiJ9.e30.sig", // no kid
+            huge.as_str(),
+        ] {
+            assert_eq!(
+                peek_header(t).map(|_| ()),
+                Err(AuthError::InvalidToken),
+                "{t:.40}"
+            );
+            assert!(verify(t, Alg::Hs256, &k.dec, None).is_err());
+        }
+    }
+
+    #[test]
+    fn claims_are_completed_and_bounded() {
+        let c = complete_claims(
+            json!({"sub": "u", "exp": 1, "iss": "mine"}),
+            1000,
+            900,
+            Some("p"),
+        )
+        .unwrap();
+        assert_eq!(c["exp"], 1900);
+        assert_eq!(c["iat"], 1000);
+        assert_eq!(c["iss"], "mine");
+        assert!(complete_claims(json!([1]), 0, 60, None).is_err());
+        assert!(complete_claims(json!({}), 0, 0, None).is_err());
+        assert!(complete_claims(json!({"x": "y".repeat(MAX_CLAIMS_LEN)}), 0, 60, None).is_err());
+        assert!(Alg::parse("none").is_err());
+        assert_eq!(Alg::parse("eddsa").unwrap(), Alg::EdDsa);
+    }
+
+    #[test]
+    fn public_pem_import_verifies() {
+        let private = generate(Alg::Es256).unwrap();
+        let enc = encoding_key(Alg::Es256, &private).unwrap();
+        // The public key as PEM, the way another system would hand it over.
+        let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &STANDARD
+                .decode(
+                    std::str::from_utf8(&private)
+                        .unwrap()
+                        .lines()
+                        .filter(|l| !l.starts_with("-----"))
+                        .collect::<String>(),
+                )
+                .unwrap(),
+        )
+        .unwrap();
+        use aws_lc_rs::signature::KeyPair;
+        let spki: aws_lc_rs::encoding::PublicKeyX509Der = pair.public_key().as_der().unwrap();
+        let jwk = public_jwk_from_pem(
+            Alg::Es256,
+            "ext",
+            pem("PUBLIC KEY", spki.as_ref()).as_bytes(),
+        )
+        .unwrap();
+        let dec = decoding_key(Alg::Es256, None, Some(&jwk)).unwrap();
+        let claims = complete_claims(json!({}), now(), 60, None).unwrap();
+        let token = sign(Alg::Es256, "ext", &enc, &claims).unwrap();
+        assert!(verify(&token, Alg::Es256, &dec, None).is_ok());
+        assert!(public_jwk_from_pem(
+            Alg::Es256,
+            "x",
+            b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,586 @@
+//! SQL functions for JWT signing keys, signing, verification and the JWKS; the access tokens of
+//! sign-ins.
+//!
+//! Private key material is stored sealed under the `default` data key (the auth_encrypt
+//! envelope, associated data = the key id), so the master key protects it and pg_dump carries
+//! it like every other key. Parsed keys are cached per backend and dropped when
+//! `pgauth.key_state.generation` moves (bumped by every change to `pgauth.signing_keys`), which
+//! is read once per statement: signing or verifying many tokens in one statement touches no
+//! table after the first.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::rc::Rc;
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, JsonB, Uuid};
+use serde_json::{json, Map, Value};
+use zeroize::Zeroizing;
+
+use super::Alg;
+use crate::backend::{
+    as_owner, caller, current_position, has_role, read_one, record_event, require_role, spi_err,
+};
+use crate::error::{AuthError, AuthResult, OrRaise};
+
+pub static JWT_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"jwt"));
+pub static JWT_ALGORITHM: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"ES256"));
+pub static JWT_ISSUER: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"pgauth"));
+pub static JWT_AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ACCESS_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(900);
+
+pub(crate) fn register_settings() {
+    GucRegistry::define_string_guc(
+        c"pgauth.jwt_key",
+        c"Name of the signing key of access tokens (auth_login, auth_refresh, passkey sign-in).",
+        c"Created on the first sign-in with pgauth.jwt_algorithm when it does not exist.",
+        &JWT_KEY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pgauth.jwt_algorithm",
+        c"Algorithm of the access-token key when pgauth creates it: HS256, HS384, HS512, RS256, ES256 or EdDSA.",
+        c"",
+        &JWT_ALGORITHM,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pgauth.jwt_issuer",
+        c"The iss claim of tokens pgauth signs (when the claims have none); empty for none.",
+        c"",
+        &JWT_ISSUER,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pgauth.jwt_audience",
+        c"The aud claim of access tokens; when set, auth_set_session requires it.",
+        c"",
+        &JWT_AUDIENCE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgauth.jwt_access_ttl",
+        c"Lifetime of an access token.",
+        c"",
+        &ACCESS_TTL_SECONDS,
+        10,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+}
+
+fn setting(value: Option<CString>) -> Option<String> {
+    value
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+}
+
+fn access_key_name() -> String {
+    setting(JWT_KEY.get()).unwrap_or_else(|| "jwt".into())
+}
+
+struct SignKey {
+    kid: String,
+    alg: Alg,
+    key: jsonwebtoken::EncodingKey,
+}
+
+struct VerifyKey {
+    name: String,
+    alg: Alg,
+    key: jsonwebtoken::DecodingKey,
+}
+
+#[derive(Default)]
+struct JwtState {
+    checked_at: Option<(u32, u32, i64)>,
+    generation: Option<i64>,
+    /// key name → its active version, ready to sign.
+    signers: HashMap<String, Rc<SignKey>>,
+    /// kid → verification key (None: no usable key with that id; also cached).
+    verifiers: HashMap<String, Option<Rc<VerifyKey>>>,
+    /// role → may sign; valid for one statement.
+    may_sign: HashMap<pg_sys::Oid, bool>,
+}
+
+thread_local! {
+    static STATE: RefCell<JwtState> = RefCell::new(JwtState::default());
+}
+
+/// Once per statement: drop cached keys when signing keys changed since.
+fn refresh() -> AuthResult<()> {
+    let position = current_position();
+    if STATE.with(|s| s.borrow().checked_at) == Some(position) {
+        return Ok(());
+    }
+    let generation = as_owner(|| {
+        read_one::<i64>("SELECT generation FROM pgauth.key_state", &[])
+            .map_err(spi_err)
+            .map(|g| g.unwrap_or(0))
+    })?;
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.generation != Some(generation) {
+            s.signers.clear();
+            s.verifiers.clear();
+            s.generation = Some(generation);
+        }
+        s.may_sign.clear();
+        s.checked_at = Some(position);
+    });
+    Ok(())
+}
+
+/// This backend changed signing keys: forget everything now (a rolled-back change would not
+/// move the generation).
+fn forget_cached() {
+    STATE.with(|s| *s.borrow_mut() = JwtState::default());
+}
+
+fn open_private(kid: &Uuid, sealed: &[u8]) -> AuthResult<Zeroizing<Vec<u8>>> {
+    as_owner(|| crate::crypto::sql::decrypt(sealed, Some(kid.as_bytes())))
+}
+
+fn signer(name: &str) -> AuthResult<Option<Rc<SignKey>>> {
+    refresh()?;
+    if let Some(k) = STATE.with(|s| s.borrow().signers.get(name).cloned()) {
+        return Ok(Some(k));
+    }
+    let row = as_owner(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT id, algorithm, private_key FROM pgauth.signing_keys
+                  WHERE name = $1 AND status = 'active' AND private_key IS NOT NULL",
+                Some(1),
+                &[name.into()],
+            )?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let r = rows.first();
+            Ok(
+                match (r.get::<Uuid>(1)?, r.get::<String>(2)?, r.get::<Vec<u8>>(3)?) {
+                    (Some(id), Some(alg), Some(sealed)) => Some((id, alg, sealed)),
+                    _ => None,
+                },
+            )
+        })
+    })
+    .map_err(spi_err)?;
+    let Some((id, alg, sealed)) = row else {
+        return Ok(None);
+    };
+    let alg = Alg::parse(&alg)?;
+    let private = open_private(&id, &sealed)?;
+    let key = Rc::new(SignKey {
+        kid: id.to_string(),
+        alg,
+        key: super::encoding_key(alg, &private)?,
+    });
+    STATE.with(|s| s.borrow_mut().signers.insert(name.to_string(), key.clone()));
+    Ok(Some(key))
+}
+
+fn verifier(kid: &str) -> AuthResult<Option<Rc<VerifyKey>>> {
+    refresh()?;
+    if let Some(k) = STATE.with(|s| s.borrow().verifiers.get(kid).cloned()) {
+        return Ok(k);
+    }
+    let loaded = match crate::rbac::model::parse_uuid(kid) {
+        None => None,
+        Some(id) => load_verifier(Uuid::from_bytes(id))?,
+    };
+    // Bounded: a stream of made-up kids must not grow the cache without end.
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.verifiers.len() >= 1024 {
+            s.verifiers.clear();
+        }
+        s.verifiers.insert(kid.to_string(), loaded.clone());
+    });
+    Ok(loaded)
+}
+
+fn load_verifier(id: Uuid) -> AuthResult<Option<Rc<VerifyKey>>> {
+    let row = as_owner(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT name, algorithm,
+                        CASE WHEN algorithm LIKE 'HS%' THEN private_key END, public_jwk
+                   FROM pgauth.signing_keys
+                  WHERE id = $1 AND status IN ('active', 'verify_only')",
+                Some(1),
+                &[id.into()],
+            )?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let r = rows.first();
+            Ok(Some((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<Vec<u8>>(3)?,
+                r.get::<JsonB>(4)?.map(|j| j.0),
+            )))
+        })
+    })
+    .map_err(spi_err)?;
+    let Some((name, alg, sealed, jwk)) = row else {
+        return Ok(None);
+    };
+    let alg = Alg::parse(&alg)?;
+    let secret = match sealed {
+        Some(sealed) if alg.is_hmac() => Some(open_private(&id, &sealed)?),
+        _ => None,
+    };
+    let key = super::decoding_key(alg, secret.as_deref().map(|s| s.as_slice()), jwk.as_ref())?;
+    Ok(Some(Rc::new(VerifyKey { name, alg, key })))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn sign_with(name: &str, claims: Value, ttl_seconds: i64) -> AuthResult<String> {
+    let key = signer(name)?.ok_or_else(|| AuthError::NoSuchSigningKey(name.into()))?;
+    let issuer = setting(JWT_ISSUER.get());
+    let claims = super::complete_claims(claims, unix_now(), ttl_seconds, issuer.as_deref())?;
+    super::sign(key.alg, &key.kid, &key.key, &claims)
+}
+
+/// Verify `token` with a key of `name` (its kid must be one of that name's versions).
+fn verify_with(name: &str, token: &str, audience: Option<&str>) -> AuthResult<Map<String, Value>> {
+    let (kid, alg) = super::peek_header(token)?;
+    let key = verifier(&kid)?.ok_or(AuthError::InvalidToken)?;
+    if key.name != name || key.alg != alg {
+        return Err(AuthError::InvalidToken);
+    }
+    super::verify(token, key.alg, &key.key, audience)
+}
+
+fn require_signer_role() -> AuthResult<()> {
+    let role = caller();
+    let cached = STATE.with(|s| s.borrow().may_sign.get(&role).copied());
+    let allowed = cached.unwrap_or_else(|| {
+        let allowed = has_role(role, "pgauth_admin") || has_role(role, "pgauth_service");
+        STATE.with(|s| s.borrow_mut().may_sign.insert(role, allowed));
+        allowed
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(AuthError::PermissionDenied(
+            "auth_jwt_sign requires membership in pgauth_service or pgauth_admin (a signed token asserts an identity)".into(),
+        ))
+    }
+}
+
+fn interval_seconds(ttl: &pgrx::datum::Interval) -> i64 {
+    let micros = i128::from(ttl.micros())
+        + i128::from(ttl.days()) * 86_400_000_000
+        + i128::from(ttl.months()) * 30 * 86_400_000_000;
+    (micros / 1_000_000).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// Sign `claims` with the active version of `key_name`: adds `iat`, `exp` (now + `ttl`) and,
+/// when the claims have none, `iss` (`pgauth.jwt_issuer`). For pgauth_service and pgauth_admin.
+#[pg_extern(volatile, strict, parallel_safe)]
+fn auth_jwt_sign(
+    claims: JsonB,
+    key_name: default!(&str, "'jwt'"),
+    ttl: default!(pgrx::datum::Interval, "'15 minutes'"),
+) -> String {
+    refresh().or_raise();
+    require_signer_role().or_raise();
+    sign_with(key_name, claims.0, interval_seconds(&ttl)).or_raise()
+}
+
+/// Verify `token` with `key_name`'s keys: signature with the key's own algorithm, `exp`
+/// (required) and `nbf` with 30 s leeway, and `aud` when `audience` is given. Returns the claims;
+/// raises 22023 when the token is invalid or expired.
+#[pg_extern(volatile, parallel_safe)]
+fn auth_jwt_verify(
+    token: Option<&str>,
+    key_name: default!(Option<&str>, "'jwt'"),
+    audience: default!(Option<&str>, "NULL"),
+) -> Option<JsonB> {
+    let (token, key_name) = (token?, key_name?);
+    let claims = verify_with(key_name, token, audience).or_raise();
+    Some(JsonB(Value::Object(claims)))
+}
+
+/// The public keys (JWKS, RFC 7517) of every usable asymmetric signing key, or of `key_name`'s.
+/// HMAC keys have no public half and are never listed.
+#[pg_extern(stable, parallel_safe)]
+fn auth_jwks(key_name: default!(Option<&str>, "NULL")) -> JsonB {
+    let keys = as_owner(|| {
+        read_one::<JsonB>(
+            "SELECT coalesce(jsonb_agg(public_jwk ORDER BY name, version), '[]')
+               FROM pgauth.signing_keys
+              WHERE public_jwk IS NOT NULL AND status IN ('active', 'verify_only')
+                AND ($1::text IS NULL OR name = $1)",
+            &[key_name.into()],
+        )
+    })
+    .map_err(spi_err)
+    .or_raise()
+    .map_or(Value::Array(vec![]), |j| j.0);
+    JsonB(json!({ "keys": keys }))
+}
+
+fn new_kid() -> AuthResult<Uuid> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id)
+        .map_err(|e| AuthError::Internal(format!("OS random generator failed: {e}")))?;
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    Ok(Uuid::from_bytes(id))
+}
+
+fn name_exists(name: &str) -> AuthResult<bool> {
+    as_owner(|| {
+        read_one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pgauth.signing_keys WHERE name = $1)",
+            &[name.into()],
+        )
+    })
+    .map_err(spi_err)
+    .map(|b| b.unwrap_or(false))
+}
+
+fn check_name(name: &str) -> AuthResult<()> {
+    let ok = (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:@/-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidRequest(
+            "a signing key name is 1 to 128 characters from A-Z a-z 0-9 _ . : @ / -".into(),
+        ))
+    }
+}
+
+/// Store a new version of `name`. `private` (None for an imported public key) is sealed; the
+/// new version is active when it can sign (the previous active one becomes verify_only).
+fn store_version(
+    name: &str,
+    alg: Alg,
+    private: Option<&[u8]>,
+    public_pem: Option<&[u8]>,
+) -> AuthResult<Uuid> {
+    check_name(name)?;
+    let kid = new_kid()?;
+    let jwk = match (private, public_pem) {
+        (Some(p), _) => super::public_jwk(alg, &kid.to_string(), p)?,
+        (None, Some(pem)) => Some(super::public_jwk_from_pem(alg, &kid.to_string(), pem)?),
+        (None, None) => return Err(AuthError::Internal("a key needs material".into())),
+    };
+    if let Some(p) = private {
+        // Refuse material that cannot sign before storing it.
+        super::encoding_key(alg, p)?;
+    }
+    let sealed = match private {
+        Some(p) => Some(as_owner(|| {
+            crate::crypto::sql::encrypt(p, "default", Some(kid.as_bytes()))
+        })?),
+        None => None,
+    };
+    let status = if private.is_some() {
+        "active"
+    } else {
+        "verify_only"
+    };
+    as_owner(|| {
+        if status == "active" {
+            Spi::run_with_args(
+                "UPDATE pgauth.signing_keys SET status = 'verify_only', status_changed_at = now()
+                  WHERE name = $1 AND status = 'active'",
+                &[name.into()],
+            )?;
+        }
+        Spi::run_with_args(
+            "INSERT INTO pgauth.signing_keys (id, name, version, algorithm, status, private_key, public_jwk)
+             SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5, $6
+               FROM pgauth.signing_keys WHERE name = $2",
+            &[
+                kid.into(),
+                name.into(),
+                alg.name().into(),
+                status.into(),
+                sealed.into(),
+                jwk.map(JsonB).into(),
+            ],
+        )
+    })
+    .map_err(spi_err)?;
+    forget_cached();
+    record_event(
+        "signing_key_created",
+        name,
+        &json!({"kid": kid.to_string(), "algorithm": alg.name(), "status": status}).to_string(),
+    )?;
+    Ok(kid)
+}
+
+/// Create a signing key (pgauth_admin): HS256, HS384, HS512, RS256 (2048-bit), ES256 or EdDSA.
+/// Returns its id, which is the `kid` of the tokens it signs.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_create_signing_key(name: &str, algorithm: &str) -> Uuid {
+    require_role("pgauth_admin", "auth_create_signing_key").or_raise();
+    let alg = Alg::parse(algorithm).or_raise();
+    if name_exists(name).or_raise() {
+        AuthError::InvalidRequest(format!(
+            "signing key \"{name}\" already exists; use auth_rotate_signing_key() for a new version"
+        ))
+        .raise();
+    }
+    let private = super::generate(alg).or_raise();
+    store_version(name, alg, Some(&private), None).or_raise()
+}
+
+/// A new version of `name` with the same algorithm (pgauth_admin). The previous version stops
+/// signing but keeps verifying (and stays in the JWKS) until revoked.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_rotate_signing_key(name: &str) -> Uuid {
+    require_role("pgauth_admin", "auth_rotate_signing_key").or_raise();
+    let alg = as_owner(|| {
+        read_one::<String>(
+            "SELECT algorithm FROM pgauth.signing_keys WHERE name = $1 ORDER BY version DESC",
+            &[name.into()],
+        )
+    })
+    .map_err(spi_err)
+    .or_raise()
+    .unwrap_or_else(|| AuthError::NoSuchSigningKey(name.into()).raise());
+    let alg = Alg::parse(&alg).or_raise();
+    let private = super::generate(alg).or_raise();
+    store_version(name, alg, Some(&private), None).or_raise()
+}
+
+/// Revoke one key version (pgauth_admin): tokens with its kid stop verifying at once.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_revoke_signing_key(kid: Uuid) {
+    require_role("pgauth_admin", "auth_revoke_signing_key").or_raise();
+    let name = as_owner(|| {
+        Spi::connect_mut(|client| {
+            let rows = client.update(
+                "UPDATE pgauth.signing_keys SET status = 'revoked', status_changed_at = now()
+                  WHERE id = $1 AND status <> 'revoked' RETURNING name",
+                None,
+                &[kid.into()],
+            )?;
+            if rows.is_empty() {
+                Ok(None)
+            } else {
+                rows.first().get::<String>(1)
+            }
+        })
+    })
+    .map_err(spi_err)
+    .or_raise();
+    let Some(name) = name else {
+        AuthError::InvalidRequest(format!("no unrevoked signing key has id {kid}")).raise();
+    };
+    forget_cached();
+    record_event(
+        "signing_key_revoked",
+        &name,
+        &json!({"kid": kid.to_string()}).to_string(),
+    )
+    .or_raise();
+}
+
+/// Import a key made elsewhere as a new version of `name` (pgauth_admin): a PEM private key
+/// (PKCS#8, or PKCS#1 for RSA) signs and verifies; a PEM public key only verifies (tokens of
+/// another issuer); for HS* the secret as base64 or base64url.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_import_signing_key(name: &str, algorithm: &str, key: &str) -> Uuid {
+    require_role("pgauth_admin", "auth_import_signing_key").or_raise();
+    let alg = Alg::parse(algorithm).or_raise();
+    let text = key.trim();
+    if alg.is_hmac() {
+        use base64::Engine;
+        let engines = [
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+        ];
+        let secret = engines
+            .iter()
+            .find_map(|e| e.decode(text.trim_end_matches('=')).ok())
+            .map(Zeroizing::new)
+            .unwrap_or_else(|| {
+                AuthError::InvalidRequest("an HMAC secret must be given as base64".into()).raise()
+            });
+        return store_version(name, alg, Some(&secret), None).or_raise();
+    }
+    if text.contains("PRIVATE KEY-----") {
+        store_version(name, alg, Some(text.as_bytes()), None).or_raise()
+    } else if text.contains("PUBLIC KEY-----") {
+        store_version(name, alg, None, Some(text.as_bytes())).or_raise()
+    } else {
+        AuthError::InvalidRequest("the key must be a PEM private or public key".into()).raise()
+    }
+}
+
+/// Sign the access token of a session: `sub`, `sid`, `aal`, `amr`, `iat`, `exp`, `iss` and, when
+/// `pgauth.jwt_audience` is set, `aud`. Creates the access-token key on first use.
+pub(crate) fn sign_access_token(
+    user: Uuid,
+    sid: Uuid,
+    aal: i32,
+    amr: &[String],
+) -> AuthResult<String> {
+    let name = access_key_name();
+    refresh()?;
+    if signer(&name)?.is_none() {
+        let alg = Alg::parse(&setting(JWT_ALGORITHM.get()).unwrap_or_else(|| "ES256".into()))?;
+        let private = super::generate(alg)?;
+        store_version(&name, alg, Some(&private), None)?;
+    }
+    let mut claims = json!({
+        "sub": user.to_string(),
+        "sid": sid.to_string(),
+        "aal": aal,
+        "amr": amr,
+    });
+    if let Some(aud) = setting(JWT_AUDIENCE.get()) {
+        claims["aud"] = Value::String(aud);
+    }
+    sign_with(&name, claims, i64::from(ACCESS_TTL_SECONDS.get()))
+}
+
+/// The claims of a valid access token (signed with the access-token key, unexpired, with the
+/// configured audience).
+pub(crate) fn verify_access_token(token: &str) -> AuthResult<Map<String, Value>> {
+    let audience = setting(JWT_AUDIENCE.get());
+    verify_with(&access_key_name(), token, audience.as_deref())
+}
+
+/// The session of an access token whose signature is valid, expired or not (for sign-out).
+pub(crate) fn access_token_session(token: &str) -> Option<Uuid> {
+    let (kid, alg) = super::peek_header(token).ok()?;
+    let key = verifier(&kid).ok()??;
+    if key.name != access_key_name() || key.alg != alg {
+        return None;
+    }
+    let mut validation = jsonwebtoken::Validation::new(alg.algorithm());
+    validation.validate_exp = false;
+    validation.required_spec_claims.clear();
+    validation.validate_aud = false;
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation).ok()?;
+    let sid = data.claims.get("sid")?.as_str()?;
+    crate::rbac::model::parse_uuid(sid).map(Uuid::from_bytes)
+}
