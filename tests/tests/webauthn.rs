@@ -180,18 +180,36 @@ fn assert_refused(db: &mut Client, outcome: &Outcome, problem: &str) {
 }
 
 fn sign_in_works(db: &mut Client, key: &Passkey, user: &str, username: Option<&str>) {
+    sign_in_at(db, key, user, username, &[], 2);
+}
+
+/// Sign in and check the assurance level the access token binds: 2 with user verification,
+/// 1 without.
+fn sign_in_at(
+    db: &mut Client,
+    key: &Passkey,
+    user: &str,
+    username: Option<&str>,
+    extra: &[&str],
+    aal: i32,
+) {
     let options = login_begin(db, username);
-    let outcome = login_finish(db, &key.get(&options, &[]));
+    let outcome = login_finish(db, &key.get(&options, extra));
     assert!(outcome.ok, "sign-in refused: {}", last_problem(db));
     assert_eq!(outcome.user_id.as_deref(), Some(user));
     let token = outcome.access_token.expect("an access token");
-    // The token binds the user like a password login's.
+    // The token binds the user like a password login's, at the passkey's assurance level.
     let mut tx = db.transaction().unwrap();
     let bound: String = tx
         .query_one("SELECT auth_set_session($1)::text", &[&token])
         .unwrap()
         .get(0);
     assert_eq!(bound, user);
+    let level: i32 = tx
+        .query_one("SELECT auth_current_aal()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(level, aal);
     tx.rollback().unwrap();
 }
 
@@ -228,6 +246,9 @@ fn es256_and_eddsa_register_and_sign_in() {
     let bob_key = Passkey::new("bob");
     register(&mut db, &bob, &bob_key, &[]);
     sign_in_works(&mut db, &bob_key, &bob, Some("bob"));
+    // Without user verification (allowed while pgauth.webauthn_user_verification is
+    // preferred): assurance level 1.
+    sign_in_at(&mut db, &bob_key, &bob, Some("bob"), &["--no-uv"], 1);
     let events: Vec<(String, i64)> = db
         .query(
             "SELECT event, count(*) FROM pgauth.audit_log WHERE event LIKE 'webauthn%'
@@ -241,20 +262,20 @@ fn es256_and_eddsa_register_and_sign_in() {
     assert_eq!(
         events,
         vec![
-            ("webauthn_login_succeeded".to_string(), 5),
+            ("webauthn_login_succeeded".to_string(), 6),
             ("webauthn_registered".to_string(), 3)
         ]
     );
-    // Verified passkey sign-ins are recorded as assurance level 2.
+    // The audit rows say which level each sign-in got.
     let aal: String = db
         .query_one(
-            "SELECT string_agg(DISTINCT new_values->>'aal', ',') FROM pgauth.audit_log
+            "SELECT string_agg(new_values->>'aal', ',' ORDER BY id) FROM pgauth.audit_log
               WHERE event = 'webauthn_login_succeeded'",
             &[],
         )
         .unwrap()
         .get(0);
-    assert_eq!(aal, "2");
+    assert_eq!(aal, "2,2,2,2,2,1");
 }
 
 #[test]
