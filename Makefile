@@ -14,7 +14,7 @@ TEST_PORT    ?= 5499
 TEST_ROOT    ?= /tmp/pgauth-test
 PGRX_PGDATA  ?= /tmp/pgauth-pgrx
 APT_PACKAGES := postgresql-$(PG_MAJOR) postgresql-server-dev-$(PG_MAJOR) clang libclang-dev sudo pgbouncer argon2
-PIP_PACKAGES := pynacl argon2-cffi passlib bcrypt cryptography pyotp psycopg[binary] pyjwt
+PIP_PACKAGES := pynacl argon2-cffi passlib bcrypt cryptography pyotp psycopg[binary] pyjwt 'fido2>=2,<3'
 export PATH  := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: all setup setup-apt setup-pgrx setup-python build install-ext install demo test unit pgtest \
@@ -41,7 +41,7 @@ setup-pgrx:
 	fi
 
 setup-python:
-	@python3 -c "import nacl, argon2, passlib, bcrypt, cryptography, pyotp, psycopg, jwt" 2>/dev/null || \
+	@python3 -c "import nacl, argon2, passlib, bcrypt, cryptography, pyotp, psycopg, jwt, fido2, importlib.metadata as m; assert int(m.version('fido2').split('.')[0]) >= 2" 2>/dev/null || \
 	  pip install -q $(PIP_PACKAGES) 2>/dev/null || pip install -q --break-system-packages $(PIP_PACKAGES)
 
 ## build + install the extension into the system PostgreSQL (release mode).

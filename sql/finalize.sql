@@ -35,3 +35,19 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Passkeys: sign-in is PUBLIC's, like auth_login. Registering, listing, renaming and revoking
+-- stay with PUBLIC too, because a user may manage their own passkeys in a transaction bound
+-- with auth_set_session(); the functions check that, or pgauth_admin / pgauth_service, inside.
+DO $$
+DECLARE f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY[
+        'auth_webauthn_register_begin(uuid)', 'auth_webauthn_register_finish(uuid, jsonb, text)',
+        'auth_webauthn_login_begin(text)', 'auth_webauthn_login_finish(jsonb, inet)',
+        'auth_webauthn_credentials(uuid)', 'auth_webauthn_rename(text, text)',
+        'auth_webauthn_revoke(text)'] LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.%s TO PUBLIC', f);
+    END LOOP;
+END
+$$;

@@ -120,6 +120,18 @@ pub enum AuthError {
     #[error("table {0} has no primary key")]
     AuditNoPrimaryKey(String),
 
+    /// A passkey (WebAuthn) request or response that pgauth refuses; the text names the check,
+    /// never a challenge or key.
+    #[error("{0}")]
+    WebAuthn(String),
+
+    /// Managing another user's passkeys without pgauth_admin or pgauth_service.
+    #[error("permission denied: {0}")]
+    WebAuthnPermissionDenied(String),
+
+    /// Passkeys need `pgauth.webauthn_rp_id`.
+    #[error("passkeys are not configured: {0}")]
+    WebAuthnNotConfigured(String),
     /// A JWT or refresh token that cannot be accepted: malformed, wrong signature, unknown key,
     /// wrong algorithm or audience. One message whatever the cause, so a client learns nothing
     /// about which part was wrong.
@@ -176,6 +188,9 @@ impl AuthError {
             AuditNotEnabled(_) | AuditNoPrimaryKey(_) => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
+            WebAuthn(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            WebAuthnPermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            WebAuthnNotConfigured(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             InvalidToken | TokenExpired => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             StepUpRequired(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             NoSession => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -250,6 +265,19 @@ impl AuthError {
             AuditNoPrimaryKey(_) => Some(
                 "Audit rows identify a row by its primary key; add one (ALTER TABLE … ADD PRIMARY \
                  KEY) first.",
+            ),
+            WebAuthn(_) => Some(
+                "Pass the JSON of the browser's PublicKeyCredential (credential.toJSON()) for the \
+                 options of the matching auth_webauthn_*_begin() call, unchanged.",
+            ),
+            WebAuthnPermissionDenied(_) => Some(
+                "A user manages their own passkeys in a transaction where auth_set_session() bound \
+                 their token; for other users the caller needs pgauth_admin or pgauth_service.",
+            ),
+            WebAuthnNotConfigured(_) => Some(
+                "Set pgauth.webauthn_rp_id to the site's host name (e.g. ALTER DATABASE app SET \
+                 pgauth.webauthn_rp_id = 'example.com', as a superuser) and, when pages are served \
+                 from other origins than https://<rp id>, pgauth.webauthn_origins.",
             ),
             InvalidToken => Some("Sign in again (auth_login) to get a new token."),
             TokenExpired => {

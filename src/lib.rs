@@ -16,6 +16,7 @@ pub mod mfa;
 pub mod password;
 pub mod rbac;
 pub mod session;
+pub mod webauthn;
 
 #[cfg(any(test, feature = "pg_test"))]
 pub mod pg_test_util;
@@ -49,6 +50,11 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/mfa.sql", name = "mfa", requires = ["rbac"]);
 extension_sql_file!("../sql/jwt.sql", name = "jwt", requires = ["rbac", "keys"]);
+extension_sql_file!(
+    "../sql/webauthn.sql",
+    name = "webauthn",
+    requires = ["login"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
@@ -58,6 +64,7 @@ pub extern "C-unwind" fn _PG_init() {
     login::sql::register_settings();
     jwt::sql::register_settings();
     jwt::install_provider();
+    webauthn::sql::register_settings();
     error::install_log_hook();
     audit::sql::install_xact_callback();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
