@@ -327,32 +327,41 @@ fn auth_step_up(code: &str) -> bool {
         record_event("step_up_failed", &subject, "{}").or_raise();
         return false;
     }
+    raise_bound_session(&binding, "otp").or_raise();
+    true
+}
+
+/// After a second factor of the bound user was verified (`method`: "otp" for TOTP or recovery
+/// code, "hwk" for a passkey with user verification): aal 2 for this transaction's binding at
+/// once and for the session during `pgauth.step_up_ttl`. Records `step_up_succeeded`.
+pub(crate) fn raise_bound_session(binding: &Binding, method: &str) -> AuthResult<()> {
     if let Some(sid) = binding.session {
         as_owner(|| {
             Spi::run_with_args(
                 "UPDATE pgauth.sessions
-                    SET step_up_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2)
+                    SET step_up_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2),
+                        amr = CASE WHEN $3 = ANY (amr) THEN amr ELSE amr || $3 END
                   WHERE id = $1",
                 &[
                     Uuid::from_bytes(sid).into(),
                     f64::from(STEP_UP_TTL_SECONDS.get()).into(),
+                    method.into(),
                 ],
             )
         })
-        .map_err(spi_err)
-        .or_raise();
+        .map_err(spi_err)?;
     }
     bind(binding.user_id, binding.aal.max(2), binding.session);
-    let details = match binding.session {
-        Some(sid) => format!(
-            "{{\"session_id\": \"{}\", \"ttl_seconds\": {}}}",
-            Uuid::from_bytes(sid),
-            STEP_UP_TTL_SECONDS.get()
-        ),
-        None => "{}".into(),
-    };
-    record_event("step_up_succeeded", &subject, &details).or_raise();
-    true
+    let details = serde_json::json!({
+        "session_id": binding.session.map(|s| Uuid::from_bytes(s).to_string()),
+        "ttl_seconds": STEP_UP_TTL_SECONDS.get(),
+        "method": method,
+    });
+    record_event(
+        "step_up_succeeded",
+        &Uuid::from_bytes(binding.user_id).to_string(),
+        &details.to_string(),
+    )
 }
 
 /// Forget the binding of the current transaction.

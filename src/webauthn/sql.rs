@@ -944,3 +944,91 @@ fn revoke(credential_id: &str) -> AuthResult<bool> {
     record_event("webauthn_revoked", &username, &details.to_string())?;
     Ok(true)
 }
+
+/// Step up with a passkey: the browser's response to `auth_webauthn_login_begin(<the bound
+/// user's name>)`, made with user verification, raises the bound session to aal 2 like
+/// `auth_step_up(code)` does. False when the assertion is not the bound user's, is not
+/// user-verified, or fails any check (recorded as `step_up_failed`; the challenge is used up).
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_webauthn_step_up(credential: JsonB) -> bool {
+    let Some(binding) = crate::session::sql::current_binding() else {
+        AuthError::NoSession.raise();
+    };
+    let user = Uuid::from_bytes(binding.user_id);
+    match step_up(&credential.0, user).or_raise() {
+        Ok(()) => {
+            crate::session::sql::raise_bound_session(&binding, "hwk").or_raise();
+            true
+        }
+        Err(problem) => {
+            let d = json!({"method": "hwk", "problem": problem});
+            record_event("step_up_failed", &user.to_string(), &d.to_string()).or_raise();
+            false
+        }
+    }
+}
+
+/// Ok(Err(problem)) for a refused assertion; Err only for input that is not a credential.
+fn step_up(credential: &Value, user: Uuid) -> AuthResult<Result<(), String>> {
+    let rp = relying_party()?;
+    let response = parse_assertion(credential).map_err(webauthn_err)?;
+    let challenge = match client_data_challenge(&response.client_data_json) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let stored_challenge = consume_challenge(&challenge, "login")?;
+    let Some(cred) = find_credential(&response.raw_id)?.filter(|c| c.user_id == user) else {
+        return Ok(Err("not a passkey of the bound user".into()));
+    };
+    match &stored_challenge {
+        None => return Ok(Err("unknown or already used challenge".into())),
+        Some(c) if !c.fresh => return Ok(Err("the challenge has expired".into())),
+        Some(c) if c.user_id != Some(user) => {
+            return Ok(Err("the challenge was issued for another user".into()))
+        }
+        Some(_) => {}
+    }
+    let outcome = match verify_assertion(
+        &response,
+        &challenge,
+        &rp,
+        &StoredCredential {
+            public_key: &cred.public_key,
+            sign_count: cred.sign_count,
+            backup_eligible: cred.backup_eligible,
+        },
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            if let WebauthnError::CounterRollback { stored, received } = e {
+                let d = json!({"credential": cred.id.to_string(), "stored_count": stored,
+                               "received_count": received});
+                record_event(
+                    "webauthn_counter_rollback",
+                    &user.to_string(),
+                    &d.to_string(),
+                )?;
+            }
+            return Ok(Err(e.to_string()));
+        }
+    };
+    as_owner(|| {
+        Spi::run_with_args(
+            "UPDATE pgauth.webauthn_credentials
+                SET sign_count = $2, backed_up = $3, last_used_at = pg_catalog.now()
+              WHERE id = $1",
+            &[
+                cred.id.into(),
+                i64::from(outcome.sign_count).into(),
+                outcome.backed_up.into(),
+            ],
+        )
+    })
+    .map_err(spi_err)?;
+    if !outcome.user_verified {
+        return Ok(Err(
+            "the authenticator did not verify the user (UV flag)".into()
+        ));
+    }
+    Ok(Ok(()))
+}

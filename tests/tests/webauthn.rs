@@ -522,3 +522,94 @@ fn packed_attestation_with_a_certificate() {
         .collect();
     assert_eq!(formats, vec!["packed", "packed"]);
 }
+
+/// Step-up with a passkey: a password sign-in (aal 1) is raised to aal 2 by a user-verified
+/// assertion of the bound user's passkey, which opens a min_aal 2 permission; an assertion
+/// without user verification, or another user's passkey, does not.
+#[test]
+fn passkey_step_up_opens_min_aal_2() {
+    let (mut db, _alice, bob) = setup("pgauth_it_webauthn_stepup");
+    let carol: String = db
+        .query_one(
+            "SELECT auth_create_user('carol', 'Saffron-Kettle-Orbit-52')::text",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    db.batch_execute(
+        "SELECT auth_create_role('approver');
+         SELECT auth_grant_permission('approver', 'pay.approve', 2);",
+    )
+    .unwrap();
+    db.execute(
+        "SELECT auth_assign_role($1::text::uuid, 'approver')",
+        &[&carol],
+    )
+    .unwrap();
+    let carol_key = Passkey::new("stepup-carol");
+    register(&mut db, &carol, &carol_key, &[]);
+    let bob_key = Passkey::new("stepup-bob");
+    register(&mut db, &bob, &bob_key, &[]);
+    let access: String = db
+        .query_one(
+            "SELECT access_token FROM auth_login('carol', 'Saffron-Kettle-Orbit-52') WHERE ok",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let step_up =
+        |db: &mut Client, key: &Passkey, username: &str, extra: &[&str]| -> (bool, bool) {
+            let options = login_begin(db, Some(username));
+            let assertion = key.get(&options, extra);
+            let mut tx = db.transaction().unwrap();
+            tx.execute("SELECT auth_set_session($1)", &[&access])
+                .unwrap();
+            let before: bool = tx
+                .query_one("SELECT auth_has_permission('pay.approve')", &[])
+                .unwrap()
+                .get(0);
+            assert!(!before, "aal 1 must not open a min_aal 2 permission");
+            let stepped: bool = tx
+                .query_one(
+                    "SELECT auth_webauthn_step_up($1::text::jsonb)",
+                    &[&assertion],
+                )
+                .unwrap()
+                .get(0);
+            let after: bool = tx
+                .query_one("SELECT auth_has_permission('pay.approve')", &[])
+                .unwrap()
+                .get(0);
+            tx.commit().unwrap();
+            (stepped, after)
+        };
+    assert_eq!(
+        step_up(&mut db, &bob_key, "bob", &[]),
+        (false, false),
+        "bob's passkey"
+    );
+    assert_eq!(
+        step_up(&mut db, &carol_key, "carol", &["--no-uv"]),
+        (false, false),
+        "no user verification"
+    );
+    assert_eq!(step_up(&mut db, &carol_key, "carol", &[]), (true, true));
+    let events: Vec<String> = db
+        .query(
+            "SELECT event || ':' || coalesce(new_values->>'method', '') FROM pgauth.audit_log
+              WHERE event LIKE 'step_up%' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "step_up_failed:hwk",
+            "step_up_failed:hwk",
+            "step_up_succeeded:hwk"
+        ]
+    );
+}
