@@ -181,13 +181,14 @@ fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
                 if i % 2 == 0 {
                     let bound = simple_value(
                         &mut c,
-                        &format!("BEGIN; SELECT auth_bind_user('{me}') IS NOT NULL; SELECT auth_current_user_id()::text = '{me}'; COMMIT"),
+                        &format!("BEGIN; SELECT auth_bind_user('{me}', 2) IS NOT NULL; SELECT auth_current_user_id()::text = '{me}' AND auth_current_aal() = 2; COMMIT"),
                     );
                     assert_eq!(bound.as_deref(), Some("t"));
                 } else {
                     let nobody = simple_value(
                         &mut c,
-                        "SELECT coalesce(auth_current_user_id()::text, 'nobody')",
+                        // Neither the user nor the assurance level (step-up) carries over.
+                        "SELECT coalesce(auth_current_user_id()::text, 'nobody') || coalesce(auth_current_aal()::text, '')",
                     );
                     if nobody.as_deref() != Some("nobody") {
                         leaks += 1;
