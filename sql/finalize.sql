@@ -44,7 +44,7 @@ DECLARE f text;
 BEGIN
     FOREACH f IN ARRAY ARRAY[
         'auth_webauthn_register_begin(uuid)', 'auth_webauthn_register_finish(uuid, jsonb, text)',
-        'auth_webauthn_login_begin(text)', 'auth_webauthn_login_finish(jsonb, inet)',
+        'auth_webauthn_login_begin(text, inet)', 'auth_webauthn_login_finish(jsonb, inet)',
         'auth_webauthn_credentials(uuid)', 'auth_webauthn_rename(text, text)',
         'auth_webauthn_revoke(text)'] LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.%s TO PUBLIC', f);

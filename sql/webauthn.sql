@@ -41,9 +41,13 @@ CREATE UNLOGGED TABLE pgauth.webauthn_challenges (
     discoverable boolean NOT NULL DEFAULT false,
     expires_at   timestamptz NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- The sign-in's client address (IPv4, or IPv6 /64), for pgauth.webauthn_pending_challenges.
+    client       inet,
     CHECK (ceremony = 'login' OR (user_id IS NOT NULL AND NOT discoverable))
 );
 CREATE INDEX webauthn_challenges_expiry ON pgauth.webauthn_challenges (expires_at);
+CREATE INDEX webauthn_challenges_client ON pgauth.webauthn_challenges (client, expires_at)
+    WHERE client IS NOT NULL;
 
 -- The key of the stand-in credential ids that auth_webauthn_login_begin gives names without
 -- passkeys (so that it does not tell which names exist). Made on first use.

@@ -151,6 +151,10 @@ pub enum AuthError {
     #[error("signing key \"{0}\" does not exist")]
     NoSuchSigningKey(String),
 
+    /// A client address holds the most unexpired passkey sign-in challenges it may.
+    #[error("too many pending passkey sign-in challenges from this client address")]
+    TooManyChallenges,
+
     /// A permission that needs a higher authentication assurance level than the session has.
     #[error("permission denied: {0}")]
     StepUpRequired(String),
@@ -194,6 +198,7 @@ impl AuthError {
             InvalidToken | TokenExpired => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             StepUpRequired(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             NoSession => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            TooManyChallenges => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             NoSuchSigningKey(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
@@ -283,6 +288,10 @@ impl AuthError {
             TokenExpired => {
                 Some("Get a new access token with auth_refresh(refresh_token), or sign in again.")
             }
+            TooManyChallenges => Some(
+                "Finish or abandon the pending sign-ins; challenges expire after \
+                 pgauth.webauthn_challenge_ttl (limit: pgauth.webauthn_pending_challenges).",
+            ),
             NoSession => Some("Bind the signed-in user first with auth_set_session(access_token)."),
             NoSuchSigningKey(_) => Some(
                 "Create it with auth_create_signing_key(name, algorithm) (a member of \

@@ -160,6 +160,16 @@ SELECT auth_webauthn_revoke(:'reg'::jsonb->>'id') AS revoked, auth_webauthn_revo
 SELECT count(*) AS left_over FROM auth_webauthn_credentials(:'alice');
 SELECT event FROM pgauth.audit_log WHERE event IN ('webauthn_renamed', 'webauthn_revoked') ORDER BY id;
 
+-- Sign-in challenges per client address are bounded: anyone may ask for them.
+SET pgauth.webauthn_pending_challenges = 3;
+DELETE FROM pgauth.webauthn_challenges;
+SELECT count(auth_webauthn_login_begin(NULL, '203.0.113.9')) AS three_pending FROM generate_series(1, 3);
+SELECT auth_webauthn_login_begin(NULL, '203.0.113.9');
+SELECT count(auth_webauthn_login_begin('wa_alice', '203.0.113.10')) AS other_address_unaffected;
+-- An IPv6 client counts by its /64: the fourth address of one /64 is refused.
+SELECT count(auth_webauthn_login_begin(NULL, ('2001:db8::' || g)::inet)) FROM generate_series(1, 4) g;
+RESET pgauth.webauthn_pending_challenges;
+
 DROP ROLE pgauth_regress_wa_app;
 SET client_min_messages = warning;
 DROP EXTENSION pgauth CASCADE;

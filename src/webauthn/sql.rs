@@ -40,6 +40,7 @@ pub static RP_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 pub static USER_VERIFICATION: GucSetting<UvSetting> =
     GucSetting::<UvSetting>::new(UvSetting::Preferred);
 pub static CHALLENGE_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static PENDING_PER_CLIENT: GucSetting<i32> = GucSetting::<i32>::new(20);
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum UvSetting {
@@ -153,6 +154,16 @@ pub fn register_settings() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"pgauth.webauthn_pending_challenges",
+        c"Unexpired passkey sign-in challenges one client address may hold (0 = no limit).",
+        c"auth_webauthn_login_begin is open to everyone and stores a challenge per call.",
+        &PENDING_PER_CLIENT,
+        0,
+        100_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
 }
 
 fn string_setting(ptr: *mut c_char) -> Option<String> {
@@ -241,6 +252,7 @@ fn store_challenge(
     ceremony: &str,
     user_id: Option<Uuid>,
     discoverable: bool,
+    client_key: Option<&str>,
 ) -> AuthResult<[u8; 32]> {
     let challenge = random_bytes::<32>()?;
     let ttl = i64::from(CHALLENGE_TTL_SECONDS.get().max(1));
@@ -255,9 +267,10 @@ fn store_challenge(
             )?;
             client.update(
                 "INSERT INTO pgauth.webauthn_challenges
-                        (challenge, ceremony, user_id, discoverable, expires_at)
+                        (challenge, ceremony, user_id, discoverable, expires_at, client)
                  VALUES ($1, $2, $3, $4,
-                         pg_catalog.now() + pg_catalog.make_interval(secs => $5::double precision))",
+                         pg_catalog.now() + pg_catalog.make_interval(secs => $5::double precision),
+                         $6::inet)",
                 None,
                 &[
                     challenge.as_slice().into(),
@@ -265,6 +278,7 @@ fn store_challenge(
                     user_id.into(),
                     discoverable.into(),
                     ttl.into(),
+                    client_key.into(),
                 ],
             )?;
             Ok::<(), pgrx::spi::Error>(())
@@ -391,7 +405,7 @@ fn register_begin(user_id: Uuid) -> AuthResult<Value> {
     let username = username_of(&user_id)?;
     let handle = user_handle(&user_id)?;
     let exclude = descriptors(&user_id)?;
-    let challenge = store_challenge("register", Some(user_id), false)?;
+    let challenge = store_challenge("register", Some(user_id), false, None)?;
     let rp_name = RP_NAME
         .get()
         .and_then(|n| n.to_str().ok().map(str::to_string))
@@ -519,14 +533,44 @@ fn check_name(name: &str) -> AuthResult<String> {
 /// gets a stand-in, so the answer does not tell whether it exists). NULL: discoverable
 /// credentials (passkeys the authenticator offers by itself), allowCredentials empty.
 #[pg_extern(volatile, parallel_unsafe)]
-fn auth_webauthn_login_begin(username: default!(Option<&str>, "NULL")) -> JsonB {
-    JsonB(login_begin(username).or_raise())
+fn auth_webauthn_login_begin(
+    username: default!(Option<&str>, "NULL"),
+    client_ip: default!(Option<Inet>, "NULL"),
+) -> JsonB {
+    JsonB(login_begin(username, client_ip.as_ref()).or_raise())
 }
 
-fn login_begin(username: Option<&str>) -> AuthResult<Value> {
+/// Anyone may ask for sign-in challenges, and each is a row until it expires: one client
+/// address (`client_ip`, else the connection's; IPv6 by /64, as for the login rate limit) may
+/// hold at most `pgauth.webauthn_pending_challenges` unexpired ones.
+fn check_pending(key: &str) -> AuthResult<()> {
+    let limit = PENDING_PER_CLIENT.get();
+    if limit == 0 {
+        return Ok(());
+    }
+    let pending = as_owner(|| {
+        read_one::<i64>(
+            "SELECT count(*) FROM (SELECT 1 FROM pgauth.webauthn_challenges
+                                     WHERE client = $1::inet AND ceremony = 'login'
+                                       AND expires_at > pg_catalog.now() LIMIT $2) p",
+            &[key.into(), i64::from(limit).into()],
+        )
+    })
+    .map_err(spi_err)?
+    .unwrap_or(0);
+    if pending >= i64::from(limit) {
+        return Err(AuthError::TooManyChallenges);
+    }
+    Ok(())
+}
+
+fn login_begin(username: Option<&str>, client_ip: Option<&Inet>) -> AuthResult<Value> {
     let rp = relying_party()?;
+    let (_, key) = client_key(client_ip);
+    check_pending(&key)?;
+    let client = Some(key.as_str());
     let (challenge, allow) = match username {
-        None => (store_challenge("login", None, true)?, Vec::new()),
+        None => (store_challenge("login", None, true, client)?, Vec::new()),
         Some(name) => {
             let name: String = name.chars().take(256).collect();
             let account = if name.is_empty() {
@@ -544,7 +588,7 @@ fn login_begin(username: Option<&str>) -> AuthResult<Value> {
             if allow.is_empty() {
                 allow = decoy_descriptors(&name)?;
             }
-            (store_challenge("login", user, false)?, allow)
+            (store_challenge("login", user, false, client)?, allow)
         }
     };
     Ok(json!({
