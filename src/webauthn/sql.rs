@@ -23,8 +23,8 @@ use sha2::Sha256;
 
 use super::{
     base64url_encode, check_rp_id, client_data_challenge, parse_assertion, parse_origins,
-    parse_registration, verify_assertion, verify_registration, CoseAlgorithm, RelyingParty,
-    StoredCredential, UserVerification, WebauthnError,
+    parse_registration, verify_assertion, verify_registration, AssertionOutcome, CoseAlgorithm,
+    RelyingParty, StoredCredential, UserVerification, WebauthnError,
 };
 use crate::backend::{as_owner, caller, has_role, read_one, record_event, spi_err};
 use crate::error::{AuthError, AuthResult, OrRaise};
@@ -616,6 +616,33 @@ struct StoredRow {
     handle: Option<Vec<u8>>,
 }
 
+impl StoredRow {
+    fn stored(&self) -> StoredCredential<'_> {
+        StoredCredential {
+            public_key: &self.public_key,
+            sign_count: self.sign_count,
+            backup_eligible: self.backup_eligible,
+        }
+    }
+}
+
+/// A verified assertion: its sign counter, backup state and time of use are stored.
+fn record_use(cred: &StoredRow, outcome: &AssertionOutcome) -> AuthResult<()> {
+    as_owner(|| {
+        Spi::run_with_args(
+            "UPDATE pgauth.webauthn_credentials
+                SET sign_count = $2, backed_up = $3, last_used_at = pg_catalog.now()
+              WHERE id = $1",
+            &[
+                cred.id.into(),
+                i64::from(outcome.sign_count).into(),
+                outcome.backed_up.into(),
+            ],
+        )
+    })
+    .map_err(spi_err)
+}
+
 fn find_credential(credential_id: &[u8]) -> AuthResult<Option<StoredRow>> {
     as_owner(|| {
         Spi::connect_mut(|client| {
@@ -766,16 +793,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
     };
     let verified = match problem {
         Some(p) => Err(WebauthnError::Refused(p)),
-        None => verify_assertion(
-            &response,
-            &challenge,
-            &rp,
-            &StoredCredential {
-                public_key: &cred.public_key,
-                sign_count: cred.sign_count,
-                backup_eligible: cred.backup_eligible,
-            },
-        ),
+        None => verify_assertion(&response, &challenge, &rp, &cred.stored()),
     };
     let outcome = match verified {
         Ok(outcome) => outcome,
@@ -805,19 +823,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
         }
     };
     save_state(account.id, &LockState::after_success(), now, true)?;
-    as_owner(|| {
-        Spi::run_with_args(
-            "UPDATE pgauth.webauthn_credentials
-                SET sign_count = $2, backed_up = $3, last_used_at = pg_catalog.now()
-              WHERE id = $1",
-            &[
-                cred.id.into(),
-                i64::from(outcome.sign_count).into(),
-                outcome.backed_up.into(),
-            ],
-        )
-    })
-    .map_err(spi_err)?;
+    record_use(&cred, &outcome)?;
 
     // 6. Administrative status, only now (it tells nothing to someone without the passkey).
     if let Some(reason) = status_reason(&account.status) {
@@ -1032,16 +1038,7 @@ fn step_up(credential: &Value, user: Uuid) -> AuthResult<Result<(), String>> {
         }
         Some(_) => {}
     }
-    let outcome = match verify_assertion(
-        &response,
-        &challenge,
-        &rp,
-        &StoredCredential {
-            public_key: &cred.public_key,
-            sign_count: cred.sign_count,
-            backup_eligible: cred.backup_eligible,
-        },
-    ) {
+    let outcome = match verify_assertion(&response, &challenge, &rp, &cred.stored()) {
         Ok(o) => o,
         Err(e) => {
             if let WebauthnError::CounterRollback { stored, received } = e {
@@ -1056,19 +1053,7 @@ fn step_up(credential: &Value, user: Uuid) -> AuthResult<Result<(), String>> {
             return Ok(Err(e.to_string()));
         }
     };
-    as_owner(|| {
-        Spi::run_with_args(
-            "UPDATE pgauth.webauthn_credentials
-                SET sign_count = $2, backed_up = $3, last_used_at = pg_catalog.now()
-              WHERE id = $1",
-            &[
-                cred.id.into(),
-                i64::from(outcome.sign_count).into(),
-                outcome.backed_up.into(),
-            ],
-        )
-    })
-    .map_err(spi_err)?;
+    record_use(&cred, &outcome)?;
     if !outcome.user_verified {
         return Ok(Err(
             "the authenticator did not verify the user (UV flag)".into()

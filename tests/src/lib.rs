@@ -119,3 +119,31 @@ pub fn restore_database(dump: &str, port: &str, dbname: &str) {
         .success();
     assert!(ok, "pg_restore into {dbname} failed");
 }
+
+/// Run `python3 args…` with `input` on stdin (independent implementations: PyJWT, PyOTP, the
+/// fido2 software authenticator); its stdout. Panics with the program's stderr when it fails.
+pub fn run_python(args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("python3")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python3 {:?}: {}",
+        args.first(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

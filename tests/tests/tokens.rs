@@ -3,31 +3,10 @@
 //! step-up with a TOTP code computed by PyOTP.
 
 use pgauth_integration_tests::*;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
-/// Run a Python snippet with `input` on stdin; its stdout.
+/// Run a Python snippet with `input` on stdin; its stdout, trimmed.
 fn python(script: &str, input: &str) -> String {
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    run_python(&["-c", script], input).trim().to_string()
 }
 
 const ALGORITHMS: [&str; 6] = ["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"];

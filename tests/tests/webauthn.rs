@@ -7,8 +7,6 @@
 
 use pgauth_integration_tests::*;
 use postgres::Client;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 const RP_ID: &str = "login.example.test";
 const ORIGIN: &str = "https://login.example.test";
@@ -22,27 +20,10 @@ fn script() -> String {
 
 /// Run the software authenticator with `options` on stdin; its JSON answer.
 fn authenticator(args: &[&str], options: &str) -> String {
-    let mut child = Command::new("python3")
-        .arg(script())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(options.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "soft_authenticator {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let script = script();
+    let mut all = vec![script.as_str()];
+    all.extend_from_slice(args);
+    run_python(&all, options)
 }
 
 struct Passkey {
