@@ -55,6 +55,13 @@ SELECT auth_jwt_sign('[1, 2]', 't-hs256');
 SELECT auth_jwt_sign('{}', 't-hs256', '0 seconds');
 SELECT auth_jwt_sign('{}', 'no-such-key');
 
+-- Without the master key, nothing sealed under it signs (cached keys are dropped too).
+SELECT auth_jwt_sign('{}', 't-hs256') IS NOT NULL AS signs_with_master_key;
+SET pgauth.master_key_file = '';
+SELECT auth_jwt_sign('{}', 't-hs256');
+RESET pgauth.master_key_file;
+SELECT auth_jwt_sign('{}', 't-hs256') IS NOT NULL AS signs_again;
+
 -- Rotation: the old version still verifies (and stays in the JWKS) until revoked.
 SELECT auth_jwt_sign('{"n": 1}', 't-eddsa') AS old_token \gset
 SELECT id AS old_kid FROM pgauth.signing_keys WHERE name = 't-eddsa' AND status = 'active' \gset

@@ -62,7 +62,7 @@ thread_local! {
 
 /// Once per statement: drop cached keys when pgauth.keys or key_grants changed since, or when
 /// the master key setting changed.
-fn master_setting_identity() -> [usize; 2] {
+pub(crate) fn master_setting_identity() -> [usize; 2] {
     // SAFETY: reading the GUC variables' current pointers; they are only written by the GUC
     // machinery of this same backend thread.
     unsafe {

@@ -103,6 +103,9 @@ struct VerifyKey {
 struct JwtState {
     checked_at: Option<(u32, u32, i64)>,
     generation: Option<i64>,
+    /// The master key settings when last checked (see crypto::sql): a changed or removed master
+    /// key drops every parsed key, as it does for data keys.
+    master_settings: [usize; 2],
     /// key name → its active version, ready to sign.
     signers: HashMap<String, Rc<SignKey>>,
     /// kid → verification key (None: no usable key with that id; also cached).
@@ -115,10 +118,12 @@ thread_local! {
     static STATE: RefCell<JwtState> = RefCell::new(JwtState::default());
 }
 
-/// Once per statement: drop cached keys when signing keys changed since.
+/// Once per statement: drop cached keys when signing keys or the master key setting changed.
 fn refresh() -> AuthResult<()> {
     let position = current_position();
-    if STATE.with(|s| s.borrow().checked_at) == Some(position) {
+    let master = crate::crypto::sql::master_setting_identity();
+    let (checked, settings) = STATE.with(|s| (s.borrow().checked_at, s.borrow().master_settings));
+    if checked == Some(position) && settings == master {
         return Ok(());
     }
     let generation = as_owner(|| {
@@ -128,10 +133,11 @@ fn refresh() -> AuthResult<()> {
     })?;
     STATE.with(|s| {
         let mut s = s.borrow_mut();
-        if s.generation != Some(generation) {
+        if s.generation != Some(generation) || s.master_settings != master {
             s.signers.clear();
             s.verifiers.clear();
             s.generation = Some(generation);
+            s.master_settings = master;
         }
         s.may_sign.clear();
         s.checked_at = Some(position);
