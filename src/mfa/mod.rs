@@ -61,17 +61,24 @@ pub fn check_totp(
     }
 }
 
-/// Eight new recovery codes like `k3j9q-xw7pd` (50 random bits each).
+/// Eight new recovery codes like `k3j9q-xw7pd`: ten characters drawn uniformly from 31
+/// (49.5 random bits each).
 pub fn new_recovery_codes() -> AuthResult<Vec<String>> {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789"; // no 0/o, 1/l/i
+                                                                // Bytes of 248 and more are skipped, so every character is equally likely (248 = 8 × 31).
+    let limit = (256 / ALPHABET.len() * ALPHABET.len()) as u8;
     let mut out = Vec::with_capacity(RECOVERY_CODES);
     for _ in 0..RECOVERY_CODES {
-        let mut bytes = [0u8; 10];
-        random(&mut bytes)?;
-        let chars: String = bytes
-            .iter()
-            .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
-            .collect();
+        let mut chars = String::with_capacity(11);
+        while chars.len() < 10 {
+            let mut bytes = [0u8; 16];
+            random(&mut bytes)?;
+            for b in bytes.iter().filter(|b| **b < limit) {
+                if chars.len() < 10 {
+                    chars.push(ALPHABET[(*b as usize) % ALPHABET.len()] as char);
+                }
+            }
+        }
         out.push(format!("{}-{}", &chars[..5], &chars[5..]));
     }
     Ok(out)
