@@ -11,6 +11,12 @@ SELECT count(*) AS stored_as_sha256_only
 SELECT auth_verify_api_key(:'key') = :'uid' AS verifies;
 SELECT auth_verify_api_key(left(:'key', 13) || repeat('A', 43)) IS NULL AS wrong_secret;
 SELECT auth_verify_api_key('pga_nonsense') IS NULL AS malformed;
+-- Scopes: a key made for 'deploy' is not a key for 'admin'; one made without scopes is for all.
+SELECT auth_verify_api_key(:'key', 'deploy') = :'uid' AS deploy_scope;
+SELECT auth_verify_api_key(:'key', 'admin') IS NULL AS admin_scope_refused;
+SELECT auth_create_api_key(:'uid', 'unscoped') AS any_key \gset
+SELECT auth_verify_api_key(:'any_key', 'admin') = :'uid' AS unscoped_key_any_scope;
+SELECT auth_verify_api_key(left(:'any_key', 13) || repeat('A', 43), 'admin') IS NULL AS wrong_secret_with_scope;
 SELECT last_used_at IS NOT NULL AS last_use_recorded FROM pgauth.api_keys WHERE prefix = substr(:'key', 5, 8);
 
 -- Expired keys and keys of locked users do not verify.
@@ -31,7 +37,7 @@ SELECT event FROM pgauth.audit_log WHERE event LIKE 'api_key%' ORDER BY id;
 CREATE ROLE pgauth_regress_apikeys;
 SET ROLE pgauth_regress_apikeys;
 SELECT auth_create_api_key(:'uid', 'mine');
-SELECT auth_verify_api_key(:'key') IS NULL AS anyone_may_verify;
+SELECT auth_verify_api_key(:'any_key') = :'uid' AS anyone_may_verify;
 RESET ROLE;
 DROP ROLE pgauth_regress_apikeys;
 DELETE FROM pgauth.users WHERE id = :'uid';

@@ -40,6 +40,15 @@ pub fn api_key_hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// Whether a key with `scopes` (None: created without scopes, usable everywhere) may be used
+/// for `wanted` (None: no particular scope asked for).
+pub fn scope_allowed(scopes: Option<&[Option<String>]>, wanted: Option<&str>) -> bool {
+    match (scopes, wanted) {
+        (_, None) | (None, Some(_)) => true,
+        (Some(list), Some(w)) => list.iter().flatten().any(|s| s == w),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +71,15 @@ mod tests {
         assert_eq!(api_key_prefix(&a.replacen("pga_", "pgz_", 1)), None);
         assert_eq!(api_key_prefix("pga_short"), None);
         assert_eq!(api_key_prefix(""), None);
+    }
+
+    #[test]
+    fn scopes_limit_what_a_key_is_for() {
+        let deploy = [Some("deploy".to_string()), None];
+        assert!(scope_allowed(Some(&deploy), Some("deploy")));
+        assert!(!scope_allowed(Some(&deploy), Some("admin")));
+        assert!(!scope_allowed(Some(&[]), Some("deploy")));
+        assert!(scope_allowed(Some(&[]), None));
+        assert!(scope_allowed(None, Some("anything")));
     }
 }

@@ -693,12 +693,24 @@ fn auth_create_api_key(
 /// its user is not active. The stored hash is compared in constant time.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_verify_api_key(api_key: &str) -> Option<Uuid> {
+    verify_api_key(api_key, None)
+}
+
+/// As `auth_verify_api_key(api_key)`, and NULL unless the key may be used for `scope`: keys
+/// created without scopes may be used for every scope.
+#[pg_extern(volatile, strict, parallel_unsafe, name = "auth_verify_api_key")]
+fn auth_verify_api_key_for_scope(api_key: &str, scope: &str) -> Option<Uuid> {
+    verify_api_key(api_key, Some(scope))
+}
+
+fn verify_api_key(api_key: &str, scope: Option<&str>) -> Option<Uuid> {
     use subtle::ConstantTimeEq;
     let prefix = super::api_keys::api_key_prefix(api_key)?;
     let row = as_owner(|| {
         Spi::connect(|client| {
             let rows = client.select(
-                "SELECT k.key_hash, k.user_id FROM pgauth.api_keys k JOIN pgauth.users u ON u.id = k.user_id
+                "SELECT k.key_hash, k.user_id, k.scopes FROM pgauth.api_keys k
+                   JOIN pgauth.users u ON u.id = k.user_id
                   WHERE k.prefix = $1 AND k.revoked_at IS NULL
                     AND (k.expires_at IS NULL OR k.expires_at > pg_catalog.now())
                     AND u.status = 'active'",
@@ -709,14 +721,21 @@ fn auth_verify_api_key(api_key: &str) -> Option<Uuid> {
                 return Ok(None);
             }
             let r = rows.first();
-            Ok(r.get::<Vec<u8>>(1)?.zip(r.get::<Uuid>(2)?))
+            let scopes = r.get::<Vec<Option<String>>>(3)?;
+            Ok(r.get::<Vec<u8>>(1)?
+                .zip(r.get::<Uuid>(2)?)
+                .map(|(hash, user)| (hash, user, scopes)))
         })
     })
     .map_err(spi_err)
     .or_raise();
-    let (stored, user) = row?;
+    let (stored, user, scopes) = row?;
     let presented = super::api_keys::api_key_hash(api_key);
+    // The secret is checked first, so a scope mismatch says nothing about an unknown key.
     if !bool::from(presented.as_slice().ct_eq(&stored)) {
+        return None;
+    }
+    if !super::api_keys::scope_allowed(scopes.as_deref(), scope) {
         return None;
     }
     as_owner(|| {
