@@ -44,9 +44,17 @@ SELECT auth_jwt_verify(
          rtrim(translate(encode(convert_to('{"alg":"none","typ":"JWT","kid":"' || :'rs_kid' || '"}', 'UTF8'), 'base64'), '+/', '-_'), '=')
          || '.' || rtrim(translate(encode(convert_to('{"sub":"x","exp":4102444800}', 'UTF8'), 'base64'), '+/', '-_'), '=') || '.',
          't-rs256');
-SELECT auth_jwt_verify(
-         rtrim(translate(encode(convert_to('{"alg":"HS256","typ":"JWT","kid":"' || :'rs_kid' || '"}', 'UTF8'), 'base64'), '+/', '-_'), '=')
-         || '.e30.c2ln', 't-rs256');
+-- The forged token is a real HS256 token whose HMAC key is the RS256 key's public JWK, as
+-- published by auth_jwks() (pgcrypto's hmac computes it).
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+RESET client_min_messages;
+WITH m AS (
+  SELECT translate(encode(convert_to('{"alg":"HS256","typ":"JWT","kid":"' || :'rs_kid' || '"}', 'UTF8'), 'base64'), E'+/=\n', '-_')
+         || '.' || translate(encode(convert_to('{"sub":"x","exp":4102444800}', 'UTF8'), 'base64'), E'+/=\n', '-_') AS signed)
+SELECT auth_jwt_verify(signed || '.' || translate(encode(hmac(signed, :'rs_jwk', 'sha256'), 'base64'), E'+/=\n', '-_'),
+                       't-rs256')
+  FROM m;
 -- Audience: checked when the verifier names one.
 SELECT auth_jwt_verify(auth_jwt_sign('{"aud": "api"}', 't-hs256'), 't-hs256', 'api')->>'aud' AS aud_ok;
 SELECT auth_jwt_verify(auth_jwt_sign('{"aud": "api"}', 't-hs256'), 't-hs256', 'web');
@@ -139,7 +147,7 @@ SAVEPOINT s;
 SELECT auth_require_permission('pay.approve');
 ROLLBACK TO s;
 SELECT auth_step_up('wrong-code') AS wrong_code;
-SELECT auth_step_up((SELECT c FROM codes LIMIT 1)) AS stepped_up, auth_current_aal() AS aal;
+SELECT auth_step_up((SELECT c FROM codes ORDER BY c LIMIT 1)) AS stepped_up, auth_current_aal() AS aal;
 SELECT auth_has_permission('pay.approve') AS approve_after_step_up;
 COMMIT;
 -- The level belongs to the session for pgauth.step_up_ttl: the same token binds at aal 2 in a
@@ -149,8 +157,12 @@ SELECT auth_jwt_verify(access_token)->>'aal' AS refreshed_aal FROM auth_refresh(
 -- A recovery code works once.
 BEGIN;
 SELECT auth_set_session(:'at4') IS NOT NULL AS bound;
-SELECT auth_step_up((SELECT c FROM codes LIMIT 1)) AS reused_code;
+SELECT auth_step_up((SELECT c FROM codes ORDER BY c LIMIT 1)) AS reused_code;
 COMMIT;
+-- When pgauth.step_up_ttl has passed, the same token binds at aal 1 again.
+UPDATE pgauth.sessions SET step_up_until = now() - interval '1 second'
+ WHERE id = (auth_jwt_verify(:'at4')->>'sid')::uuid;
+BEGIN; SELECT auth_set_session(:'at4') IS NOT NULL AS bound, auth_current_aal() AS aal_after_ttl; COMMIT;
 -- Without a bound user there is nothing to step up.
 SELECT auth_step_up('123456');
 -- A service vouching for its own sign-in level.

@@ -120,6 +120,16 @@ mod tests {
     }
 
     #[test]
+    fn one_step_of_clock_skew_either_way() {
+        // 287082 is the code of step 1 (30 s to 59 s).
+        assert_eq!(check_totp(RFC_SECRET, "287082", 29, None), Some(1)); // a step early
+        assert_eq!(check_totp(RFC_SECRET, "287082", 89, None), Some(1)); // a step late
+        assert_eq!(check_totp(RFC_SECRET, "287082", 119, None), None); // two steps late
+        assert_eq!(check_totp(RFC_SECRET, "287082", 0, None), Some(1));
+        assert_eq!(check_totp(RFC_SECRET, "287082", 90, None), None);
+    }
+
+    #[test]
     fn a_code_is_accepted_once() {
         assert_eq!(check_totp(RFC_SECRET, "287082", 59, Some(0)), Some(1));
         assert_eq!(check_totp(RFC_SECRET, "287082", 59, Some(1)), None);

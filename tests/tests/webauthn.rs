@@ -191,6 +191,23 @@ fn sign_in_at(
         .unwrap()
         .get(0);
     assert_eq!(level, aal);
+    // The token's claims say the same: aal, and amr "hwk" (+ "user" with user verification).
+    let (claimed_aal, amr): (String, String) = {
+        let row = tx
+            .query_one(
+                "SELECT c->>'aal', c->>'amr' FROM auth_jwt_verify($1) c",
+                &[&token],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(claimed_aal, aal.to_string());
+    let expected_amr = if aal == 2 {
+        r#"["hwk", "user"]"#
+    } else {
+        r#"["hwk"]"#
+    };
+    assert_eq!(amr, expected_amr);
     tx.rollback().unwrap();
 }
 
