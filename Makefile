@@ -98,8 +98,14 @@ integration: test-cluster-start
 	  cargo test --release -- --test-threads=1
 
 ## bench: benchmarks against their anchors, ratios from the same run.
+# A second throwaway cluster with fsync on, for the figures where commit flushes matter.
+DURABLE_PORT ?= 5497
+DURABLE_ROOT ?= /tmp/pgauth-durable
+
 bench: setup install-ext test-cluster-start
-	TEST_PORT=$(TEST_PORT) python3 benches/run.py
+	PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(DURABLE_PORT) TEST_ROOT=$(DURABLE_ROOT) TEST_FSYNC=on PG_BIN=$$($(PG_CONFIG) --bindir) bash tests/cluster.sh start
+	TEST_PORT=$(TEST_PORT) BENCH_DURABLE_PORT=$(DURABLE_PORT) python3 benches/run.py; rc=$$?; \
+	  PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(DURABLE_PORT) TEST_ROOT=$(DURABLE_ROOT) PG_BIN=$$($(PG_CONFIG) --bindir) bash tests/cluster.sh stop; exit $$rc
 
 fmt:
 	cargo fmt --all

@@ -31,7 +31,7 @@ listen_addresses = '127.0.0.1'
 unix_socket_directories = '$SOCK'
 shared_preload_libraries = 'pgauth'
 max_connections = 100
-fsync = off
+fsync = ${TEST_FSYNC:-off}
 log_min_messages = warning
 CONF
     fi
