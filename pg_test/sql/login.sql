@@ -17,7 +17,7 @@ SELECT id AS dora_id FROM pgauth.users WHERE username = 'lg_dora' \gset
 SELECT ok, user_id = :'dora_id' AS is_dora, reason, access_token LIKE 'eyJ%.%.%' AS has_token,
        refresh_token LIKE 'pgr\_%' AS has_refresh_token
   FROM auth_login('lg_dora', 'Tr4vel-Quartz-Mango-71', '192.0.2.1');
--- The token is a session token: auth_set_session binds the user. Usernames are case-insensitive.
+-- The token is an access JWT: auth_set_session binds the user. Usernames are case-insensitive.
 SELECT auth_set_session(access_token) = :'dora_id' AS bound
   FROM auth_login('LG_DORA', 'Tr4vel-Quartz-Mango-71', '192.0.2.1');
 

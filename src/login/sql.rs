@@ -458,8 +458,8 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
 }
 
 /// Log in with a username and password. Returns one row; never raises for a wrong password, an
-/// unknown user or a locked account. On success `access_token` is a session token for
-/// `auth_set_session`; `refresh_token` is NULL until refresh tokens land (issue E, tokens).
+/// unknown user or a locked account. On success `access_token` is an access JWT (sub, sid, aal,
+/// amr) that `auth_set_session` accepts, and `refresh_token` a rotating refresh token.
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::type_complexity)] // the row type is spelled out for pgrx's SQL generation
 fn auth_login(
