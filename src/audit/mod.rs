@@ -27,29 +27,7 @@
 
 use std::collections::HashMap;
 
-/// SHA3-512 by AWS-LC (already linked for JWT signatures), whose Keccak permutation is assembly
-/// on x86_64 and about twice as fast as RustCrypto's portable one; the digests are the same
-/// (tests.rs checks them against `sha3` and Python's hashlib).
-#[derive(Clone)]
-struct Sha3_512(aws_lc_rs::digest::Context);
-
-impl Sha3_512 {
-    fn new() -> Self {
-        Sha3_512(aws_lc_rs::digest::Context::new(
-            &aws_lc_rs::digest::SHA3_512,
-        ))
-    }
-
-    fn update(&mut self, data: impl AsRef<[u8]>) {
-        self.0.update(data.as_ref());
-    }
-
-    fn finalize(self) -> AuditDigest {
-        let mut out = [0u8; DIGEST_LEN];
-        out.copy_from_slice(self.0.finish().as_ref());
-        out
-    }
-}
+use sha3::{Digest, Sha3_512};
 
 pub(crate) mod sql;
 
@@ -158,7 +136,7 @@ pub fn canonical_row_bytes(f: &RowFields<'_>) -> Vec<u8> {
 pub fn row_digest(f: &RowFields<'_>) -> AuditDigest {
     let mut h = Sha3_512::new();
     serialise_row(f, &mut |b| h.update(b));
-    h.finalize()
+    h.finalize().into()
 }
 
 /// Digest of one transaction's rows, fed in id order; streams, so a transaction of any size
@@ -208,7 +186,7 @@ impl TxnHasher {
         hash.update(self.count.to_be_bytes());
         hash.update(self.first_id.unwrap_or(0).to_be_bytes());
         hash.update(self.last_id.unwrap_or(0).to_be_bytes());
-        hash.finalize()
+        hash.finalize().into()
     }
 }
 
@@ -230,7 +208,7 @@ pub fn chain_digest(previous: &AuditDigest, position: i64, txn: &AuditDigest) ->
     h.update(previous);
     h.update(position.to_be_bytes());
     h.update(txn);
-    h.finalize()
+    h.finalize().into()
 }
 
 /// One row of `pgauth.audit_chain`.

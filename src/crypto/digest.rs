@@ -21,7 +21,7 @@
 //! values under the same key; that is its purpose, and the reason it uses a key of its own.
 
 use hmac::{KeyInit, Mac, SimpleHmac};
-use sha3::Sha3_256;
+use sha3::{Digest, Sha3_256, Sha3_512};
 use zeroize::Zeroizing;
 
 use super::keys::DataKey;
@@ -32,12 +32,9 @@ pub const BLIND_INDEX_LEN: usize = 16;
 const BLIND_INDEX_LABEL: &[u8] = b"pgauth blind index v1";
 const HMAC_LABEL: &[u8] = b"pgauth hmac v1";
 
-/// SHA3-512 of `data`, by AWS-LC (assembly Keccak on x86_64; the NIST vectors below check it).
+/// SHA3-512 of `data`.
 pub fn digest_sha3_512(data: &[u8]) -> [u8; 64] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA3_512, data);
-    let mut out = [0u8; 64];
-    out.copy_from_slice(d.as_ref());
-    out
+    Sha3_512::digest(data).into()
 }
 
 /// HMAC-SHA3-256 of `data` under `key` (any length, per RFC 2104).
