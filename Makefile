@@ -103,9 +103,9 @@ DURABLE_PORT ?= 5497
 DURABLE_ROOT ?= /tmp/pgauth-durable
 
 bench: setup install-ext test-cluster-start
-	PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(DURABLE_PORT) TEST_ROOT=$(DURABLE_ROOT) TEST_FSYNC=on PG_BIN=$$($(PG_CONFIG) --bindir) bash tests/cluster.sh start
+	TEST_FSYNC=on $(MAKE) --no-print-directory test-cluster-start TEST_PORT=$(DURABLE_PORT) TEST_ROOT=$(DURABLE_ROOT)
 	TEST_PORT=$(TEST_PORT) BENCH_DURABLE_PORT=$(DURABLE_PORT) python3 benches/run.py; rc=$$?; \
-	  PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(DURABLE_PORT) TEST_ROOT=$(DURABLE_ROOT) PG_BIN=$$($(PG_CONFIG) --bindir) bash tests/cluster.sh stop; exit $$rc
+	  $(MAKE) --no-print-directory test-cluster-stop TEST_PORT=$(DURABLE_PORT) TEST_ROOT=$(DURABLE_ROOT); exit $$rc
 
 fmt:
 	cargo fmt --all

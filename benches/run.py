@@ -18,7 +18,6 @@ import psycopg
 
 PORT = int(os.environ.get("TEST_PORT", "5499"))
 REPS = int(os.environ.get("BENCH_REPS", "5"))
-DSN = f"host=127.0.0.1 port={PORT} user=postgres"
 ARGON2 = dict(m=19456, t=2, p=1)
 rows = []
 
@@ -45,12 +44,13 @@ def report(name, ours, anchor_name, anchor, unit, target=None):
     rows.append((name, ours, anchor_name, anchor, unit, ratio, verdict))
 
 
-def setup_database():
-    with psycopg.connect(DSN + " dbname=postgres", autocommit=True) as conn:
+def setup_database(port=PORT):
+    dsn = f"host=127.0.0.1 port={port} user=postgres"
+    with psycopg.connect(dsn + " dbname=postgres", autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS pgauth_bench WITH (FORCE)")
         conn.execute("DROP ROLE IF EXISTS pgauth_bench_app")
         conn.execute("CREATE DATABASE pgauth_bench")
-    conn = psycopg.connect(DSN + " dbname=pgauth_bench", autocommit=True)
+    conn = psycopg.connect(dsn + " dbname=pgauth_bench", autocommit=True)
     conn.execute("CREATE EXTENSION pgauth")
     conn.execute("CREATE EXTENSION pgcrypto")
     return conn
@@ -210,13 +210,7 @@ def bench_audit(conn):
     durable = os.environ.get("BENCH_DURABLE_PORT")
     if durable:
         # The same on a cluster with fsync on (a production setting): commits wait for a flush.
-        with psycopg.connect(f"host=127.0.0.1 port={durable} user=postgres dbname=postgres",
-                             autocommit=True) as admin:
-            admin.execute("DROP DATABASE IF EXISTS pgauth_bench WITH (FORCE)")
-            admin.execute("CREATE DATABASE pgauth_bench")
-        with psycopg.connect(f"host=127.0.0.1 port={durable} user=postgres dbname=pgauth_bench",
-                             autocommit=True) as dconn:
-            dconn.execute("CREATE EXTENSION pgauth")
+        with setup_database(int(durable)) as dconn:
             bench_audit_pgbench(dconn, "fsync on", port=int(durable))
 
 
