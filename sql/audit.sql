@@ -3,13 +3,13 @@
 
 -- Internal functions written in C-ABI Rust (src/audit/sql.rs), declared by hand because their
 -- arguments are read as raw datums.
-CREATE FUNCTION pgauth.audit_row_digest(id bigint, occurred_at timestamptz, txid xid8,
-    db_user text, app_user_id uuid, client_addr inet, event text, table_name text,
-    row_key jsonb, old_values jsonb, new_values jsonb)
-RETURNS bytea LANGUAGE c VOLATILE PARALLEL UNSAFE
-AS 'MODULE_PATHNAME', 'pgauth_audit_row_digest';
-COMMENT ON FUNCTION pgauth.audit_row_digest(bigint, timestamptz, xid8, text, uuid, inet, text, text, jsonb, jsonb, jsonb) IS
-    'SHA3-512 of an audit row''s canonical serialisation; also marks the transaction for a chain entry at commit';
+CREATE FUNCTION pgauth.audit_record_digest(id bigint, last_id bigint, event_count integer,
+    occurred_at timestamptz, txid xid8, db_user text, app_user_id uuid, client_addr inet,
+    event text, table_name text, shape text, rows bytea, events text)
+RETURNS bytea LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgauth_audit_record_digest';
+COMMENT ON FUNCTION pgauth.audit_record_digest(bigint, bigint, integer, timestamptz, xid8, text, uuid, inet, text, text, text, bytea, text) IS
+    'SHA3-512 of an audit record''s canonical serialisation (README "Audit"), for verifiers outside pgauth';
 
 CREATE FUNCTION pgauth.audit_capture() RETURNS trigger LANGUAGE c
 AS 'MODULE_PATHNAME', 'pgauth_audit_capture';
@@ -34,23 +34,73 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
      WHERE (b OPERATOR(pg_catalog.->) e.key) IS DISTINCT FROM e.value
 $$;
 
-CREATE TABLE pgauth.audit_log (
-    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    occurred_at  timestamptz NOT NULL,
-    txid         xid8 NOT NULL,
-    db_user      text,
-    app_user_id  uuid,
-    client_addr  inet,
-    event        text NOT NULL,
-    table_name   text,
-    row_key      jsonb,
-    old_values   jsonb,
-    new_values   jsonb,
-    row_digest   bytea NOT NULL
+-- Event ids. Every event of a statement gets its own id; a record is named by its first one.
+CREATE SEQUENCE pgauth.audit_event_id_seq;
+
+-- The stored log: one record per audited statement (at most 10,000 events each; a bigger
+-- statement writes several) and one per TRUNCATE or security event. Changed rows are kept as
+-- `rows`, PostgreSQL's own tuple bytes of the table's columns described by `shape` (JSON);
+-- security events and TRUNCATE as `events`, the JSON array text [[id, row_key, old_values,
+-- new_values], ...]. Both exactly as hashed; pgauth.audit_log shows them as one row per event.
+CREATE TABLE pgauth.audit_records (
+    id            bigint PRIMARY KEY,
+    last_id       bigint NOT NULL,
+    event_count   integer NOT NULL,
+    occurred_at   timestamptz NOT NULL,
+    txid          xid8 NOT NULL,
+    db_user       text,
+    app_user_id   uuid,
+    client_addr   inet,
+    event         text NOT NULL,
+    table_name    text,
+    shape         text,
+    rows          bytea,
+    events        text,
+    record_digest bytea NOT NULL
 );
-CREATE INDEX audit_log_occurred_at ON pgauth.audit_log USING brin (occurred_at);
-COMMENT ON TABLE pgauth.audit_log IS
-    'pgauth audit events: table changes (insert/update/delete/truncate) and security events; append-only, verified by auth_audit_verify()';
+-- Written once, read rarely: no compression on the write path.
+ALTER TABLE pgauth.audit_records ALTER COLUMN rows SET STORAGE EXTERNAL;
+CREATE INDEX audit_records_occurred_at ON pgauth.audit_records USING brin (occurred_at);
+COMMENT ON TABLE pgauth.audit_records IS
+    'pgauth audit records: the events of one statement, TRUNCATE or security event each; append-only, verified by auth_audit_verify(); read them through pgauth.audit_log';
+
+-- The stored rows of a record as JSON text, whole rows (src/audit/sql.rs).
+CREATE FUNCTION pgauth.audit_decode(shape text, rows bytea, first_id bigint)
+RETURNS TABLE (id bigint, row_key text, old_values text, new_values text)
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'audit_decode_wrapper';
+
+-- A record's events: (id, row_key, old_values, new_values); for UPDATE, the changed columns.
+CREATE FUNCTION pgauth.audit_expand(event text, shape text, rows bytea, events text, first_id bigint)
+RETURNS TABLE (id bigint, row_key jsonb, old_values jsonb, new_values jsonb)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (e.value OPERATOR(pg_catalog.->>) 0)::bigint,
+           NULLIF(e.value OPERATOR(pg_catalog.->) 1, 'null'::jsonb),
+           NULLIF(e.value OPERATOR(pg_catalog.->) 2, 'null'::jsonb),
+           NULLIF(e.value OPERATOR(pg_catalog.->) 3, 'null'::jsonb)
+      FROM pg_catalog.jsonb_array_elements(audit_expand.events::jsonb) e
+     WHERE audit_expand.events IS NOT NULL
+    UNION ALL
+    SELECT d.id, d.row_key::jsonb,
+           CASE WHEN audit_expand.event = 'update'
+                THEN pgauth.audit_changed(d.old_values::jsonb, d.new_values::jsonb)
+                ELSE d.old_values::jsonb END,
+           CASE WHEN audit_expand.event = 'update'
+                THEN pgauth.audit_changed(d.new_values::jsonb, d.old_values::jsonb)
+                ELSE d.new_values::jsonb END
+      FROM pgauth.audit_decode(audit_expand.shape, audit_expand.rows, audit_expand.first_id) d
+     WHERE audit_expand.rows IS NOT NULL
+$$;
+
+-- One row per event, as the API describes it.
+CREATE VIEW pgauth.audit_log AS
+SELECT e.id, r.occurred_at, r.txid, r.db_user, r.app_user_id, r.client_addr, r.event,
+       r.table_name, e.row_key, e.old_values, e.new_values,
+       r.id AS record_id, r.record_digest
+  FROM pgauth.audit_records r
+ CROSS JOIN LATERAL pgauth.audit_expand(r.event, r.shape, r.rows, r.events, r.id) e;
+COMMENT ON VIEW pgauth.audit_log IS
+    'pgauth audit events: table changes (insert/update/delete/truncate) and security events, one row each; append-only, verified by auth_audit_verify()';
 
 -- One entry per committed transaction that wrote audit rows, in commit order.
 CREATE TABLE pgauth.audit_chain (
@@ -58,7 +108,7 @@ CREATE TABLE pgauth.audit_chain (
     txid         xid8 NOT NULL UNIQUE,
     first_id     bigint NOT NULL,
     last_id      bigint NOT NULL,
-    row_count    bigint NOT NULL,
+    record_count bigint NOT NULL,
     txn_digest   bytea NOT NULL,
     chain_digest bytea NOT NULL
 );
@@ -70,20 +120,22 @@ COMMENT ON TABLE pgauth.audit_chain IS
 CREATE TABLE pgauth.audit_checkpoints (
     position     bigint PRIMARY KEY,
     chain_digest bytea NOT NULL,
-    purged_rows  bigint NOT NULL,
+    purged_events bigint NOT NULL,
     purged_by    text NOT NULL DEFAULT pgauth.audit_db_user(),
     purged_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
-CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON pgauth.audit_log
+CREATE TRIGGER audit_records_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON pgauth.audit_records
     FOR EACH STATEMENT EXECUTE FUNCTION pgauth.audit_refuse_change();
+CREATE TRIGGER audit_log_append_only INSTEAD OF INSERT OR UPDATE OR DELETE ON pgauth.audit_log
+    FOR EACH ROW EXECUTE FUNCTION pgauth.audit_refuse_change();
 CREATE TRIGGER audit_chain_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON pgauth.audit_chain
     FOR EACH STATEMENT EXECUTE FUNCTION pgauth.audit_refuse_change();
 CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON pgauth.audit_checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION pgauth.audit_refuse_change();
 
--- The one internal function every capability reports security events through: subject goes
--- to row_key as {"subject": …}, details to new_values. Must be called as the owner of schema
+-- The one internal function every capability reports security events through (one record
+-- each): subject goes to row_key as {"subject": …}, details to new_values. Must be called as the owner of schema
 -- pgauth (capabilities do, like a SECURITY DEFINER function would).
 CREATE FUNCTION pgauth.record_event(event text, subject text, details jsonb DEFAULT '{}')
 RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
@@ -99,16 +151,17 @@ SET search_path = pg_catalog, pgauth, pg_temp AS $$
      ORDER BY l.id
 $$;
 
-SELECT pg_catalog.pg_extension_config_dump('pgauth.audit_log', '');
-SELECT pg_catalog.pg_extension_config_dump('pgauth.audit_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('pgauth.audit_records', '');
+SELECT pg_catalog.pg_extension_config_dump('pgauth.audit_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pgauth.audit_chain', '');
 SELECT pg_catalog.pg_extension_config_dump('pgauth.audit_checkpoints', '');
 
-REVOKE ALL ON pgauth.audit_log, pgauth.audit_chain, pgauth.audit_checkpoints FROM PUBLIC;
-REVOKE ALL ON SEQUENCE pgauth.audit_log_id_seq FROM PUBLIC;
-GRANT SELECT ON pgauth.audit_log, pgauth.audit_chain, pgauth.audit_checkpoints TO pgauth_admin;
-REVOKE ALL ON FUNCTION pgauth.audit_row_digest(bigint, timestamptz, xid8, text, uuid, inet, text, text, jsonb, jsonb, jsonb),
-                       pgauth.audit_capture(), pgauth.audit_refuse_change(), pgauth.audit_db_user(),
-                       pgauth.audit_app_user(), pgauth.audit_changed(jsonb, jsonb),
+REVOKE ALL ON pgauth.audit_log, pgauth.audit_records, pgauth.audit_chain, pgauth.audit_checkpoints FROM PUBLIC;
+REVOKE ALL ON SEQUENCE pgauth.audit_event_id_seq FROM PUBLIC;
+GRANT SELECT ON pgauth.audit_log, pgauth.audit_records, pgauth.audit_chain, pgauth.audit_checkpoints TO pgauth_admin;
+REVOKE ALL ON FUNCTION pgauth.audit_capture(), pgauth.audit_refuse_change(),
+                       pgauth.audit_db_user(), pgauth.audit_app_user(),
                        pgauth.record_event(text, text, jsonb)
     FROM PUBLIC;
+-- pgauth.audit_changed, audit_expand, audit_decode and audit_record_digest only compute from
+-- their arguments; whoever may read pgauth.audit_log needs EXECUTE on them.

@@ -46,7 +46,7 @@ GRANT SELECT ON pgauth.password_history TO pgauth_admin;
 
 -- The counters are the audit log's events, so they agree with it and survive restarts; they
 -- cover what the audit log still holds (auth_audit_purge removes old events).
-CREATE INDEX audit_log_login_events ON pgauth.audit_log (event)
+CREATE INDEX audit_records_login_events ON pgauth.audit_records (event)
     WHERE event IN ('login_succeeded', 'login_failed', 'account_locked', 'password_rehashed',
                     'rate_limited', 'password_expired');
 CREATE VIEW pgauth.stats AS
@@ -57,7 +57,7 @@ SELECT count(*) FILTER (WHERE l.event = 'login_succeeded')   AS logins_succeeded
        count(*) FILTER (WHERE l.event = 'rate_limited')      AS rate_limited,
        count(*) FILTER (WHERE l.event = 'password_expired')  AS passwords_expired,
        min(l.occurred_at)                                    AS since
-  FROM pgauth.audit_log l
+  FROM pgauth.audit_records l   -- security events are one record each
  WHERE l.event IN ('login_succeeded', 'login_failed', 'account_locked', 'password_rehashed',
                    'rate_limited', 'password_expired');
 COMMENT ON VIEW pgauth.stats IS

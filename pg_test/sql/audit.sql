@@ -25,11 +25,19 @@ COMMIT;
 TRUNCATE accounts;
 
 -- One row per changed row; UPDATE keeps only the changed columns; password_hash never appears.
+-- pgauth.audit_log is a view over pgauth.audit_records (one record per statement).
 SELECT event, table_name, row_key, old_values, new_values, db_user, client_addr
   FROM pgauth.audit_log ORDER BY id;
 
--- One chain entry per committed transaction that wrote audit rows.
-SELECT position, row_count, octet_length(txn_digest) AS txn_len, octet_length(chain_digest) AS chain_len
+-- One record per statement (or security event), each covering its events' ids.
+SELECT id, last_id, event_count, event, octet_length(record_digest) AS digest_len
+  FROM pgauth.audit_records ORDER BY id;
+SELECT bool_and(l.id BETWEEN r.id AND r.last_id) AS ids_in_records,
+       count(*) = (SELECT sum(event_count) FROM pgauth.audit_records) AS one_row_per_event
+  FROM pgauth.audit_log l JOIN pgauth.audit_records r ON r.id = l.record_id;
+
+-- One chain entry per committed transaction that wrote audit records.
+SELECT position, record_count, octet_length(txn_digest) AS txn_len, octet_length(chain_digest) AS chain_len
   FROM pgauth.audit_chain ORDER BY position;
 
 SELECT * FROM auth_audit_verify();
@@ -45,6 +53,10 @@ SELECT event, row_key, old_values FROM auth_audit_events('delete');
 UPDATE pgauth.audit_log SET event = 'nothing happened';
 DELETE FROM pgauth.audit_log;
 TRUNCATE pgauth.audit_log;
+INSERT INTO pgauth.audit_log (id, occurred_at, txid, event) VALUES (100, now(), '1', 'forged');
+UPDATE pgauth.audit_records SET events = '[]';
+DELETE FROM pgauth.audit_records;
+TRUNCATE pgauth.audit_records;
 DELETE FROM pgauth.audit_chain;
 UPDATE pgauth.audit_checkpoints SET position = 0;
 
@@ -87,17 +99,20 @@ SELECT count(*) AS rows_for_id_6 FROM pgauth.audit_log WHERE row_key = '{"id": 6
 SELECT ok, checked FROM auth_audit_verify();
 
 -- Retention: purge through a chain position; what remains verifies from the checkpoint.
-SELECT auth_audit_purge(3) AS purged_rows;
-SELECT position, purged_rows FROM pgauth.audit_checkpoints;
+SELECT auth_audit_purge(3) AS purged_events;
+SELECT position, purged_events FROM pgauth.audit_checkpoints;
 SELECT min(position) AS first_position FROM pgauth.audit_chain;
 SELECT ok, reason FROM auth_audit_verify();
 SELECT event, new_values FROM pgauth.audit_log WHERE event = 'audit_purged';
 
 -- A superuser can switch the guard off; the chain shows what was done.
-ALTER TABLE pgauth.audit_log DISABLE TRIGGER audit_log_append_only;
-UPDATE pgauth.audit_log SET new_values = '{"id": 4, "owner": "mallory", "balance": 1000}'
- WHERE event = 'insert' AND row_key = '{"id": 4}';
-ALTER TABLE pgauth.audit_log ENABLE TRIGGER audit_log_append_only;
+ALTER TABLE pgauth.audit_records DISABLE TRIGGER audit_records_append_only;
+-- Same-length bytes inside the stored tuple: 'kept' becomes 'evil'.
+UPDATE pgauth.audit_records
+   SET rows = decode(replace(encode(rows, 'hex'), encode('kept', 'hex'), encode('evil', 'hex')), 'hex')
+ WHERE id = (SELECT record_id FROM pgauth.audit_log WHERE event = 'insert' AND row_key = '{"id": 4}');
+ALTER TABLE pgauth.audit_records ENABLE TRIGGER audit_records_append_only;
+SELECT new_values->>'owner' AS forged_owner FROM pgauth.audit_log WHERE row_key = '{"id": 4}';
 SELECT ok, first_bad_id = (SELECT id FROM pgauth.audit_log WHERE row_key = '{"id": 4}') AS right_row, reason
   FROM auth_audit_verify();
 

@@ -1,5 +1,6 @@
-//! Audit: the canonical serialisation of audit rows, their SHA3-512 digests, the per-transaction
-//! digests and the hash chain over them, and the verifier that finds the first bad row.
+//! Audit: the canonical serialisation of audit records, their SHA3-512 digests, the
+//! per-transaction digests and the hash chain over them, and the verifier that finds the first
+//! bad record.
 //!
 //! Everything here is plain Rust with no pgrx types; `sql.rs` (triggers, the commit-time chain
 //! append, SPI) is built on top. This folder never decides *what* is audited — only how an
@@ -8,44 +9,60 @@
 //! # Definitions (stable: changing any byte breaks every stored chain)
 //!
 //! All integers are big-endian. `field(x)` is `0x00` when x is NULL and
-//! `0x01 || u32(len(x)) || x` otherwise, so no two different rows serialise to the same bytes.
+//! `0x01 || u32(len(x)) || x` otherwise, so no two different records serialise to the same bytes.
 //!
 //! ```text
-//! row_digest   = SHA3-512("pgauth audit row v1" || field(id: i64) || field(occurred_at: i64 µs
-//!                since 2000-01-01 UTC) || field(txid: u64) || field(db_user: UTF-8)
-//!                || field(app_user_id: 16 bytes) || field(client_addr: inet text)
-//!                || field(event: UTF-8) || field(table_name: UTF-8) || field(row_key: jsonb text)
-//!                || field(old_values: jsonb text) || field(new_values: jsonb text))
-//! txn_digest   = SHA3-512("pgauth audit txn v1" || u64(txid) || row_digest_1 || … || row_digest_n
-//!                || u64(row_count) || i64(first_id) || i64(last_id))       (rows in id order)
-//! chain_digest = SHA3-512("pgauth audit chain v1" || previous chain_digest (64 zero bytes
-//!                before position 1) || i64(position) || txn_digest)
+//! record_digest = SHA3-512("pgauth audit record v2" || field(id: i64) || field(last_id: i64)
+//!                 || field(event_count: i64) || field(occurred_at: i64 µs since 2000-01-01 UTC)
+//!                 || field(txid: u64) || field(db_user: UTF-8) || field(app_user_id: 16 bytes)
+//!                 || field(client_addr: inet text) || field(event: UTF-8)
+//!                 || field(table_name: UTF-8) || field(shape: UTF-8) || field(rows: bytes)
+//!                 || field(events: UTF-8))
+//! txn_digest    = SHA3-512("pgauth audit txn v1" || u64(txid) || record_digest_1 || …
+//!                 || record_digest_n || u64(record_count) || i64(first_id) || i64(last_id))
+//!                 (records in id order; a record's id is its first event's id; first_id and
+//!                 last_id are the transaction's first and last event ids)
+//! chain_digest  = SHA3-512("pgauth audit chain v1" || previous chain_digest (64 zero bytes
+//!                 before position 1) || i64(position) || txn_digest)
 //! ```
 //!
-//! "jsonb text" is PostgreSQL's output form of a jsonb value (`value::text`): keys sorted, one
-//! space after `:` and `,`, so equal jsonb values have equal text.
+//! A record holds the events of one statement (up to `RECORD_EVENTS` of them; a bigger
+//! statement writes several records) or one security event. Changed rows are stored as `shape`
+//! and `rows` (PostgreSQL's tuple bytes, see `frames`); security events and TRUNCATE as
+//! `events`, the JSON array text `[[id, row_key, old_values, new_values], …]`. The digest
+//! covers the bytes as stored, so any change to any event changes it.
+//! Events are stored once as text and expanded by the view `pgauth.audit_log` (jsonb).
 
 use std::collections::HashMap;
 
 use sha3::{Digest, Sha3_512};
 
+pub mod frames;
 pub(crate) mod sql;
 
 /// Length of every digest in the audit log and chain, bytes.
 pub const DIGEST_LEN: usize = 64;
 pub type AuditDigest = [u8; DIGEST_LEN];
 
-const ROW_TAG: &[u8] = b"pgauth audit row v1";
+const RECORD_TAG: &[u8] = b"pgauth audit record v2";
 const TXN_TAG: &[u8] = b"pgauth audit txn v1";
 const CHAIN_TAG: &[u8] = b"pgauth audit chain v1";
 
 /// The chain digest "before" position 1.
 pub const GENESIS: AuditDigest = [0u8; DIGEST_LEN];
 
-/// One audit row as stored, every field that its digest covers.
+/// Events a statement puts in one record at most; bigger statements write several records.
+pub const RECORD_EVENTS: i64 = 10_000;
+
+/// One audit record as stored (one statement's events, or one security event), every field
+/// that its digest covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditRow {
+pub struct AuditRecord {
+    /// The id of its first event.
     pub id: i64,
+    /// The id of its last event.
+    pub last_id: i64,
+    pub event_count: i64,
     /// Microseconds since 2000-01-01 00:00:00 UTC (PostgreSQL's timestamptz).
     pub occurred_at: i64,
     pub txid: u64,
@@ -55,15 +72,20 @@ pub struct AuditRow {
     pub client_addr: Option<String>,
     pub event: String,
     pub table_name: Option<String>,
-    pub row_key: Option<String>,
-    pub old_values: Option<String>,
-    pub new_values: Option<String>,
+    /// The columns of `rows` (`frames::shape_json`).
+    pub shape: Option<String>,
+    /// Changed rows as tuple frames (`frames`).
+    pub rows: Option<Vec<u8>>,
+    /// JSON array text: `[[id, row_key, old_values, new_values], …]`.
+    pub events: Option<String>,
 }
 
 /// Borrowed view of the fields, so the SQL layer can hash datums without copying them.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RowFields<'a> {
+pub struct RecordFields<'a> {
     pub id: i64,
+    pub last_id: i64,
+    pub event_count: i64,
     pub occurred_at: i64,
     pub txid: u64,
     pub db_user: Option<&'a [u8]>,
@@ -71,15 +93,17 @@ pub struct RowFields<'a> {
     pub client_addr: Option<&'a [u8]>,
     pub event: Option<&'a [u8]>,
     pub table_name: Option<&'a [u8]>,
-    pub row_key: Option<&'a [u8]>,
-    pub old_values: Option<&'a [u8]>,
-    pub new_values: Option<&'a [u8]>,
+    pub shape: Option<&'a [u8]>,
+    pub rows: Option<&'a [u8]>,
+    pub events: Option<&'a [u8]>,
 }
 
-impl AuditRow {
-    pub fn fields(&self) -> RowFields<'_> {
-        RowFields {
+impl AuditRecord {
+    pub fn fields(&self) -> RecordFields<'_> {
+        RecordFields {
             id: self.id,
+            last_id: self.last_id,
+            event_count: self.event_count,
             occurred_at: self.occurred_at,
             txid: self.txid,
             db_user: self.db_user.as_deref().map(str::as_bytes),
@@ -87,19 +111,19 @@ impl AuditRow {
             client_addr: self.client_addr.as_deref().map(str::as_bytes),
             event: Some(self.event.as_bytes()),
             table_name: self.table_name.as_deref().map(str::as_bytes),
-            row_key: self.row_key.as_deref().map(str::as_bytes),
-            old_values: self.old_values.as_deref().map(str::as_bytes),
-            new_values: self.new_values.as_deref().map(str::as_bytes),
+            shape: self.shape.as_deref().map(str::as_bytes),
+            rows: self.rows.as_deref(),
+            events: self.events.as_deref().map(str::as_bytes),
         }
     }
 
     pub fn digest(&self) -> AuditDigest {
-        row_digest(&self.fields())
+        record_digest(&self.fields())
     }
 }
 
 /// Feeds the canonical serialisation to `sink` piece by piece.
-pub fn serialise_row(f: &RowFields<'_>, sink: &mut impl FnMut(&[u8])) {
+pub fn serialise_record(f: &RecordFields<'_>, sink: &mut impl FnMut(&[u8])) {
     fn field(sink: &mut impl FnMut(&[u8]), value: Option<&[u8]>) {
         match value {
             None => sink(&[0]),
@@ -112,8 +136,10 @@ pub fn serialise_row(f: &RowFields<'_>, sink: &mut impl FnMut(&[u8])) {
             }
         }
     }
-    sink(ROW_TAG);
+    sink(RECORD_TAG);
     field(sink, Some(&f.id.to_be_bytes()));
+    field(sink, Some(&f.last_id.to_be_bytes()));
+    field(sink, Some(&f.event_count.to_be_bytes()));
     field(sink, Some(&f.occurred_at.to_be_bytes()));
     field(sink, Some(&f.txid.to_be_bytes()));
     field(sink, f.db_user);
@@ -121,25 +147,25 @@ pub fn serialise_row(f: &RowFields<'_>, sink: &mut impl FnMut(&[u8])) {
     field(sink, f.client_addr);
     field(sink, f.event);
     field(sink, f.table_name);
-    field(sink, f.row_key);
-    field(sink, f.old_values);
-    field(sink, f.new_values);
+    field(sink, f.shape);
+    field(sink, f.rows);
+    field(sink, f.events);
 }
 
 /// The serialisation as one buffer (tests and documentation; hashing streams it).
-pub fn canonical_row_bytes(f: &RowFields<'_>) -> Vec<u8> {
+pub fn canonical_record_bytes(f: &RecordFields<'_>) -> Vec<u8> {
     let mut out = Vec::new();
-    serialise_row(f, &mut |b| out.extend_from_slice(b));
+    serialise_record(f, &mut |b| out.extend_from_slice(b));
     out
 }
 
-pub fn row_digest(f: &RowFields<'_>) -> AuditDigest {
+pub fn record_digest(f: &RecordFields<'_>) -> AuditDigest {
     let mut h = Sha3_512::new();
-    serialise_row(f, &mut |b| h.update(b));
+    serialise_record(f, &mut |b| h.update(b));
     h.finalize().into()
 }
 
-/// Digest of one transaction's rows, fed in id order; streams, so a transaction of any size
+/// Digest of one transaction's records, fed in id order; streams, so a transaction of any size
 /// needs no memory beyond the hash state.
 #[derive(Clone)]
 pub struct TxnHasher {
@@ -162,11 +188,12 @@ impl TxnHasher {
         }
     }
 
-    pub fn add(&mut self, id: i64, row_digest: &AuditDigest) {
+    /// Add a record: `id` and `last_id` are its first and last event ids.
+    pub fn add(&mut self, id: i64, last_id: i64, record_digest: &AuditDigest) {
         self.first_id.get_or_insert(id);
-        self.last_id = Some(id);
+        self.last_id = Some(self.last_id.map_or(last_id, |l| l.max(last_id)));
         self.count += 1;
-        self.hash.update(row_digest);
+        self.hash.update(record_digest);
     }
 
     pub fn count(&self) -> u64 {
@@ -190,14 +217,14 @@ impl TxnHasher {
     }
 }
 
-/// `txn_digest` of rows given as (id, row_digest) in id order.
+/// `txn_digest` of records given as (id, last_id, record_digest) in id order.
 pub fn txn_digest<'a>(
     txid: u64,
-    rows: impl IntoIterator<Item = (i64, &'a AuditDigest)>,
+    records: impl IntoIterator<Item = (i64, i64, &'a AuditDigest)>,
 ) -> AuditDigest {
     let mut h = TxnHasher::new(txid);
-    for (id, d) in rows {
-        h.add(id, d);
+    for (id, last_id, d) in records {
+        h.add(id, last_id, d);
     }
     h.finish()
 }
@@ -218,7 +245,7 @@ pub struct ChainEntry {
     pub txid: u64,
     pub first_id: i64,
     pub last_id: i64,
-    pub row_count: i64,
+    pub record_count: i64,
     pub txn_digest: Vec<u8>,
     pub chain_digest: Vec<u8>,
 }
@@ -242,24 +269,26 @@ pub struct Head {
 struct Expected {
     entry: ChainEntry,
     hasher: TxnHasher,
-    /// A row of this transaction was already reported; its digest failing too adds nothing.
+    /// A record of this transaction was already reported; its digest failing too adds nothing.
     explained: bool,
 }
 
-/// Streaming verifier. Feed the chain entries in position order, then the rows in id order,
-/// then `finish`. Keeps one small record per chain entry in memory.
+/// Streaming verifier. Feed the chain entries in position order, then the records in id order,
+/// then `finish`. Keeps one small entry per chain entry in memory.
 ///
-/// Every problem is attached to an audit id; the verdict names the smallest. A row that fails
-/// its own digest is exact. When rows were removed (or a forger recomputed a row's digest) only
-/// the transaction's digest fails, and the problem is reported at the transaction's first id.
+/// Every problem is attached to an audit event id; the verdict names the smallest. A record
+/// that fails its own digest is reported at its first event's id (exact for single-row
+/// statements and security events). When records were removed (or a forger recomputed a
+/// record's digest) only the transaction's digest fails, and the problem is reported at the
+/// transaction's first id.
 pub struct Verifier {
     /// The chain digest the first fed entry must follow.
     anchor: AuditDigest,
     previous: Option<(i64, AuditDigest)>,
     by_txid: HashMap<u64, Expected>,
-    /// Rows below this id belong to entries before the verified range and are not checked.
+    /// Records below this id belong to entries before the verified range and are not checked.
     from_id: Option<i64>,
-    /// Transaction of the verifying session: its rows are not chained until it commits.
+    /// Transaction of the verifying session: its records are not chained until it commits.
     own_txid: Option<u64>,
     checked: i64,
     worst: Option<(i64, String)>,
@@ -291,7 +320,7 @@ impl Verifier {
         }
     }
 
-    /// Record a problem found outside the chain and rows (e.g. a missing checkpoint).
+    /// Record a problem found outside the chain and records (e.g. a missing checkpoint).
     pub fn report(&mut self, id: i64, reason: String) {
         self.problem(id, reason);
     }
@@ -353,52 +382,52 @@ impl Verifier {
         );
     }
 
-    /// Feed one stored row (in id order) with its stored `row_digest`.
+    /// Feed one stored record (in id order) with its stored `record_digest`.
     ///
-    /// The transaction digest is built from the *stored* row digests: a row whose contents no
-    /// longer match its own digest is reported exactly, at its id; a row whose digest was
+    /// The transaction digest is built from the *stored* record digests: a record whose
+    /// contents no longer match its own digest is reported at its id; a record whose digest was
     /// recomputed by a forger is caught by its transaction's digest.
-    pub fn add_row(&mut self, row: &AuditRow, stored_digest: &[u8]) {
-        if Some(row.txid) == self.own_txid {
+    pub fn add_record(&mut self, record: &AuditRecord, stored_digest: &[u8]) {
+        if Some(record.txid) == self.own_txid {
             return;
         }
-        let Some(expected) = self.by_txid.get_mut(&row.txid) else {
-            if self.from_id.is_some_and(|from| row.id < from) {
+        let Some(expected) = self.by_txid.get_mut(&record.txid) else {
+            if self.from_id.is_some_and(|from| record.last_id < from) {
                 return;
             }
-            self.checked += 1;
+            self.checked += record.event_count.max(1);
             self.problem(
-                row.id,
+                record.id,
                 format!(
-                    "audit row {} (transaction {}) is not covered by the audit chain: it was inserted outside pgauth",
-                    row.id, row.txid
+                    "audit record {} (transaction {}) is not covered by the audit chain: it was inserted outside pgauth",
+                    record.id, record.txid
                 ),
             );
             return;
         };
-        self.checked += 1;
+        self.checked += record.event_count.max(1);
         let stored = to_digest(stored_digest).unwrap_or(GENESIS);
-        expected.hasher.add(row.id, &stored);
+        expected.hasher.add(record.id, record.last_id, &stored);
         let (first, last, position) = (
             expected.entry.first_id,
             expected.entry.last_id,
             expected.entry.position,
         );
         let mut found = None;
-        if row.id < first || row.id > last {
+        if record.id < first || record.last_id > last || record.last_id < record.id {
             found = Some(format!(
-                "audit row {} lies outside the ids {first}..{last} of its transaction (chain position {position}): it was inserted or renumbered",
-                row.id
+                "audit record {}..{} lies outside the ids {first}..{last} of its transaction (chain position {position}): it was inserted or renumbered",
+                record.id, record.last_id
             ));
-        } else if row.digest() != stored || stored_digest.len() != DIGEST_LEN {
+        } else if record.digest() != stored || stored_digest.len() != DIGEST_LEN {
             found = Some(format!(
-                "audit row {} was modified: its contents do not match its row_digest",
-                row.id
+                "audit record {}..{} was modified: its contents do not match its record_digest",
+                record.id, record.last_id
             ));
         }
         if let Some(reason) = found {
             expected.explained = true;
-            self.problem(row.id, reason);
+            self.problem(record.id, reason);
         }
     }
 
@@ -410,12 +439,12 @@ impl Verifier {
             if expected.explained {
                 continue;
             }
-            if h.count() != e.row_count as u64 {
+            if h.count() != e.record_count as u64 {
                 pending.push((
                     e.first_id,
                     format!(
-                        "transaction {} (chain position {}) committed {} audit rows, {} remain: rows were deleted or added",
-                        e.txid, e.position, e.row_count, h.count()
+                        "transaction {} (chain position {}) committed {} audit records, {} remain: records were deleted or added",
+                        e.txid, e.position, e.record_count, h.count()
                     ),
                 ));
             } else if h.first_id() != Some(e.first_id)
@@ -425,7 +454,7 @@ impl Verifier {
                 pending.push((
                     e.first_id,
                     format!(
-                        "the audit rows of transaction {} (chain position {}) do not match its digest: a row was modified, replaced or moved",
+                        "the audit records of transaction {} (chain position {}) do not match its digest: a record was modified, replaced or moved",
                         e.txid, e.position
                     ),
                 ));

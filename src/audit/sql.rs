@@ -1,13 +1,16 @@
-//! SQL layer of the audit log: the statement-level capture trigger, the per-row digest function,
+//! SQL layer of the audit log: the statement-level capture trigger, the record digest function,
 //! the commit-time chain append, verification, and enabling/disabling audit on a table.
 //!
-//! Hot paths are C-ABI functions declared by hand in sql/audit.sql (`LANGUAGE c`): they read
-//! their arguments as raw datums, so a row costs one jsonb-to-text conversion and one SHA3-512,
-//! with no conversion through Rust types. Audit rows are written as the owner of schema pgauth
-//! (`as_owner`), while the functions themselves run as the caller.
+//! A statement's events are written as one record (`pgauth.audit_records`, up to
+//! `RECORD_EVENTS` events each): the transition table is turned into one JSON array text in
+//! SQL, hashed once by `pgauth.audit_record_digest` (a C-ABI function declared by hand in
+//! sql/audit.sql that reads its arguments as raw datums) and stored uncompressed. One heap
+//! row and one SHA3-512 pass per statement, instead of per changed row. Records are written as
+//! the owner of schema pgauth (`as_owner`), while the functions themselves run as the caller.
 //!
-//! Never write audit rows any other way than through `pgauth.audit_row_digest` in an INSERT:
-//! that call is what tells this backend that the transaction needs a chain entry at commit.
+//! Never write audit records any other way than through `pgauth.audit_record_digest` in an
+//! INSERT: that call is what tells this backend that the transaction needs a chain entry at
+//! commit.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,8 +21,8 @@ use pgrx::prelude::*;
 use pgrx::{pg_sys, FromDatum, IntoDatum, PgRelation};
 
 use super::{
-    chain_digest, row_digest, AuditDigest, AuditRow, ChainEntry, Head, RowFields, TxnHasher,
-    Verdict, Verifier, GENESIS,
+    chain_digest, record_digest, AuditDigest, AuditRecord, ChainEntry, Head, RecordFields,
+    TxnHasher, Verdict, Verifier, GENESIS, RECORD_EVENTS,
 };
 use crate::backend::{as_owner, caller, json_string, record_event};
 use crate::error::{AuthError, AuthResult, OrRaise};
@@ -28,15 +31,16 @@ use crate::error::{AuthError, AuthResult, OrRaise};
 /// "pgauth" in ASCII followed by 0x0001.
 pub const CHAIN_LOCK_KEY: i64 = 0x7067_6175_7468_0001;
 
-/// Rows of one transaction are read back in batches of this many at commit.
-const FETCH_BATCH: i64 = 10_000;
+/// Records are read back in batches of this many.
+const FETCH_BATCH: i64 = 1_000;
 
-/// The audit rows this transaction wrote so far, hashed as they were written (ids only grow
-/// within a backend, so write order is id order).
+/// The audit records this transaction wrote so far, hashed as they were written (ids only grow
+/// within a backend and each statement writes its records in id order, so write order is id
+/// order).
 struct Pending {
     txid: u64,
     hasher: TxnHasher,
-    /// (subtransaction, hasher state before its first audit row): restored if it aborts.
+    /// (subtransaction, hasher state before its first audit record): restored if it aborts.
     checkpoints: Vec<(pg_sys::SubTransactionId, TxnHasher)>,
 }
 
@@ -44,13 +48,11 @@ struct Pending {
 struct AuditState {
     /// Some means "append to the chain at commit".
     pending: Option<Pending>,
-    /// True only while pgauth itself inserts audit rows: only those rows are chained.
-    capturing: bool,
     record_plan: Option<SavedPlan>,
-    /// Capture plans by trigger and table shape.
-    capture_plans: HashMap<(pg_sys::Oid, u64), SavedPlan>,
+    /// Stored shapes by trigger and table shape.
+    shapes: HashMap<(pg_sys::Oid, u64), std::rc::Rc<StoredShape>>,
     commit_plans: Option<CommitPlans>,
-    /// Set only while auth_audit_purge deletes archived rows.
+    /// Set only while auth_audit_purge deletes archived records.
     purging: bool,
 }
 
@@ -241,8 +243,8 @@ fn quote_literal(value: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The per-row digest: pgauth.audit_row_digest(bigint, timestamptz, xid8, text, uuid, inet, text,
-// text, jsonb, jsonb, jsonb) → bytea
+// The record digest: pgauth.audit_record_digest(bigint, bigint, integer, timestamptz, xid8, text,
+// uuid, inet, text, text, text) → bytea
 
 macro_rules! finfo_v1 {
     ($finfo:ident) => {
@@ -255,7 +257,7 @@ macro_rules! finfo_v1 {
     };
 }
 
-finfo_v1!(pg_finfo_pgauth_audit_row_digest);
+finfo_v1!(pg_finfo_pgauth_audit_record_digest);
 finfo_v1!(pg_finfo_pgauth_audit_capture);
 finfo_v1!(pg_finfo_pgauth_audit_refuse_change);
 finfo_v1!(pg_finfo_pgauth_audit_db_user);
@@ -284,13 +286,10 @@ unsafe fn jsonb_text<'a>(d: pg_sys::Datum) -> &'a [u8] {
     CStr::from_ptr(out).to_bytes()
 }
 
-/// Add audit row `id` to this transaction's digest, if pgauth is the one writing it.
-fn note_audit_row(id: i64, txid: u64, digest: &AuditDigest) {
+/// Add audit record `id` to this transaction's digest, if pgauth is the one writing it.
+fn note_audit_record(id: i64, last_id: i64, txid: u64, digest: &AuditDigest) {
     STATE.with(|s| {
         let mut s = s.borrow_mut();
-        if !s.capturing {
-            return;
-        }
         let pending = s.pending.get_or_insert_with(|| Pending {
             txid,
             hasher: TxnHasher::new(txid),
@@ -305,7 +304,7 @@ fn note_audit_row(id: i64, txid: u64, digest: &AuditDigest) {
             };
         }
         let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
-        // TopSubTransactionId: rows of the top level go only when the whole transaction does.
+        // TopSubTransactionId: records of the top level go only when the whole transaction does.
         let top_level = sub == 1;
         if !top_level
             && pending
@@ -316,65 +315,39 @@ fn note_audit_row(id: i64, txid: u64, digest: &AuditDigest) {
             let before = pending.hasher.clone();
             pending.checkpoints.push((sub, before));
         }
-        pending.hasher.add(id, digest);
+        pending.hasher.add(id, last_id, digest);
     });
-}
-
-/// Run an INSERT of audit rows; their digests are added to this transaction's.
-unsafe fn insert_audit_rows(
-    plan: SavedPlan,
-    args: &mut [pg_sys::Datum],
-    nulls: &[std::ffi::c_char],
-) {
-    STATE.with(|s| s.borrow_mut().capturing = true);
-    let rc = pg_sys::SPI_execute_plan(
-        plan.0,
-        if args.is_empty() {
-            std::ptr::null_mut()
-        } else {
-            args.as_mut_ptr()
-        },
-        if nulls.is_empty() {
-            std::ptr::null()
-        } else {
-            nulls.as_ptr()
-        },
-        false,
-        0,
-    );
-    STATE.with(|s| s.borrow_mut().capturing = false);
-    if rc != pg_sys::SPI_OK_INSERT as i32 {
-        spi_error("writing audit rows", rc).raise();
-    }
 }
 
 #[no_mangle]
 #[pg_guard]
-pub unsafe extern "C-unwind" fn pgauth_audit_row_digest(
+pub unsafe extern "C-unwind" fn pgauth_audit_record_digest(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    let id = arg(fcinfo, 0).map(|d| d.value() as i64);
-    let Some(id) = id else {
-        AuthError::InvalidRequest("audit row id must not be NULL".into()).raise()
+    let (Some(id), Some(last_id), Some(count)) = (arg(fcinfo, 0), arg(fcinfo, 1), arg(fcinfo, 2))
+    else {
+        AuthError::InvalidRequest("audit record ids and count must not be NULL".into()).raise()
     };
     let text = |n| arg(fcinfo, n).map(|d| varlena_bytes(d));
-    let jsonb = |n| arg(fcinfo, n).map(|d| jsonb_text(d));
-    let fields = RowFields {
-        id,
-        occurred_at: arg(fcinfo, 1).map_or(0, |d| d.value() as i64),
-        txid: arg(fcinfo, 2).map_or(0, |d| d.value() as u64),
-        db_user: text(3),
-        app_user_id: arg(fcinfo, 4)
+    let fields = RecordFields {
+        id: id.value() as i64,
+        last_id: last_id.value() as i64,
+        event_count: i64::from(count.value() as i32),
+        occurred_at: arg(fcinfo, 3).map_or(0, |d| d.value() as i64),
+        txid: arg(fcinfo, 4).map_or(0, |d| d.value() as u64),
+        db_user: text(5),
+        app_user_id: arg(fcinfo, 6)
             .map(|d| std::slice::from_raw_parts(d.cast_mut_ptr::<u8>().cast_const(), 16)),
-        client_addr: arg(fcinfo, 5).map(|d| inet_text(d)),
-        event: text(6),
-        table_name: text(7),
-        row_key: jsonb(8),
-        old_values: jsonb(9),
-        new_values: jsonb(10),
+        client_addr: arg(fcinfo, 7).map(|d| inet_text(d)),
+        event: text(8),
+        table_name: text(9),
+        shape: text(10),
+        rows: text(11),
+        events: text(12),
     };
-    let digest = row_digest(&fields);
-    note_audit_row(id, fields.txid, &digest);
+    // Only computes: records are chained when pgauth writes them (write_record), not when
+    // someone computes a digest.
+    let digest = record_digest(&fields);
     pgrx::rust_byte_slice_to_bytea(&digest)
         .into_datum()
         .unwrap_or(pg_sys::Datum::from(0))
@@ -392,7 +365,8 @@ pub unsafe extern "C-unwind" fn pgauth_audit_db_user(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Append-only guard: BEFORE UPDATE OR DELETE OR TRUNCATE ... FOR EACH STATEMENT
+// Append-only guard: BEFORE UPDATE OR DELETE OR TRUNCATE ... FOR EACH STATEMENT on the tables,
+// INSTEAD OF INSERT OR UPDATE OR DELETE ... FOR EACH ROW on the view pgauth.audit_log
 
 #[no_mangle]
 #[pg_guard]
@@ -411,8 +385,12 @@ pub unsafe extern "C-unwind" fn pgauth_audit_refuse_change(
     if !(purging && event == pg_sys::TRIGGER_EVENT_DELETE) {
         let rel = (*trigdata).tg_relation;
         let name = cstr_owned((*(*rel).rd_rel).relname.data.as_ptr());
-        AuthError::AuditAppendOnly(format!("pgauth.{name} is append-only: {op} is not allowed"))
-            .raise();
+        let msg = if op == "INSERT" {
+            format!("pgauth.{name} is written only by pgauth: INSERT is not allowed")
+        } else {
+            format!("pgauth.{name} is append-only: {op} is not allowed")
+        };
+        AuthError::AuditAppendOnly(msg).raise();
     }
     pg_sys::Datum::from(0)
 }
@@ -429,7 +407,7 @@ unsafe fn trigger_data(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::Trigger
 // The capture trigger: AFTER INSERT/UPDATE/DELETE (with transition tables) or TRUNCATE,
 // FOR EACH STATEMENT. Arguments: the columns never to store.
 
-/// Everything a capture plan's SQL depends on: a change to any of these needs a new plan.
+/// Everything the stored shape depends on: a change to any of these needs a new shape.
 unsafe fn table_shape(rel: pg_sys::Relation, pk_index: pg_sys::Oid) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let desc = (*rel).rd_att;
@@ -441,153 +419,321 @@ unsafe fn table_shape(rel: pg_sys::Relation, pk_index: pg_sys::Oid) -> u64 {
         let att = (*desc).attrs.as_ptr().add(i);
         CStr::from_ptr((*att).attname.data.as_ptr()).hash(&mut h);
         (*att).atttypid.to_u32().hash(&mut h);
+        (*att).atttypmod.hash(&mut h);
         (*att).attisdropped.hash(&mut h);
     }
     h.finish()
 }
 
-fn primary_key_columns(pk_index: pg_sys::Oid) -> AuthResult<Vec<String>> {
+/// Attribute numbers (1-based) of the primary key's columns.
+unsafe fn primary_key_attnums(pk_index: pg_sys::Oid) -> Vec<i16> {
     if pk_index == pg_sys::Oid::INVALID {
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT a.attname::text FROM pg_catalog.pg_index i
-               JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) ON true
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-              WHERE i.indexrelid = $1 ORDER BY k.n",
-            None,
-            &[pk_index.into()],
-        )?;
-        let mut cols = Vec::new();
-        for row in rows {
-            if let Some(name) = row.get::<String>(1)? {
-                cols.push(name);
-            }
-        }
-        Ok::<_, pgrx::spi::Error>(cols)
-    })
-    .map_err(|e| AuthError::Internal(format!("audit: reading the primary key failed: {e}")))
+    let index = pg_sys::index_open(pk_index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+    let form = (*index).rd_index;
+    let n = (*form).indnkeyatts as usize;
+    let keys = (*form).indkey.values.as_slice(n).to_vec();
+    pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+    keys
 }
 
-/// The INSERT … SELECT that turns one statement's transition table(s) into audit rows.
-fn capture_sql(event: u32, table: &str, pk: &[String], excluded: &[String]) -> String {
-    let key = |alias: &str| {
-        if pk.is_empty() {
-            "NULL::jsonb".to_string()
-        } else {
-            let pairs: Vec<String> = pk
-                .iter()
-                .map(|c| format!("{}, {alias}.{}", quote_literal(c), quote_ident(c)))
-                .collect();
-            format!("pg_catalog.jsonb_build_object({})", pairs.join(", "))
+/// How one audited table's rows are stored: the stored columns' descriptor (in
+/// TopMemoryContext, kept for the backend's life), where each comes from, and the shape text.
+struct StoredShape {
+    desc: pg_sys::TupleDesc,
+    /// 0-based attribute index in the table for each stored column.
+    source: Vec<usize>,
+    /// Stored columns that may hold out-of-line (TOASTed) values.
+    varlena: Vec<bool>,
+    shape: String,
+    table: String,
+}
+
+/// The stored shape for a table: every live column not excluded, plus the primary key's
+/// columns (an excluded key column is stored for the key but not shown in the values).
+unsafe fn stored_shape(
+    rel: pg_sys::Relation,
+    pk_index: pg_sys::Oid,
+    excluded: &[String],
+) -> StoredShape {
+    let desc = (*rel).rd_att;
+    let key = primary_key_attnums(pk_index);
+    let mut source = Vec::new();
+    let mut columns = Vec::new();
+    for i in 0..(*desc).natts as usize {
+        let att = (*desc).attrs.as_ptr().add(i);
+        if (*att).attisdropped {
+            continue;
         }
-    };
-    let values = |alias: &str| {
-        if excluded.is_empty() {
-            format!("pg_catalog.to_jsonb({alias}.*)")
-        } else {
-            let list: Vec<String> = excluded.iter().map(|c| quote_literal(c)).collect();
-            format!(
-                "(pg_catalog.to_jsonb({alias}.*) OPERATOR(pg_catalog.-) ARRAY[{}]::text[])",
-                list.join(", ")
-            )
+        let name = cstr_owned((*att).attname.data.as_ptr());
+        let is_key = key.contains(&((i + 1) as i16));
+        let value = !excluded.contains(&name);
+        if !is_key && !value {
+            continue;
         }
-    };
-    let (name, source) = match event {
-        pg_sys::TRIGGER_EVENT_INSERT => (
-            "insert",
-            format!(
-                "SELECT pg_catalog.nextval('pgauth.audit_log_id_seq'::pg_catalog.regclass) AS id,
-                        {} AS k, NULL::jsonb AS o, {} AS v
-                   FROM pgauth_new n OFFSET 0",
-                key("n"),
-                values("n")
-            ),
-        ),
-        pg_sys::TRIGGER_EVENT_DELETE => (
-            "delete",
-            format!(
-                "SELECT pg_catalog.nextval('pgauth.audit_log_id_seq'::pg_catalog.regclass) AS id,
-                        {} AS k, {} AS o, NULL::jsonb AS v
-                   FROM pgauth_old o OFFSET 0",
-                key("o"),
-                values("o")
-            ),
-        ),
-        pg_sys::TRIGGER_EVENT_UPDATE => (
-            "update",
-            // Old and new transition rows are stored pairwise in the same order; row_number()
-            // over each scan pairs them, also when the primary key itself changed.
-            format!(
-                "SELECT pg_catalog.nextval('pgauth.audit_log_id_seq'::pg_catalog.regclass) AS id,
-                        u.k, pgauth.audit_changed(u.oj, u.nj) AS o,
-                        pgauth.audit_changed(u.nj, u.oj) AS v
-                   FROM (SELECT nn.k, oo.j AS oj, nn.j AS nj
-                           FROM (SELECT pg_catalog.row_number() OVER () AS rn, {} AS j
-                                   FROM pgauth_old o) oo
-                           JOIN (SELECT pg_catalog.row_number() OVER () AS rn, {} AS k, {} AS j
-                                   FROM pgauth_new n) nn ON oo.rn OPERATOR(pg_catalog.=) nn.rn
-                          ORDER BY nn.rn) u
-                 OFFSET 0",
-                values("o"),
-                key("n"),
-                values("n")
-            ),
-        ),
-        _ => (
-            "truncate",
-            "SELECT pg_catalog.nextval('pgauth.audit_log_id_seq'::pg_catalog.regclass) AS id,
-                    NULL::jsonb AS k, NULL::jsonb AS o, NULL::jsonb AS v OFFSET 0"
-                .to_string(),
-        ),
-    };
-    let table = quote_literal(table);
-    // $1 occurred_at, $2 txid, $3 db_user, $4 client_addr: fixed for the statement, computed
-    // once by the trigger. The bound application user is an InitPlan: evaluated once.
-    format!(
-        "INSERT INTO pgauth.audit_log (id, occurred_at, txid, db_user, app_user_id, client_addr,
-                                       event, table_name, row_key, old_values, new_values,
-                                       row_digest)
-         OVERRIDING SYSTEM VALUE
-         SELECT r.id, $1, $2, $3, r.app_user, $4, '{name}', {table}, r.k, r.o, r.v,
-                pgauth.audit_row_digest(r.id, $1, $2, $3, r.app_user, $4, '{name}', {table}, r.k,
-                                        r.o, r.v)
-           FROM (SELECT s.*, (SELECT pgauth.audit_app_user()) AS app_user
-                   FROM ({source}) s OFFSET 0) r"
+        source.push(i);
+        columns.push(super::frames::Column {
+            name,
+            type_name: cstr_owned(pg_sys::format_type_be_qualified((*att).atttypid)),
+            typmod: (*att).atttypmod,
+            key: is_key,
+            value,
+        });
+    }
+    let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+    let stored = pg_sys::CreateTemplateTupleDesc(source.len() as i32);
+    for (n, &i) in source.iter().enumerate() {
+        pg_sys::TupleDescCopyEntry(stored, (n + 1) as i16, desc, (i + 1) as i16);
+    }
+    pg_sys::MemoryContextSwitchTo(old);
+    let varlena = source
+        .iter()
+        .map(|&i| (*(*desc).attrs.as_ptr().add(i)).attlen == -1)
+        .collect();
+    let table = format!(
+        "{}.{}",
+        quote_ident(&cstr_owned(pg_sys::get_namespace_name(
+            (*(*rel).rd_rel).relnamespace
+        ))),
+        quote_ident(&cstr_owned((*(*rel).rd_rel).relname.data.as_ptr()))
+    );
+    StoredShape {
+        desc: stored,
+        source,
+        varlena,
+        shape: super::frames::shape_json(&columns),
+        table,
+    }
+}
+
+/// Key of the lock that makes a range of event ids contiguous: "pgauth" then 0x0002.
+const ID_LOCK_KEY: i64 = 0x7067_6175_7468_0002;
+
+fn id_lock_tag() -> pg_sys::LOCKTAG {
+    pg_sys::LOCKTAG {
+        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        locktag_field2: (ID_LOCK_KEY >> 32) as u32,
+        locktag_field3: ID_LOCK_KEY as u32,
+        locktag_field4: 1,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    }
+}
+
+unsafe fn pgauth_relid(name: &str) -> pg_sys::Oid {
+    let ns = pg_sys::get_namespace_oid(c"pgauth".as_ptr(), false);
+    let c = CString::new(name).unwrap_or_default();
+    let oid = pg_sys::get_relname_relid(c.as_ptr(), ns);
+    if oid == pg_sys::Oid::INVALID {
+        AuthError::Internal(format!("pgauth.{name} is missing")).raise();
+    }
+    oid
+}
+
+/// Reserve `n` consecutive event ids; returns the first. Every reservation holds a short lock
+/// (not to the end of the transaction) so that ranges never interleave.
+unsafe fn reserve_ids(n: i64) -> i64 {
+    let seq = pgauth_relid("audit_event_id_seq");
+    let tag = id_lock_tag();
+    let lockmode = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
+    pg_sys::LockAcquire(&tag, lockmode, false, false);
+    let first = pgrx::fcinfo::direct_function_call_as_datum(
+        pg_sys::nextval_oid,
+        &[Some(pg_sys::Datum::from(seq))],
     )
+    .map_or(0, |d| d.value() as i64);
+    if n > 1 {
+        pgrx::fcinfo::direct_function_call_as_datum(
+            pg_sys::setval_oid,
+            &[
+                Some(pg_sys::Datum::from(seq)),
+                Some(pg_sys::Datum::from(first + n - 1)),
+            ],
+        );
+    }
+    pg_sys::LockRelease(&tag, lockmode, false);
+    first
 }
 
-/// The statement-level facts of an audit row, as SPI arguments $1..$4 (occurred_at, txid,
-/// db_user, client_addr) and their null flags.
-unsafe fn statement_facts() -> ([pg_sys::Datum; 4], [std::ffi::c_char; 4]) {
-    let ts = pg_sys::GetCurrentStatementStartTimestamp();
-    let txid = pg_sys::GetTopFullTransactionId().value;
-    let user = cstr_owned(pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), false));
+/// The pgauth user bound to the session, as uuid bytes: what `auth_current_user_id()` returns
+/// (and `pgauth.audit_app_user()`, which RBAC defines as it).
+fn app_user() -> Option<[u8; 16]> {
+    crate::session::sql::auth_current_user_id().map(|u| *u.as_bytes())
+}
+
+/// The statement-level facts of an audit record.
+struct Facts {
+    occurred_at: i64,
+    txid: u64,
+    db_user: String,
+    app_user: Option<[u8; 16]>,
+    client_addr: Option<String>,
+}
+
+unsafe fn statement_facts() -> Facts {
     let addr = pgrx::fcinfo::direct_function_call_as_datum(pg_sys::inet_client_addr, &[]);
-    let zero = pg_sys::Datum::from(0);
-    (
-        [
-            pg_sys::Datum::from(ts),
-            pg_sys::Datum::from(txid),
-            user.into_datum().unwrap_or(zero),
-            addr.unwrap_or(zero),
-        ],
-        [
-            b' ' as std::ffi::c_char,
-            b' ' as std::ffi::c_char,
-            b' ' as std::ffi::c_char,
-            if addr.is_some() { b' ' } else { b'n' } as std::ffi::c_char,
-        ],
-    )
+    Facts {
+        occurred_at: pg_sys::GetCurrentStatementStartTimestamp(),
+        txid: pg_sys::GetTopFullTransactionId().value,
+        db_user: cstr_owned(pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), false)),
+        app_user: app_user(),
+        client_addr: addr.map(|d| String::from_utf8_lossy(inet_text(d)).into_owned()),
+    }
 }
 
-const FACT_TYPES: [pg_sys::Oid; 4] = [
-    pg_sys::TIMESTAMPTZOID,
-    pg_sys::XID8OID,
-    pg_sys::TEXTOID,
-    pg_sys::INETOID,
-];
+/// Insert one record (its digest computed here) and add it to this transaction's digest.
+unsafe fn write_record(record: &AuditRecord) {
+    let digest = record.digest();
+    let plan = match STATE.with(|s| s.borrow().record_plan) {
+        Some(plan) => plan,
+        None => {
+            let plan = prepare_kept(
+                "INSERT INTO pgauth.audit_records (id, last_id, event_count, occurred_at, txid,
+                     db_user, app_user_id, client_addr, event, table_name, shape, rows, events,
+                     record_digest)
+                 VALUES ($1, $2, $3, $4, $5::text::xid8, $6, $7, $8::inet, $9, $10, $11, $12,
+                         $13, $14)",
+                &[
+                    pg_sys::INT8OID,
+                    pg_sys::INT8OID,
+                    pg_sys::INT4OID,
+                    pg_sys::TIMESTAMPTZOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::UUIDOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::BYTEAOID,
+                    pg_sys::TEXTOID,
+                    pg_sys::BYTEAOID,
+                ],
+            )
+            .or_raise();
+            STATE.with(|s| s.borrow_mut().record_plan = Some(plan));
+            plan
+        }
+    };
+    let zero = pg_sys::Datum::from(0);
+    let text = |v: Option<&str>| v.and_then(|t| t.into_datum());
+    let txid = record.txid.to_string();
+    let uuid = record
+        .app_user_id
+        .map(|u| pgrx::Uuid::from_bytes(u).into_datum().unwrap_or(zero));
+    let values: [Option<pg_sys::Datum>; 14] = [
+        Some(pg_sys::Datum::from(record.id)),
+        Some(pg_sys::Datum::from(record.last_id)),
+        Some(pg_sys::Datum::from(record.event_count as i32)),
+        Some(pg_sys::Datum::from(record.occurred_at)),
+        text(Some(&txid)),
+        text(record.db_user.as_deref()),
+        uuid,
+        text(record.client_addr.as_deref()),
+        text(Some(&record.event)),
+        text(record.table_name.as_deref()),
+        text(record.shape.as_deref()),
+        record.rows.as_deref().and_then(|r| r.into_datum()),
+        text(record.events.as_deref()),
+        digest.as_slice().into_datum(),
+    ];
+    let mut args: Vec<pg_sys::Datum> = values.iter().map(|v| v.unwrap_or(zero)).collect();
+    let nulls: Vec<std::ffi::c_char> = values
+        .iter()
+        .map(|v| if v.is_some() { b' ' } else { b'n' } as std::ffi::c_char)
+        .collect();
+    let rc = pg_sys::SPI_execute_plan(plan.0, args.as_mut_ptr(), nulls.as_ptr(), false, 0);
+    if rc != pg_sys::SPI_OK_INSERT as i32 {
+        spi_error("writing audit records", rc).raise();
+    }
+    note_audit_record(record.id, record.last_id, record.txid, &digest);
+}
+
+/// A record with the statement's facts and no events yet.
+fn new_record(facts: &Facts, event: &str, table: Option<String>) -> AuditRecord {
+    AuditRecord {
+        occurred_at: facts.occurred_at,
+        txid: facts.txid,
+        db_user: Some(facts.db_user.clone()),
+        app_user_id: facts.app_user,
+        client_addr: facts.client_addr.clone(),
+        event: event.to_string(),
+        table_name: table,
+        ..AuditRecord::default()
+    }
+}
+
+/// A reader of one transition table, with its own read pointer.
+struct TransitionReader {
+    store: *mut pg_sys::Tuplestorestate,
+    slot: *mut pg_sys::TupleTableSlot,
+    pointer: i32,
+}
+
+impl TransitionReader {
+    unsafe fn open(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) -> Option<Self> {
+        if store.is_null() {
+            return None;
+        }
+        let pointer = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
+        pg_sys::tuplestore_select_read_pointer(store, pointer);
+        pg_sys::tuplestore_rescan(store);
+        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
+        Some(TransitionReader {
+            store,
+            slot,
+            pointer,
+        })
+    }
+
+    /// The next row's values and nulls (valid until the next call).
+    unsafe fn next(&mut self) -> Option<(*mut pg_sys::Datum, *mut bool)> {
+        pg_sys::tuplestore_select_read_pointer(self.store, self.pointer);
+        if !pg_sys::tuplestore_gettupleslot(self.store, true, false, self.slot) {
+            return None;
+        }
+        pg_sys::slot_getallattrs(self.slot);
+        Some(((*self.slot).tts_values, (*self.slot).tts_isnull))
+    }
+
+    unsafe fn close(self) {
+        pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+        pg_sys::tuplestore_select_read_pointer(self.store, 0);
+    }
+}
+
+/// One transition row as a stored tuple's bytes (from t_infomask2 on), appended as a frame.
+unsafe fn push_row(
+    buf: &mut Vec<u8>,
+    shape: &StoredShape,
+    row: Option<(*mut pg_sys::Datum, *mut bool)>,
+    values: &mut [pg_sys::Datum],
+    nulls: &mut [bool],
+) {
+    let Some((src_values, src_nulls)) = row else {
+        super::frames::push_frame(buf, None);
+        return;
+    };
+    for (n, &i) in shape.source.iter().enumerate() {
+        let null = *src_nulls.add(i);
+        let mut v = *src_values.add(i);
+        // Out-of-line values point into the table's TOAST relation: store the value itself.
+        if !null && shape.varlena[n] && *v.cast_mut_ptr::<u8>() == 0x01 {
+            v = pg_sys::Datum::from(pg_sys::detoast_external_attr(v.cast_mut_ptr()));
+        }
+        values[n] = v;
+        nulls[n] = null;
+    }
+    let tuple = pg_sys::heap_form_tuple(shape.desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+    let len = (*tuple).t_len as usize;
+    let bytes = std::slice::from_raw_parts((*tuple).t_data.cast::<u8>(), len);
+    super::frames::push_frame(buf, Some(&bytes[STORED_FROM..]));
+    pg_sys::heap_freetuple(tuple);
+}
+
+/// Bytes of a heap tuple header before t_infomask2 (datum fields and t_ctid): not stored.
+const STORED_FROM: usize = 18;
 
 #[no_mangle]
 #[pg_guard]
@@ -605,45 +751,105 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
     let event = tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
     let trigger = (*trigdata).tg_trigger;
     let rel = (*trigdata).tg_relation;
+    let (old_store, new_store) = ((*trigdata).tg_oldtable, (*trigdata).tg_newtable);
+    let rows = [old_store, new_store]
+        .iter()
+        .filter(|s| !s.is_null())
+        .map(|s| pg_sys::tuplestore_tuple_count(*s))
+        .max();
+    if rows == Some(0) {
+        // Nothing changed (e.g. an UPDATE that matched no row): no record.
+        return pg_sys::Datum::from(0);
+    }
     let pk_index = pg_sys::RelationGetPrimaryKeyIndex(rel);
     let key = ((*trigger).tgoid, table_shape(rel, pk_index));
+    let excluded: Vec<String> = (0..(*trigger).tgnargs as usize)
+        .map(|i| cstr_owned(*(*trigger).tgargs.add(i)))
+        .collect();
     as_owner(|| {
         let _spi = RawSpi::connect().or_raise();
-        if pg_sys::SPI_register_trigger_data(trigdata) != pg_sys::SPI_OK_TD_REGISTER as i32 {
-            spi_error("SPI_register_trigger_data", 0).raise();
-        }
-        let cached = STATE.with(|s| s.borrow().capture_plans.get(&key).copied());
-        let plan = match cached {
-            Some(plan) => plan,
+        let facts = statement_facts();
+        let shape = match STATE.with(|s| s.borrow().shapes.get(&key).cloned()) {
+            Some(shape) => shape,
             None => {
-                let excluded: Vec<String> = (0..(*trigger).tgnargs as usize)
-                    .map(|i| cstr_owned(*(*trigger).tgargs.add(i)))
-                    .collect();
-                let table = format!(
-                    "{}.{}",
-                    quote_ident(&cstr_owned(pg_sys::get_namespace_name(
-                        (*(*rel).rd_rel).relnamespace
-                    ))),
-                    quote_ident(&cstr_owned((*(*rel).rd_rel).relname.data.as_ptr()))
-                );
-                let pk = primary_key_columns(pk_index).or_raise();
-                let sql = capture_sql(event, &table, &pk, &excluded);
-                let plan = prepare_kept(&sql, &FACT_TYPES).or_raise();
+                let shape = std::rc::Rc::new(stored_shape(rel, pk_index, &excluded));
                 STATE.with(|s| {
                     let mut s = s.borrow_mut();
-                    // Plans of a table whose shape changed are dropped with the cache, rarely.
-                    if s.capture_plans.len() > 1000 {
-                        for (_, p) in s.capture_plans.drain() {
-                            pg_sys::SPI_freeplan(p.0);
-                        }
+                    if s.shapes.len() > 1000 {
+                        // Shapes of tables that changed are dropped with the cache, rarely;
+                        // their descriptors stay allocated.
+                        s.shapes.clear();
                     }
-                    s.capture_plans.insert(key, plan);
+                    s.shapes.insert(key, shape.clone());
                 });
-                plan
+                shape
             }
         };
-        let (mut facts, nulls) = statement_facts();
-        insert_audit_rows(plan, &mut facts, &nulls);
+        let name = match event {
+            pg_sys::TRIGGER_EVENT_INSERT => "insert",
+            pg_sys::TRIGGER_EVENT_UPDATE => "update",
+            pg_sys::TRIGGER_EVENT_DELETE => "delete",
+            _ => "truncate",
+        };
+        let table = shape.table.clone();
+        let Some(total) = rows else {
+            // TRUNCATE: one event with no row.
+            let id = reserve_ids(1);
+            let mut record = new_record(&facts, name, Some(table));
+            record.id = id;
+            record.last_id = id;
+            record.event_count = 1;
+            record.events = Some(format!("[[{id},null,null,null]]"));
+            write_record(&record);
+            return;
+        };
+        let first = reserve_ids(total);
+        let desc = (*rel).rd_att;
+        let mut old = TransitionReader::open(old_store, desc);
+        let mut new = TransitionReader::open(new_store, desc);
+        {
+            let shape = &*shape;
+            let width = shape.source.len();
+            let mut values = vec![pg_sys::Datum::from(0); width];
+            let mut nulls = vec![false; width];
+            let context = pg_sys::AllocSetContextCreateExtended(
+                pg_sys::CurrentMemoryContext,
+                c"pgauth audit capture".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            );
+            let mut done = 0i64;
+            while done < total {
+                let count = (total - done).min(RECORD_EVENTS);
+                let mut buf = Vec::with_capacity(count as usize * 96);
+                for _ in 0..count {
+                    // Read in the caller's context: a slot frees its previous tuple itself.
+                    let o = old.as_mut().and_then(|r| r.next());
+                    let n = new.as_mut().and_then(|r| r.next());
+                    let caller = pg_sys::MemoryContextSwitchTo(context);
+                    push_row(&mut buf, shape, o, &mut values, &mut nulls);
+                    push_row(&mut buf, shape, n, &mut values, &mut nulls);
+                    pg_sys::MemoryContextSwitchTo(caller);
+                    pg_sys::MemoryContextReset(context);
+                }
+                let mut record = new_record(&facts, name, Some(shape.table.clone()));
+                record.id = first + done;
+                record.last_id = first + done + count - 1;
+                record.event_count = count;
+                record.shape = Some(shape.shape.clone());
+                record.rows = Some(buf);
+                write_record(&record);
+                done += count;
+            }
+            pg_sys::MemoryContextDelete(context);
+        }
+        if let Some(r) = old {
+            r.close();
+        }
+        if let Some(r) = new {
+            r.close();
+        }
     });
     pg_sys::Datum::from(0)
 }
@@ -684,7 +890,6 @@ unsafe extern "C-unwind" fn audit_xact_callback(
                 let mut s = s.borrow_mut();
                 s.pending = None;
                 s.purging = false;
-                s.capturing = false;
             });
         }
         _ => {}
@@ -705,7 +910,6 @@ unsafe extern "C-unwind" fn audit_subxact_callback(
     }
     STATE.with(|s| {
         let mut s = s.borrow_mut();
-        s.capturing = false;
         let Some(pending) = s.pending.as_mut() else {
             return;
         };
@@ -735,7 +939,7 @@ unsafe fn commit_plans() -> AuthResult<CommitPlans> {
         )?,
         append: prepare_kept(
             "INSERT INTO pgauth.audit_chain
-                 (position, txid, first_id, last_id, row_count, txn_digest, chain_digest)
+                 (position, txid, first_id, last_id, record_count, txn_digest, chain_digest)
              VALUES ($1, $2::text::xid8, $3, $4, $5, $6, $7)",
             &[
                 pg_sys::INT8OID,
@@ -841,22 +1045,6 @@ unsafe fn append_to_chain(pending: Pending) -> AuthResult<()> {
 
 finfo_v1!(pg_finfo_pgauth_record_event);
 
-const RECORD_EVENT_SQL: &str = "
-    WITH r AS MATERIALIZED (
-        SELECT pg_catalog.nextval('pgauth.audit_log_id_seq'::pg_catalog.regclass) AS id,
-               pg_catalog.statement_timestamp() AS ts, pg_catalog.pg_current_xact_id() AS txid,
-               pgauth.audit_db_user() AS db_user, pgauth.audit_app_user() AS app_user,
-               pg_catalog.inet_client_addr() AS addr,
-               pg_catalog.jsonb_build_object('subject', $2::text) AS k,
-               coalesce($3::jsonb, '{}'::jsonb) AS v)
-    INSERT INTO pgauth.audit_log (id, occurred_at, txid, db_user, app_user_id, client_addr, event,
-                                  table_name, row_key, old_values, new_values, row_digest)
-    OVERRIDING SYSTEM VALUE
-    SELECT r.id, r.ts, r.txid, r.db_user, r.app_user, r.addr, $1::text, NULL, r.k, NULL, r.v,
-           pgauth.audit_row_digest(r.id, r.ts, r.txid, r.db_user, r.app_user, r.addr, $1::text,
-                                   NULL, r.k, NULL, r.v)
-      FROM r";
-
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn pgauth_record_event(
@@ -865,30 +1053,26 @@ pub unsafe extern "C-unwind" fn pgauth_record_event(
     let Some(event) = arg(fcinfo, 0) else {
         AuthError::InvalidRequest("audit event name must not be NULL".into()).raise()
     };
-    let subject = arg(fcinfo, 1);
-    let details = arg(fcinfo, 2);
+    let event = String::from_utf8_lossy(varlena_bytes(event)).into_owned();
+    let subject = arg(fcinfo, 1).map(|d| String::from_utf8_lossy(varlena_bytes(d)).into_owned());
+    let details = match arg(fcinfo, 2) {
+        Some(d) => String::from_utf8_lossy(jsonb_text(d)).into_owned(),
+        None => "{}".to_string(),
+    };
+    let key = match &subject {
+        Some(s) => format!("{{\"subject\": {}}}", json_string(s)),
+        None => "{\"subject\": null}".to_string(),
+    };
     as_owner(|| {
         let _spi = RawSpi::connect().or_raise();
-        let plan = match STATE.with(|s| s.borrow().record_plan) {
-            Some(plan) => plan,
-            None => {
-                let plan = prepare_kept(
-                    RECORD_EVENT_SQL,
-                    &[pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::JSONBOID],
-                )
-                .or_raise();
-                STATE.with(|s| s.borrow_mut().record_plan = Some(plan));
-                plan
-            }
-        };
-        let zero = pg_sys::Datum::from(0);
-        let mut args = [event, subject.unwrap_or(zero), details.unwrap_or(zero)];
-        let nulls = [
-            b' ' as std::ffi::c_char,
-            if subject.is_some() { b' ' } else { b'n' } as std::ffi::c_char,
-            if details.is_some() { b' ' } else { b'n' } as std::ffi::c_char,
-        ];
-        insert_audit_rows(plan, &mut args, &nulls);
+        let facts = statement_facts();
+        let id = reserve_ids(1);
+        let mut record = new_record(&facts, &event, None);
+        record.id = id;
+        record.last_id = id;
+        record.event_count = 1;
+        record.events = Some(format!("[[{id}, {key}, null, {details}]]"));
+        write_record(&record);
     });
     pg_sys::Datum::from(0)
 }
@@ -931,7 +1115,7 @@ struct VerifyPlans {
     start: SavedPlan,
     anchor: SavedPlan,
     chain: SavedPlan,
-    rows: SavedPlan,
+    records: SavedPlan,
 }
 
 unsafe fn verify_plans() -> AuthResult<VerifyPlans> {
@@ -951,21 +1135,21 @@ unsafe fn verify_plans() -> AuthResult<VerifyPlans> {
             &[pg_sys::INT8OID],
         )?,
         chain: prepare_kept(
-            "SELECT position, txid::text, first_id, last_id, row_count, txn_digest, chain_digest
+            "SELECT position, txid::text, first_id, last_id, record_count, txn_digest, chain_digest
                FROM pgauth.audit_chain WHERE position >= $1 ORDER BY position",
             &[pg_sys::INT8OID],
         )?,
-        rows: prepare_kept(
-            "SELECT id, occurred_at, txid, db_user, app_user_id, client_addr, event,
-                    table_name, row_key, old_values, new_values, row_digest
-               FROM pgauth.audit_log WHERE id >= $1 ORDER BY id",
+        records: prepare_kept(
+            "SELECT id, last_id, event_count, occurred_at, txid, db_user, app_user_id,
+                    client_addr, event, table_name, shape, rows, events, record_digest
+               FROM pgauth.audit_records WHERE last_id >= $1 ORDER BY id",
             &[pg_sys::INT8OID],
         )?,
     })
 }
 
 unsafe fn free_plans(p: VerifyPlans) {
-    for plan in [p.start, p.anchor, p.chain, p.rows] {
+    for plan in [p.start, p.anchor, p.chain, p.records] {
         pg_sys::SPI_freeplan(plan.0);
     }
 }
@@ -1014,7 +1198,7 @@ fn verify(from_id: Option<i64>, head: Option<Head>) -> AuthResult<Verdict> {
                     txid: col_text(t, d, 2)?.parse().ok()?,
                     first_id: col_i64(t, d, 3)?,
                     last_id: col_i64(t, d, 4)?,
-                    row_count: col_i64(t, d, 5)?,
+                    record_count: col_i64(t, d, 5)?,
                     txn_digest: col_bytes(t, d, 6)?,
                     chain_digest: col_bytes(t, d, 7)?,
                 })
@@ -1042,32 +1226,37 @@ fn verify(from_id: Option<i64>, head: Option<Head>) -> AuthResult<Verdict> {
                 ),
             );
         }
-        for_each_row(plans.rows, &mut [pg_sys::Datum::from(scan_from)], |t, d| {
-            let app_user_id = column(t, d, 5).map(|v| {
-                let mut u = [0u8; 16];
-                u.copy_from_slice(std::slice::from_raw_parts(v.cast_mut_ptr::<u8>(), 16));
-                u
-            });
-            // The same conversions as audit_row_digest: xid8 as u64, inet and jsonb through
-            // their output functions.
-            let owned = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-            let json = |n| column(t, d, n).map(|v| owned(jsonb_text(v)));
-            let row = AuditRow {
-                id: col_i64(t, d, 1).unwrap_or(0),
-                occurred_at: col_i64(t, d, 2).unwrap_or(0),
-                txid: column(t, d, 3).map_or(0, |v| v.value() as u64),
-                db_user: col_text(t, d, 4),
-                app_user_id,
-                client_addr: column(t, d, 6).map(|v| owned(inet_text(v))),
-                event: col_text(t, d, 7).unwrap_or_default(),
-                table_name: col_text(t, d, 8),
-                row_key: json(9),
-                old_values: json(10),
-                new_values: json(11),
-            };
-            let stored = col_bytes(t, d, 12).unwrap_or_default();
-            verifier.add_row(&row, &stored);
-        })?;
+        for_each_row(
+            plans.records,
+            &mut [pg_sys::Datum::from(scan_from)],
+            |t, d| {
+                let app_user_id = column(t, d, 7).map(|v| {
+                    let mut u = [0u8; 16];
+                    u.copy_from_slice(std::slice::from_raw_parts(v.cast_mut_ptr::<u8>(), 16));
+                    u
+                });
+                // The same conversions as audit_record_digest: xid8 as u64, inet through its
+                // output function, text as stored.
+                let owned = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                let record = AuditRecord {
+                    id: col_i64(t, d, 1).unwrap_or(0),
+                    last_id: col_i64(t, d, 2).unwrap_or(0),
+                    event_count: column(t, d, 3).map_or(0, |v| i64::from(v.value() as i32)),
+                    occurred_at: col_i64(t, d, 4).unwrap_or(0),
+                    txid: column(t, d, 5).map_or(0, |v| v.value() as u64),
+                    db_user: col_text(t, d, 6),
+                    app_user_id,
+                    client_addr: column(t, d, 8).map(|v| owned(inet_text(v))),
+                    event: col_text(t, d, 9).unwrap_or_default(),
+                    table_name: col_text(t, d, 10),
+                    shape: col_text(t, d, 11),
+                    rows: col_bytes(t, d, 12),
+                    events: col_text(t, d, 13),
+                };
+                let stored = col_bytes(t, d, 14).unwrap_or_default();
+                verifier.add_record(&record, &stored);
+            },
+        )?;
         pg_sys::PopActiveSnapshot();
         free_plans(plans);
         Ok(verifier.finish(head.as_ref()))
@@ -1275,7 +1464,7 @@ fn auth_audit_disable(tbl: PgRelation) {
 // ---------------------------------------------------------------------------------------------
 // Retention
 
-/// Remove the chain entries up to `through_position` and all their audit rows, after checking
+/// Remove the chain entries up to `through_position` and all their audit records, after checking
 /// them, leaving a checkpoint (position and chain digest) from which the rest stays verifiable.
 /// Superuser only. Export the rows first (README, "Retention").
 #[pg_extern(volatile, strict, parallel_unsafe)]
@@ -1297,12 +1486,14 @@ fn auth_audit_purge(through_position: i64) -> i64 {
         let result = Spi::connect_mut(|client| {
             let found = client
                 .update(
-                    "INSERT INTO pgauth.audit_checkpoints (position, chain_digest, purged_rows)
+                    "INSERT INTO pgauth.audit_checkpoints (position, chain_digest, purged_events)
                      SELECT c.position, c.chain_digest,
-                            (SELECT coalesce(sum(row_count), 0) FROM pgauth.audit_chain
-                              WHERE position <= $1)
+                            (SELECT coalesce(sum(r.event_count), 0)::bigint
+                               FROM pgauth.audit_records r
+                               JOIN pgauth.audit_chain p ON p.txid = r.txid
+                              WHERE p.position <= $1)
                        FROM pgauth.audit_chain c WHERE c.position = $1
-                     RETURNING purged_rows",
+                     RETURNING purged_events",
                     None,
                     &[through_position.into()],
                 )?
@@ -1312,7 +1503,7 @@ fn auth_audit_purge(through_position: i64) -> i64 {
                 return Ok(None);
             };
             client.update(
-                "DELETE FROM pgauth.audit_log l USING pgauth.audit_chain c
+                "DELETE FROM pgauth.audit_records l USING pgauth.audit_chain c
                   WHERE c.position <= $1 AND l.txid = c.txid",
                 None,
                 &[through_position.into()],
@@ -1339,9 +1530,139 @@ fn auth_audit_purge(through_position: i64) -> i64 {
         record_event(
             "audit_purged",
             "pgauth.audit_log",
-            &format!("{{\"through_position\": {through_position}, \"rows\": {purged}}}"),
+            &format!("{{\"through_position\": {through_position}, \"events\": {purged}}}"),
         )
     })
     .or_raise();
     purged
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading stored rows back: pgauth.audit_decode(shape, rows, first_id), used by the view
+// pgauth.audit_log.
+
+/// A blessed record descriptor for the given columns of a shape.
+unsafe fn shape_desc(cols: &[&super::frames::Column]) -> AuthResult<pg_sys::TupleDesc> {
+    let desc = pg_sys::CreateTemplateTupleDesc(cols.len() as i32);
+    for (n, c) in cols.iter().enumerate() {
+        let type_name = CString::new(c.type_name.as_str())
+            .map_err(|_| AuthError::Internal("NUL in an audit shape".into()))?;
+        let oid = pgrx::fcinfo::direct_function_call_as_datum(
+            pg_sys::regtypein,
+            &[Some(pg_sys::Datum::from(type_name.as_ptr()))],
+        )
+        .map(|d| pg_sys::Oid::from(d.value() as u32))
+        .unwrap_or(pg_sys::Oid::INVALID);
+        let name = CString::new(c.name.as_str())
+            .map_err(|_| AuthError::Internal("NUL in an audit shape".into()))?;
+        pg_sys::TupleDescInitEntry(desc, (n + 1) as i16, name.as_ptr(), oid, c.typmod, 0);
+    }
+    Ok(pg_sys::BlessTupleDesc(desc))
+}
+
+/// A stored frame as a composite datum of `desc`, after checking its header.
+unsafe fn frame_tuple(bytes: &[u8], desc: pg_sys::TupleDesc) -> AuthResult<pg_sys::HeapTupleData> {
+    let bad = |why: &str| AuthError::Internal(format!("malformed audit row: {why}"));
+    if bytes.len() < 5 {
+        return Err(bad("too short"));
+    }
+    let total = STORED_FROM + bytes.len();
+    let natts = u16::from_ne_bytes([bytes[0], bytes[1]]) & pg_sys::HEAP_NATTS_MASK as u16;
+    let hoff = bytes[4] as usize;
+    if natts as i32 > (*desc).natts || hoff < STORED_FROM + 5 || hoff > total {
+        return Err(bad("header does not fit the shape"));
+    }
+    let data = pg_sys::palloc0(total).cast::<u8>();
+    std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(STORED_FROM), bytes.len());
+    let header = data.cast::<pg_sys::HeapTupleHeaderData>();
+    pgrx::varlena::set_varsize_4b(header.cast(), total as i32);
+    (*header).t_choice.t_datum.datum_typeid = pg_sys::RECORDOID;
+    (*header).t_choice.t_datum.datum_typmod = (*desc).tdtypmod;
+    Ok(pg_sys::HeapTupleData {
+        t_len: total as u32,
+        t_self: pg_sys::ItemPointerData::default(),
+        t_tableOid: pg_sys::InvalidOid,
+        t_data: header,
+    })
+}
+
+/// `row_to_json` of the tuple, or of the chosen columns only.
+unsafe fn tuple_json(
+    tuple: &mut pg_sys::HeapTupleData,
+    desc: pg_sys::TupleDesc,
+    part: Option<(&[usize], pg_sys::TupleDesc)>,
+) -> String {
+    let datum = match part {
+        None => pg_sys::Datum::from(tuple.t_data),
+        Some((columns, part_desc)) => {
+            let n = (*desc).natts as usize;
+            let mut values = vec![pg_sys::Datum::from(0); n];
+            let mut nulls = vec![false; n];
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            let mut pv: Vec<pg_sys::Datum> = columns.iter().map(|&i| values[i]).collect();
+            let mut pn: Vec<bool> = columns.iter().map(|&i| nulls[i]).collect();
+            let t = pg_sys::heap_form_tuple(part_desc, pv.as_mut_ptr(), pn.as_mut_ptr());
+            pg_sys::heap_copy_tuple_as_datum(t, part_desc)
+        }
+    };
+    pgrx::fcinfo::direct_function_call_as_datum(pg_sys::row_to_json, &[Some(datum)])
+        .map(|d| String::from_utf8_lossy(varlena_bytes(d)).into_owned())
+        .unwrap_or_default()
+}
+
+type DecodedRow = (i64, Option<String>, Option<String>, Option<String>);
+
+fn decode(shape: &str, rows: &[u8], first_id: i64) -> AuthResult<Vec<DecodedRow>> {
+    let cols = super::frames::parse_shape(shape).map_err(AuthError::Internal)?;
+    let events = super::frames::events(rows).map_err(AuthError::Internal)?;
+    let all: Vec<&super::frames::Column> = cols.iter().collect();
+    let key_idx: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].key).collect();
+    let value_idx: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].value).collect();
+    unsafe {
+        let full = shape_desc(&all)?;
+        let key_desc = shape_desc(&key_idx.iter().map(|&i| &cols[i]).collect::<Vec<_>>())?;
+        let value_part = if value_idx.len() == cols.len() {
+            None
+        } else {
+            let d = shape_desc(&value_idx.iter().map(|&i| &cols[i]).collect::<Vec<_>>())?;
+            Some((value_idx.as_slice(), d))
+        };
+        let mut out = Vec::with_capacity(events.len());
+        for (n, (old, new)) in events.into_iter().enumerate() {
+            let mut old = old.map(|b| frame_tuple(b, full)).transpose()?;
+            let mut new = new.map(|b| frame_tuple(b, full)).transpose()?;
+            let key = match new.as_mut().or(old.as_mut()) {
+                Some(t) if !key_idx.is_empty() => {
+                    Some(tuple_json(t, full, Some((&key_idx, key_desc))))
+                }
+                _ => None,
+            };
+            let old_json = old.as_mut().map(|t| tuple_json(t, full, value_part));
+            let new_json = new.as_mut().map(|t| tuple_json(t, full, value_part));
+            out.push((first_id + n as i64, key, old_json, new_json));
+        }
+        Ok(out)
+    }
+}
+
+/// The events of a record's stored rows, as JSON text: (id, row_key, old_values, new_values).
+/// Old and new values are the whole rows (without excluded columns); the view
+/// pgauth.audit_log keeps only the changed columns of an UPDATE.
+/// Declared by hand in sql/audit.sql, in schema pgauth (symbol `audit_decode_wrapper`).
+#[pg_extern(sql = false)]
+#[allow(clippy::type_complexity)]
+fn audit_decode(
+    shape: &str,
+    rows: &[u8],
+    first_id: i64,
+) -> TableIterator<
+    'static,
+    (
+        name!(id, i64),
+        name!(row_key, Option<String>),
+        name!(old_values, Option<String>),
+        name!(new_values, Option<String>),
+    ),
+> {
+    TableIterator::new(decode(shape, rows, first_id).or_raise())
 }

@@ -1,8 +1,11 @@
 use super::*;
 
-fn row(id: i64, txid: u64, event: &str, new: Option<&str>) -> AuditRow {
-    AuditRow {
+/// A one-event record, like a single-row statement writes.
+fn row(id: i64, txid: u64, event: &str, new: Option<&str>) -> AuditRecord {
+    AuditRecord {
         id,
+        last_id: id,
+        event_count: 1,
         occurred_at: 817_000_000_000_000 + id,
         txid,
         db_user: Some("alice".into()),
@@ -10,21 +13,26 @@ fn row(id: i64, txid: u64, event: &str, new: Option<&str>) -> AuditRow {
         client_addr: Some("127.0.0.1".into()),
         event: event.into(),
         table_name: Some("public.accounts".into()),
-        row_key: Some(format!("{{\"id\": {id}}}")),
-        old_values: None,
-        new_values: new.map(str::to_string),
+        shape: None,
+        rows: None,
+        events: Some(format!(
+            "[[{id},{{\"id\":{id}}},null,{}]]",
+            new.unwrap_or("null")
+        )),
     }
 }
 
 /// A log of transactions (txid → rows) chained in the given commit order.
-fn build(txns: &[(u64, Vec<AuditRow>)]) -> (Vec<ChainEntry>, Vec<(AuditRow, Vec<u8>)>) {
+fn build(txns: &[(u64, Vec<AuditRecord>)]) -> (Vec<ChainEntry>, Vec<(AuditRecord, Vec<u8>)>) {
     let mut chain = Vec::new();
     let mut previous = GENESIS;
     let mut rows = Vec::new();
     for (i, (txid, txn_rows)) in txns.iter().enumerate() {
-        let digests: Vec<(i64, AuditDigest)> =
-            txn_rows.iter().map(|r| (r.id, r.digest())).collect();
-        let txn = txn_digest(*txid, digests.iter().map(|(id, d)| (*id, d)));
+        let digests: Vec<(i64, i64, AuditDigest)> = txn_rows
+            .iter()
+            .map(|r| (r.id, r.last_id, r.digest()))
+            .collect();
+        let txn = txn_digest(*txid, digests.iter().map(|(id, last, d)| (*id, *last, d)));
         let position = i as i64 + 1;
         let link = chain_digest(&previous, position, &txn);
         previous = link;
@@ -32,8 +40,8 @@ fn build(txns: &[(u64, Vec<AuditRow>)]) -> (Vec<ChainEntry>, Vec<(AuditRow, Vec<
             position,
             txid: *txid,
             first_id: txn_rows.first().unwrap().id,
-            last_id: txn_rows.last().unwrap().id,
-            row_count: txn_rows.len() as i64,
+            last_id: txn_rows.last().unwrap().last_id,
+            record_count: txn_rows.len() as i64,
             txn_digest: txn.to_vec(),
             chain_digest: link.to_vec(),
         });
@@ -46,7 +54,7 @@ fn build(txns: &[(u64, Vec<AuditRow>)]) -> (Vec<ChainEntry>, Vec<(AuditRow, Vec<
 }
 
 /// Two interleaved transactions (ids 1,3,5 and 2,4) and a third (6), like concurrent writers.
-fn sample() -> (Vec<ChainEntry>, Vec<(AuditRow, Vec<u8>)>) {
+fn sample() -> (Vec<ChainEntry>, Vec<(AuditRecord, Vec<u8>)>) {
     build(&[
         (
             901,
@@ -67,21 +75,23 @@ fn sample() -> (Vec<ChainEntry>, Vec<(AuditRow, Vec<u8>)>) {
     ])
 }
 
-fn verify(chain: &[ChainEntry], rows: &[(AuditRow, Vec<u8>)], head: Option<&Head>) -> Verdict {
+fn verify(chain: &[ChainEntry], rows: &[(AuditRecord, Vec<u8>)], head: Option<&Head>) -> Verdict {
     let mut v = Verifier::new(GENESIS, None, None);
     for e in chain {
         v.add_entry(e.clone());
     }
     for (r, d) in rows {
-        v.add_row(r, d);
+        v.add_record(r, d);
     }
     v.finish(head)
 }
 
 #[test]
 fn serialisation_is_stable() {
-    let r = AuditRow {
+    let r = AuditRecord {
         id: 1,
+        last_id: 4,
+        event_count: 5,
         occurred_at: 2,
         txid: 3,
         db_user: Some("u".into()),
@@ -89,14 +99,16 @@ fn serialisation_is_stable() {
         client_addr: None,
         event: "insert".into(),
         table_name: Some("t".into()),
-        row_key: None,
-        old_values: None,
-        new_values: Some("{}".into()),
+        shape: None,
+        rows: Some(vec![0xff]),
+        events: Some("[]".into()),
     };
-    let bytes = canonical_row_bytes(&r.fields());
-    let mut expected = b"pgauth audit row v1".to_vec();
+    let bytes = canonical_record_bytes(&r.fields());
+    let mut expected = b"pgauth audit record v2".to_vec();
     for field in [
         &[1u8, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1][..],
+        &[1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 4],
+        &[1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 5],
         &[1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 2],
         &[1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 3],
         &[1, 0, 0, 0, 1, b'u'],
@@ -105,8 +117,8 @@ fn serialisation_is_stable() {
         &[1, 0, 0, 0, 6, b'i', b'n', b's', b'e', b'r', b't'],
         &[1, 0, 0, 0, 1, b't'],
         &[0],
-        &[0],
-        &[1, 0, 0, 0, 2, b'{', b'}'],
+        &[1, 0, 0, 0, 1, 0xff],
+        &[1, 0, 0, 0, 2, b'[', b']'],
     ] {
         expected.extend_from_slice(field);
     }
@@ -115,8 +127,8 @@ fn serialisation_is_stable() {
     // above: changing the definition breaks every stored chain.
     assert_eq!(
         hex(&r.digest()),
-        "e24f0069b39e3853e221fdabb93cb8fe63b9e2e2832fbeb1002790387b5fdc54\
-         515f64f8f882780c9f06cf28dd0dbddf15eda00a6b28a55a480b3b37d8bdf6f5"
+        "707fe65d1ebc6f7928dc3f2a42f72a62dc981ded72e12df7f31bff26c266806f\
+         267a3abbe26d11952aa16977920ed9801b90c686ced5591ac1dae7ecc8e8449a"
     );
     assert_eq!(r.digest(), digest_of(&expected));
 }
@@ -135,8 +147,10 @@ fn serialisation_is_unambiguous() {
     assert_ne!(base.digest(), moved.digest());
     // NULL differs from empty.
     let mut empty = base.clone();
-    empty.old_values = Some(String::new());
-    assert_ne!(base.digest(), empty.digest());
+    empty.table_name = Some(String::new());
+    let mut null_table = base.clone();
+    null_table.table_name = None;
+    assert_ne!(null_table.digest(), empty.digest());
     let mut null_user = base.clone();
     null_user.db_user = None;
     let mut empty_user = base.clone();
@@ -152,6 +166,15 @@ fn serialisation_is_unambiguous() {
     let mut other = base.clone();
     other.txid = 2;
     assert_ne!(base.digest(), other.digest());
+    let mut other = base.clone();
+    other.last_id = 9;
+    assert_ne!(base.digest(), other.digest());
+    let mut other = base.clone();
+    other.event_count = 2;
+    assert_ne!(base.digest(), other.digest());
+    let mut other = base.clone();
+    other.events = other.events.map(|e| e.replace("{}", "{ }"));
+    assert_ne!(base.digest(), other.digest(), "the events' exact bytes");
 }
 
 #[test]
@@ -164,9 +187,13 @@ fn chain_links_depend_on_everything_before() {
     assert_ne!(chain_digest(&a, 3, &t2), b, "position is covered");
     assert_ne!(chain_digest(&chain_digest(&GENESIS, 1, &t2), 2, &t1), b);
     let d = [5u8; 64];
-    assert_ne!(txn_digest(1, [(1, &d), (2, &d)]), txn_digest(1, [(1, &d)]));
-    assert_ne!(txn_digest(1, [(1, &d)]), txn_digest(2, [(1, &d)]));
-    assert_ne!(txn_digest(1, [(1, &d)]), txn_digest(1, [(2, &d)]));
+    assert_ne!(
+        txn_digest(1, [(1, 1, &d), (2, 2, &d)]),
+        txn_digest(1, [(1, 1, &d)])
+    );
+    assert_ne!(txn_digest(1, [(1, 1, &d)]), txn_digest(2, [(1, 1, &d)]));
+    assert_ne!(txn_digest(1, [(1, 1, &d)]), txn_digest(1, [(2, 2, &d)]));
+    assert_ne!(txn_digest(1, [(1, 1, &d)]), txn_digest(1, [(1, 3, &d)]));
 }
 
 #[test]
@@ -192,7 +219,12 @@ fn an_intact_log_verifies() {
 #[test]
 fn a_modified_row_is_found_at_its_id() {
     let (chain, mut rows) = sample();
-    rows[3].0.new_values = Some("{\"id\": 40}".into());
+    rows[3].0.events = rows[3]
+        .0
+        .events
+        .as_ref()
+        .map(|e| e.replace("{\"id\": 4}", "{\"id\": 40}"));
+    assert_ne!(rows[3].0.events, sample().1[3].0.events);
     let v = verify(&chain, &rows, None);
     assert!(!v.ok);
     assert_eq!(v.first_bad_id, Some(4));
@@ -219,7 +251,7 @@ fn a_deleted_row_is_found() {
     rows.remove(2); // id 3, transaction 900 (ids 1, 3, 5)
     let v = verify(&chain, &rows, None);
     assert_eq!(v.first_bad_id, Some(1));
-    assert!(v.reason.unwrap().contains("3 audit rows, 2 remain"));
+    assert!(v.reason.unwrap().contains("3 audit records, 2 remain"));
     let (chain, mut rows) = sample();
     rows.remove(5); // the only row of the last transaction
     let v = verify(&chain, &rows, None);
@@ -248,8 +280,8 @@ fn swapped_rows_are_found_at_the_lower_id() {
     let (chain, mut rows) = sample();
     // Swap everything but the id, digests included.
     let (a, b) = (rows[1].clone(), rows[3].clone());
-    rows[1] = (AuditRow { id: 2, ..b.0 }, b.1);
-    rows[3] = (AuditRow { id: 4, ..a.0 }, a.1);
+    rows[1] = (AuditRecord { id: 2, ..b.0 }, b.1);
+    rows[3] = (AuditRecord { id: 4, ..a.0 }, a.1);
     assert_eq!(verify(&chain, &rows, None).first_bad_id, Some(2));
 }
 
@@ -257,7 +289,7 @@ fn swapped_rows_are_found_at_the_lower_id() {
 fn chain_tampering_is_found() {
     // An entry modified.
     let (mut chain, rows) = sample();
-    chain[1].row_count = 2;
+    chain[1].record_count = 2;
     let v = verify(&chain, &rows, None);
     assert!(!v.ok);
     // An entry removed together with its rows.
@@ -307,7 +339,7 @@ fn the_verifying_transaction_own_rows_are_skipped() {
         v.add_entry(e.clone());
     }
     for (r, d) in &rows {
-        v.add_row(r, d);
+        v.add_record(r, d);
     }
     assert!(v.finish(None).ok);
 }
@@ -322,7 +354,7 @@ fn verification_can_start_after_an_archived_part() {
         v.add_entry(e.clone());
     }
     for (r, d) in rows.iter().filter(|(r, _)| r.txid != 901) {
-        v.add_row(r, d);
+        v.add_record(r, d);
     }
     let verdict = v.finish(None);
     assert!(verdict.ok, "{verdict:?}");
@@ -333,4 +365,39 @@ fn verification_can_start_after_an_archived_part() {
         v.add_entry(e.clone());
     }
     assert!(!v.finish(None).ok);
+}
+
+#[test]
+fn a_statement_record_is_checked_whole() {
+    // Transaction 950 wrote one statement of three events (ids 10..12) in one record (the
+    // frames' contents do not matter to the digest).
+    let record = AuditRecord {
+        last_id: 12,
+        event_count: 3,
+        events: None,
+        shape: Some(r#"{"columns":[["id","integer",-1,true,true]]}"#.into()),
+        rows: Some(vec![1, 2, 3, 4, 5, 6, 7, 8, 9]),
+        ..row(10, 950, "insert", None)
+    };
+    let (chain, rows) = build(&[(950, vec![record])]);
+    let v = verify(&chain, &rows, None);
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.checked, 3, "checked counts events");
+    // One byte of the rows changed: reported at the record's first event id.
+    let mut bad = rows.clone();
+    if let Some(r) = bad[0].0.rows.as_mut() {
+        r[4] ^= 1;
+    }
+    let v = verify(&chain, &bad, None);
+    assert_eq!(v.first_bad_id, Some(10));
+    assert!(v
+        .reason
+        .unwrap()
+        .contains("audit record 10..12 was modified"));
+    // A record claiming ids beyond its transaction's.
+    let mut bad = rows.clone();
+    bad[0].0.last_id = 13;
+    let v = verify(&chain, &bad, None);
+    assert_eq!(v.first_bad_id, Some(10));
+    assert!(v.reason.unwrap().contains("outside the ids"));
 }

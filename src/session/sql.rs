@@ -250,7 +250,7 @@ fn user_is_active(user: &Uuid) -> bool {
 /// The pgauth user bound to this transaction; NULL when none. With
 /// `pgauth.trust_request_jwt_claims` on, falls back to the `sub` of PostgREST's verified claims.
 #[pg_extern(stable, parallel_safe)]
-fn auth_current_user_id() -> Option<Uuid> {
+pub(crate) fn auth_current_user_id() -> Option<Uuid> {
     if let Some(b) = current_binding() {
         return Some(Uuid::from_bytes(b.user_id));
     }

@@ -45,7 +45,9 @@ fn audited_database(name: &str) -> Client {
         "CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance numeric NOT NULL)",
         "SELECT auth_audit_enable('accounts')",
         "INSERT INTO accounts VALUES (1, 'ann', 10)",
-        "INSERT INTO accounts SELECT g, 'user ' || g, g FROM generate_series(2, 6) g",
+        // One transaction of two statements: records of one event (2) and of four (3..6).
+        "INSERT INTO accounts VALUES (2, 'user 2', 2);
+         INSERT INTO accounts SELECT g, 'user ' || g, g FROM generate_series(3, 6) g",
         "UPDATE accounts SET balance = balance + 1 WHERE id IN (2, 3)",
         "DELETE FROM accounts WHERE id = 6",
         "INSERT INTO accounts VALUES (7, 'zed', 70)",
@@ -71,7 +73,7 @@ fn id_of(db: &mut Client, event: &str, key: i32) -> i64 {
 fn tampered(db: &mut Client, tamper: &str) -> Verdict {
     db.batch_execute("BEGIN").unwrap();
     db.batch_execute(
-        "ALTER TABLE pgauth.audit_log DISABLE TRIGGER audit_log_append_only;
+        "ALTER TABLE pgauth.audit_records DISABLE TRIGGER audit_records_append_only;
          ALTER TABLE pgauth.audit_chain DISABLE TRIGGER audit_chain_append_only;",
     )
     .unwrap();
@@ -91,55 +93,78 @@ fn tampering_by_a_superuser_is_found_at_the_right_row() {
     let deleted6 = id_of(&mut db, "delete", 6);
     let zed = id_of(&mut db, "insert", 7);
 
-    // A row's contents changed.
+    // Bytes of a stored row changed ('user 4' becomes 'user 9', inside the record of users
+    // 3..6): found at that record, i.e. its first event.
     let v = tampered(
         &mut db,
-        &format!("UPDATE pgauth.audit_log SET new_values = '{{\"id\": 3, \"owner\": \"mallory\", \"balance\": 3}}' WHERE id = {user3}"),
+        &format!(
+            "UPDATE pgauth.audit_records
+                SET rows = decode(replace(encode(rows, 'hex'), encode('user 4', 'hex'),
+                                          encode('user 9', 'hex')), 'hex')
+              WHERE id = {user3}"
+        ),
     );
     assert!(!v.ok);
     assert_eq!(v.first_bad_id, Some(user3), "{v:?}");
-    assert!(v.reason.as_deref().unwrap_or("").contains("modified"));
-
-    // A row deleted: the only row of its transaction, then one of five.
+    assert!(
+        v.reason.as_deref().unwrap_or("").contains("modified"),
+        "{v:?}"
+    );
+    // A security event's JSON changed.
+    let enabled: i64 = db
+        .query_one(
+            "SELECT min(id) FROM pgauth.audit_records WHERE event = 'audit_enabled'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     let v = tampered(
         &mut db,
-        &format!("DELETE FROM pgauth.audit_log WHERE id = {deleted6}"),
+        "UPDATE pgauth.audit_records SET events = replace(events, 'accounts', 'nothing')
+          WHERE event = 'audit_enabled'",
+    );
+    assert_eq!(v.first_bad_id, Some(enabled), "{v:?}");
+
+    // A record deleted: the only record of its transaction, then one of two.
+    let v = tampered(
+        &mut db,
+        &format!("DELETE FROM pgauth.audit_records WHERE id = {deleted6}"),
     );
     assert_eq!(v.first_bad_id, Some(deleted6), "{v:?}");
     let v = tampered(
         &mut db,
-        &format!("DELETE FROM pgauth.audit_log WHERE id = {user3}"),
+        &format!("DELETE FROM pgauth.audit_records WHERE id = {user3}"),
     );
     assert!(!v.ok);
     assert_eq!(
         v.first_bad_id,
         Some(user2),
-        "reported at the transaction's first row: {v:?}"
+        "reported at the transaction's first event: {v:?}"
     );
-    assert!(v
-        .reason
-        .as_deref()
-        .unwrap_or("")
-        .contains("5 audit rows, 4 remain"));
+    assert!(
+        v.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("2 audit records, 1 remain"),
+        "{v:?}"
+    );
 
-    // A forged row with a correct row digest, inserted outside pgauth's capture.
+    // A forged record with a correct record digest, inserted outside pgauth's capture.
     let v = tampered(
         &mut db,
-        "WITH f AS (SELECT (SELECT max(id) + 1 FROM pgauth.audit_log) AS id, now() AS ts,
-                           '12345'::xid8 AS txid)
-         INSERT INTO pgauth.audit_log (id, occurred_at, txid, db_user, event, table_name, row_key,
-                                       new_values, row_digest)
-         OVERRIDING SYSTEM VALUE
-         SELECT f.id, f.ts, f.txid, 'postgres', 'insert', 'public.accounts', '{\"id\": 99}',
-                '{\"id\": 99, \"owner\": \"ghost\", \"balance\": 1}',
-                pgauth.audit_row_digest(f.id, f.ts, f.txid, 'postgres', NULL, NULL, 'insert',
-                                        'public.accounts', '{\"id\": 99}',
-                                        NULL, '{\"id\": 99, \"owner\": \"ghost\", \"balance\": 1}')
+        "WITH f AS (SELECT (SELECT max(last_id) + 1 FROM pgauth.audit_records) AS id, now() AS ts,
+                           '12345'::xid8 AS txid,
+                           '[[0, {\"id\": 99}, null, {\"id\": 99, \"owner\": \"ghost\"}]]' AS ev)
+         INSERT INTO pgauth.audit_records (id, last_id, event_count, occurred_at, txid, db_user,
+                                           event, table_name, events, record_digest)
+         SELECT f.id, f.id, 1, f.ts, f.txid, 'postgres', 'insert', 'public.accounts', f.ev,
+                pgauth.audit_record_digest(f.id, f.id, 1, f.ts, f.txid, 'postgres', NULL, NULL,
+                                           'insert', 'public.accounts', NULL, NULL, f.ev)
            FROM f",
     );
     assert!(!v.ok);
     let forged: i64 = db
-        .query_one("SELECT max(id) + 1 FROM pgauth.audit_log", &[])
+        .query_one("SELECT max(last_id) + 1 FROM pgauth.audit_records", &[])
         .unwrap()
         .get(0);
     assert_eq!(v.first_bad_id, Some(forged), "{v:?}");
@@ -149,29 +174,31 @@ fn tampering_by_a_superuser_is_found_at_the_right_row() {
         .unwrap_or("")
         .contains("not covered by the audit chain"));
 
-    // Two rows' contents swapped (digests included): found at the lower id.
+    // Two records' contents swapped (digests included): found at the lower id.
     let v = tampered(
         &mut db,
         &format!(
-            "CREATE TEMP TABLE saved AS SELECT * FROM pgauth.audit_log WHERE id IN ({ann}, {zed});
-             UPDATE pgauth.audit_log l
-                SET occurred_at = s.occurred_at, txid = s.txid, event = s.event,
-                    row_key = s.row_key, old_values = s.old_values, new_values = s.new_values,
-                    row_digest = s.row_digest
+            "CREATE TEMP TABLE saved AS SELECT * FROM pgauth.audit_records WHERE id IN ({ann}, {zed});
+             UPDATE pgauth.audit_records l
+                SET occurred_at = s.occurred_at, txid = s.txid, event = s.event, shape = s.shape,
+                    rows = s.rows, events = s.events, record_digest = s.record_digest
                FROM saved s
               WHERE (l.id, s.id) IN (({ann}, {zed}), ({zed}, {ann}));"
         ),
     );
     assert_eq!(v.first_bad_id, Some(ann), "{v:?}");
 
-    // A forger who also recomputes the row digest is caught by the transaction digest.
+    // A forger who also recomputes the record digest is caught by the transaction digest.
     let v = tampered(
         &mut db,
         &format!(
-            "UPDATE pgauth.audit_log SET new_values = '{{\"id\": 3, \"owner\": \"mallory\", \"balance\": 3}}' WHERE id = {user3};
-             UPDATE pgauth.audit_log SET row_digest = pgauth.audit_row_digest(id, occurred_at, txid,
-                    db_user, app_user_id, client_addr, event, table_name, row_key, old_values,
-                    new_values) WHERE id = {user3};"
+            "UPDATE pgauth.audit_records
+                SET rows = decode(replace(encode(rows, 'hex'), encode('user 4', 'hex'),
+                                          encode('user 9', 'hex')), 'hex')
+              WHERE id = {user3};
+             UPDATE pgauth.audit_records SET record_digest = pgauth.audit_record_digest(id,
+                    last_id, event_count, occurred_at, txid, db_user, app_user_id, client_addr,
+                    event, table_name, shape, rows, events) WHERE id = {user3};"
         ),
     );
     assert_eq!(v.first_bad_id, Some(user2), "{v:?}");
@@ -180,21 +207,40 @@ fn tampering_by_a_superuser_is_found_at_the_right_row() {
         .as_deref()
         .unwrap_or("")
         .contains("do not match its digest"));
+    // What the forger achieved is visible in the log, and found.
+    db.batch_execute("BEGIN").unwrap();
+    db.batch_execute(&format!(
+        "SET LOCAL session_replication_role = replica;
+                  UPDATE pgauth.audit_records
+                     SET rows = decode(replace(encode(rows, 'hex'), encode('user 4', 'hex'),
+                                               encode('user 9', 'hex')), 'hex')
+                   WHERE id = {user3}"
+    ))
+    .unwrap();
+    let owner: String = db
+        .query_one(
+            "SELECT new_values->>'owner' FROM pgauth.audit_log WHERE event = 'insert' AND row_key = '{\"id\": 4}'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "user 9");
+    db.batch_execute("ROLLBACK").unwrap();
 
     // Chain entries changed or removed.
     let v = tampered(
         &mut db,
-        "UPDATE pgauth.audit_chain SET row_count = row_count + 1 WHERE position = 2",
+        "UPDATE pgauth.audit_chain SET record_count = record_count + 1 WHERE position = 2",
     );
     assert!(!v.ok, "{v:?}");
-    // Position 3 is the transaction that inserted users 2..6: its rows lose their cover.
+    // Position 3 is the transaction that inserted users 2..6: its records lose their cover.
     let v = tampered(&mut db, "DELETE FROM pgauth.audit_chain WHERE position = 3");
     assert_eq!(v.first_bad_id, Some(user2), "{v:?}");
     assert!(v.reason.as_deref().unwrap_or("").contains("not covered"));
-    // ... and with its rows gone too, the gap in the chain shows.
+    // ... and with its records gone too, the gap in the chain shows.
     let v = tampered(
         &mut db,
-        "DELETE FROM pgauth.audit_log l USING pgauth.audit_chain c WHERE c.position = 3 AND l.txid = c.txid;
+        "DELETE FROM pgauth.audit_records l USING pgauth.audit_chain c WHERE c.position = 3 AND l.txid = c.txid;
          DELETE FROM pgauth.audit_chain WHERE position = 3;",
     );
     assert!(!v.ok);
@@ -222,11 +268,11 @@ fn a_cut_tail_is_found_against_a_stored_head() {
     let with_head = "SELECT * FROM auth_audit_verify(NULL, $1, $2)";
     assert!(verify_sql(&mut db, with_head, &[&head_id, &head_digest]).ok);
 
-    // Remove the last two transactions (rows and chain entries): the chain itself is intact.
+    // Remove the last two transactions (records and chain entries): the chain itself is intact.
     db.batch_execute("BEGIN").unwrap();
     db.batch_execute(
         "SET LOCAL session_replication_role = replica;
-         DELETE FROM pgauth.audit_log l USING pgauth.audit_chain c
+         DELETE FROM pgauth.audit_records l USING pgauth.audit_chain c
           WHERE l.txid = c.txid AND c.position > (SELECT max(position) - 2 FROM pgauth.audit_chain);
          DELETE FROM pgauth.audit_chain
           WHERE position > (SELECT max(position) - 2 FROM pgauth.audit_chain);",
@@ -340,18 +386,19 @@ fn concurrent_writers_with_rollbacks_keep_one_verifiable_chain() {
         writers as i64 * 32,
         "4 writers × 40 transactions, 8 rolled back each"
     );
-    let (sum, rows): (i64, i64) = {
+    let (sum, records, events): (i64, i64, i64) = {
         let r = db
             .query_one(
-                "SELECT (SELECT sum(row_count)::bigint FROM pgauth.audit_chain),
+                "SELECT (SELECT sum(record_count)::bigint FROM pgauth.audit_chain),
+                        (SELECT count(*) FROM pgauth.audit_records),
                         (SELECT count(*) FROM pgauth.audit_log)",
                 &[],
             )
             .unwrap();
-        (r.get(0), r.get(1))
+        (r.get(0), r.get(1), r.get(2))
     };
-    assert_eq!(sum, rows, "the chain covers every row exactly");
-    assert_eq!(v.checked, rows);
+    assert_eq!(sum, records, "the chain covers every record exactly");
+    assert_eq!(v.checked, events, "verify counts events");
 }
 
 /// The cluster's data directory and binaries (tests/cluster.sh layout).
@@ -426,11 +473,11 @@ fn assert_every_committed_row_audited(db: &mut Client, committed: &BTreeSet<i64>
     assert!(v.ok, "{v:?}");
     let missing: i64 = db
         .query_one(
-            "SELECT count(*) FROM unnest($1::bigint[]) c(id)
+            "WITH l AS MATERIALIZED (SELECT row_key FROM pgauth.audit_log
+                                      WHERE table_name = 'public.crash')
+             SELECT count(*) FROM unnest($1::bigint[]) c(id)
               WHERE NOT EXISTS (SELECT 1 FROM crash t WHERE t.id = c.id)
-                 OR NOT EXISTS (SELECT 1 FROM pgauth.audit_log l
-                                 WHERE l.table_name = 'public.crash'
-                                   AND l.row_key = jsonb_build_object('id', c.id))",
+                 OR NOT EXISTS (SELECT 1 FROM l WHERE l.row_key = jsonb_build_object('id', c.id))",
             &[&committed.iter().copied().collect::<Vec<i64>>()],
         )
         .unwrap()
@@ -439,9 +486,10 @@ fn assert_every_committed_row_audited(db: &mut Client, committed: &BTreeSet<i64>
     // And nothing in the table escaped the audit log.
     let unaudited: i64 = db
         .query_one(
-            "SELECT count(*) FROM crash t WHERE NOT EXISTS
-               (SELECT 1 FROM pgauth.audit_log l WHERE l.table_name = 'public.crash'
-                   AND l.row_key = jsonb_build_object('id', t.id))",
+            "WITH l AS MATERIALIZED (SELECT row_key FROM pgauth.audit_log
+                                      WHERE table_name = 'public.crash')
+             SELECT count(*) FROM crash t WHERE NOT EXISTS
+               (SELECT 1 FROM l WHERE l.row_key = jsonb_build_object('id', t.id))",
             &[],
         )
         .unwrap()
@@ -568,7 +616,8 @@ fn an_unprivileged_role_cannot_touch_the_audit_log() {
         "SELECT auth_audit_purge(1)",
         "SELECT count(*) FROM pgauth.audit_log",
         "SELECT count(*) FROM auth_audit_events()",
-        "INSERT INTO pgauth.audit_log (occurred_at, txid, event, row_digest) VALUES (now(), '1', 'forged', '\\x00')",
+        "SELECT count(*) FROM pgauth.audit_records",
+        "INSERT INTO pgauth.audit_records (id, last_id, event_count, occurred_at, txid, event, record_digest) VALUES (1, 1, 1, now(), '1', 'forged', '\\x00')",
         "SELECT pgauth.record_event('forged', 'x')",
         "DROP TRIGGER pgauth_audit_insert ON accounts",
     ] {
