@@ -61,6 +61,8 @@ CREATE TABLE pgauth.audit_records (
 -- Written once, read rarely: no compression on the write path.
 ALTER TABLE pgauth.audit_records ALTER COLUMN rows SET STORAGE EXTERNAL;
 CREATE INDEX audit_records_occurred_at ON pgauth.audit_records USING brin (occurred_at);
+-- The sealer reads the records of the transactions that finished since the last seal.
+CREATE INDEX audit_records_txid ON pgauth.audit_records (txid);
 COMMENT ON TABLE pgauth.audit_records IS
     'pgauth audit records: the events of one statement, TRUNCATE or security event each; append-only, verified by auth_audit_verify(); read them through pgauth.audit_log';
 
@@ -102,7 +104,8 @@ SELECT e.id, r.occurred_at, r.txid, r.db_user, r.app_user_id, r.client_addr, r.e
 COMMENT ON VIEW pgauth.audit_log IS
     'pgauth audit events: table changes (insert/update/delete/truncate) and security events, one row each; append-only, verified by auth_audit_verify()';
 
--- One entry per committed transaction that wrote audit rows, in commit order.
+-- One entry per committed transaction that wrote audit records, appended by the sealer
+-- (auth_audit_seal, and commits every pgauth.audit_seal_interval) in transaction id order.
 CREATE TABLE pgauth.audit_chain (
     position     bigint PRIMARY KEY,
     txid         xid8 NOT NULL UNIQUE,
@@ -110,16 +113,18 @@ CREATE TABLE pgauth.audit_chain (
     last_id      bigint NOT NULL,
     record_count bigint NOT NULL,
     txn_digest   bytea NOT NULL,
-    chain_digest bytea NOT NULL
+    chain_digest bytea NOT NULL,
+    horizon      xid8 NOT NULL
 );
 COMMENT ON TABLE pgauth.audit_chain IS
-    'pgauth audit hash chain: chain_digest = SHA3-512(tag || previous chain_digest || position || txn_digest)';
+    'pgauth audit hash chain, one entry per committed transaction that wrote audit records, appended by the sealer: chain_digest = SHA3-512(tag || previous chain_digest || position || txn_digest); horizon = every transaction below it was finished when the entry was sealed';
 
 -- Left by auth_audit_purge(): the chain digest at the last purged position, from which the
 -- remaining chain is verified.
 CREATE TABLE pgauth.audit_checkpoints (
     position     bigint PRIMARY KEY,
     chain_digest bytea NOT NULL,
+    horizon      xid8 NOT NULL,
     purged_events bigint NOT NULL,
     purged_by    text NOT NULL DEFAULT pgauth.audit_db_user(),
     purged_at    timestamptz NOT NULL DEFAULT pg_catalog.now()

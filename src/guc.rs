@@ -8,6 +8,8 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use crate::password::limits::*;
 use crate::password::Argon2Settings;
 
+/// Milliseconds between a backend's attempts to seal the audit chain at commit.
+pub static AUDIT_SEAL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static ARGON2_MEMORY_KIB: GucSetting<i32> =
     GucSetting::<i32>::new(Argon2Settings::OWASP.memory_kib as i32);
 pub static ARGON2_ITERATIONS: GucSetting<i32> =
@@ -27,6 +29,16 @@ pub fn register() {
     // Superuser-only (PGC_SUSET): a session must not be able to lower the cost of new hashes or
     // make auth_needs_rehash() accept weaker ones. PostgreSQL refuses out-of-range values with an
     // error that names the valid range.
+    GucRegistry::define_int_guc(
+        c"pgauth.audit_seal_interval",
+        c"How often (ms) a committing transaction that wrote audit records tries to seal the audit chain.",
+        c"0 seals at every such commit. Sealing never waits: if another transaction is sealing, this one skips.",
+        &AUDIT_SEAL_INTERVAL_MS,
+        0,
+        3_600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
     GucRegistry::define_int_guc(
         c"pgauth.argon2_memory_kib",
         c"Argon2id memory cost in KiB for new password hashes.",

@@ -1,6 +1,8 @@
 -- Audit: what a DBA sees when auditing a table, verifying the log, and trying to change it.
 -- Runs first in the regress database: it creates pgauth and drops it again at the end.
 CREATE EXTENSION pgauth;
+-- Seal only when asked (auth_audit_seal), so the chain below is deterministic.
+SET pgauth.audit_seal_interval = '1h';
 CREATE ROLE pgauth_regress_auditor LOGIN IN ROLE pgauth_admin;
 CREATE ROLE pgauth_regress_nobody LOGIN;
 
@@ -36,7 +38,10 @@ SELECT bool_and(l.id BETWEEN r.id AND r.last_id) AS ids_in_records,
        count(*) = (SELECT sum(event_count) FROM pgauth.audit_records) AS one_row_per_event
   FROM pgauth.audit_log l JOIN pgauth.audit_records r ON r.id = l.record_id;
 
--- One chain entry per committed transaction that wrote audit records.
+-- Commits only insert records; the sealer chains the transactions that have finished,
+-- one entry per committed transaction that wrote audit records.
+SELECT auth_audit_seal() AS sealed;
+SELECT auth_audit_seal() AS sealed_again;
 SELECT position, record_count, octet_length(txn_digest) AS txn_len, octet_length(chain_digest) AS chain_len
   FROM pgauth.audit_chain ORDER BY position;
 

@@ -248,6 +248,8 @@ pub struct ChainEntry {
     pub record_count: i64,
     pub txn_digest: Vec<u8>,
     pub chain_digest: Vec<u8>,
+    /// Every transaction below this one had finished when the entry was sealed.
+    pub horizon: u64,
 }
 
 /// What `auth_audit_verify` reports.
@@ -290,6 +292,10 @@ pub struct Verifier {
     from_id: Option<i64>,
     /// Transaction of the verifying session: its records are not chained until it commits.
     own_txid: Option<u64>,
+    /// Transactions from here up to `next_txid` are not sealed yet: their records are checked
+    /// against their own digests only.
+    sealed_below: u64,
+    next_txid: u64,
     checked: i64,
     worst: Option<(i64, String)>,
     /// A problem that has no audit id (e.g. the tail was cut off).
@@ -313,11 +319,21 @@ impl Verifier {
             by_txid: HashMap::new(),
             from_id,
             own_txid,
+            sealed_below: u64::MAX,
+            next_txid: u64::MAX,
             checked: 0,
             worst: None,
             unplaced: None,
             positions: HashMap::new(),
         }
+    }
+
+    /// Records of transactions from `sealed_below` (the last seal's horizon) up to `next_txid`
+    /// (the next transaction id the server will assign) are not chained yet.
+    pub fn with_unsealed(mut self, sealed_below: u64, next_txid: u64) -> Self {
+        self.sealed_below = sealed_below;
+        self.next_txid = next_txid;
+        self
     }
 
     /// Record a problem found outside the chain and records (e.g. a missing checkpoint).
@@ -356,6 +372,15 @@ impl Verifier {
                     e.position
                 ),
             ),
+        }
+        if e.txid >= e.horizon {
+            self.problem(
+                e.first_id,
+                format!(
+                    "audit chain entry at position {} chains transaction {} at or above its horizon {}: the entry was forged",
+                    e.position, e.txid, e.horizon
+                ),
+            );
         }
         // Continue from what is stored, so one bad link is reported once.
         let next = stored_chain.unwrap_or(GENESIS);
@@ -396,6 +421,19 @@ impl Verifier {
                 return;
             }
             self.checked += record.event_count.max(1);
+            if record.txid >= self.sealed_below && record.txid < self.next_txid {
+                // Committed since the last seal: only its own digest can be checked yet.
+                if record.digest().as_slice() != stored_digest {
+                    self.problem(
+                        record.id,
+                        format!(
+                            "audit record {}..{} (not sealed yet) was modified: its contents do not match its record_digest",
+                            record.id, record.last_id
+                        ),
+                    );
+                }
+                return;
+            }
             self.problem(
                 record.id,
                 format!(

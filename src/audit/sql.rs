@@ -27,31 +27,24 @@ use super::{
 use crate::backend::{as_owner, caller, json_string, record_event};
 use crate::error::{AuthError, AuthResult, OrRaise};
 
-/// Key of the transaction-level advisory lock that orders chain appends (per database):
-/// "pgauth" in ASCII followed by 0x0001.
+/// Key of the transaction-level advisory lock held by the sealer (per database): "pgauth" in
+/// ASCII followed by 0x0001.
 pub const CHAIN_LOCK_KEY: i64 = 0x7067_6175_7468_0001;
 
 /// Records are read back in batches of this many.
 const FETCH_BATCH: i64 = 1_000;
 
-/// The audit records this transaction wrote so far, hashed as they were written (ids only grow
-/// within a backend and each statement writes its records in id order, so write order is id
-/// order).
-struct Pending {
-    txid: u64,
-    hasher: TxnHasher,
-    /// (subtransaction, hasher state before its first audit record): restored if it aborts.
-    checkpoints: Vec<(pg_sys::SubTransactionId, TxnHasher)>,
-}
-
 #[derive(Default)]
 struct AuditState {
-    /// Some means "append to the chain at commit".
-    pending: Option<Pending>,
+    /// This transaction wrote audit records: try to seal at commit (every
+    /// `pgauth.audit_seal_interval`).
+    wrote: bool,
+    /// When this backend last tried to seal (µs since 2000-01-01).
+    last_seal_attempt: i64,
     record_plan: Option<SavedPlan>,
     /// Stored shapes by trigger and table shape.
     shapes: HashMap<(pg_sys::Oid, u64), std::rc::Rc<StoredShape>>,
-    commit_plans: Option<CommitPlans>,
+    seal_plans: Option<SealPlans>,
     /// Set only while auth_audit_purge deletes archived records.
     purging: bool,
 }
@@ -60,10 +53,12 @@ struct AuditState {
 struct SavedPlan(pg_sys::SPIPlanPtr);
 
 #[derive(Clone, Copy)]
-struct CommitPlans {
+struct SealPlans {
+    /// The last chain entry, or the last checkpoint when the chain is empty (after a purge of
+    /// everything the chain goes on from there): (position, chain_digest, horizon).
     head: SavedPlan,
-    /// Only when the chain is empty: after a purge of everything, the chain goes on from there.
-    checkpoint: SavedPlan,
+    /// The records of the transactions in [$1, $2), by transaction and id.
+    records: SavedPlan,
     append: SavedPlan,
 }
 
@@ -284,39 +279,6 @@ unsafe fn jsonb_text<'a>(d: pg_sys::Datum) -> &'a [u8] {
     let len = pgrx::varlena::varsize_any(jb.cast()) as i32;
     let out = pg_sys::JsonbToCString(std::ptr::null_mut(), &mut (*jb).root, len);
     CStr::from_ptr(out).to_bytes()
-}
-
-/// Add audit record `id` to this transaction's digest, if pgauth is the one writing it.
-fn note_audit_record(id: i64, last_id: i64, txid: u64, digest: &AuditDigest) {
-    STATE.with(|s| {
-        let mut s = s.borrow_mut();
-        let pending = s.pending.get_or_insert_with(|| Pending {
-            txid,
-            hasher: TxnHasher::new(txid),
-            checkpoints: Vec::new(),
-        });
-        if pending.txid != txid {
-            // Cannot happen: the state is cleared at the end of every transaction.
-            *pending = Pending {
-                txid,
-                hasher: TxnHasher::new(txid),
-                checkpoints: Vec::new(),
-            };
-        }
-        let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
-        // TopSubTransactionId: records of the top level go only when the whole transaction does.
-        let top_level = sub == 1;
-        if !top_level
-            && pending
-                .checkpoints
-                .last()
-                .is_none_or(|(last, _)| sub > *last)
-        {
-            let before = pending.hasher.clone();
-            pending.checkpoints.push((sub, before));
-        }
-        pending.hasher.add(id, last_id, digest);
-    });
 }
 
 #[no_mangle]
@@ -647,7 +609,7 @@ unsafe fn write_record(record: &AuditRecord) {
     if rc != pg_sys::SPI_OK_INSERT as i32 {
         spi_error("writing audit records", rc).raise();
     }
-    note_audit_record(record.id, record.last_id, record.txid, &digest);
+    STATE.with(|s| s.borrow_mut().wrote = true);
 }
 
 /// A record with the statement's facts and no events yet.
@@ -855,12 +817,18 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The chain append, at pre-commit of every transaction that wrote audit rows.
+// The sealer: chains the transactions that finished since the last seal.
+//
+// A transaction that writes audit records only inserts them; nothing orders writers or their
+// commits. Sealing takes the chain lock without waiting (another sealer means this one has
+// nothing to do), reads the head with a fresh snapshot, and takes that snapshot's xmin as the
+// new horizon: every transaction below it has finished, so the records of the committed ones
+// are all visible and no more can appear. It appends one chain entry per transaction in
+// [previous horizon, new horizon) that wrote records, in transaction id order.
 
 pub(crate) fn install_xact_callback() {
     unsafe {
         pg_sys::RegisterXactCallback(Some(audit_xact_callback), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(audit_subxact_callback), std::ptr::null_mut());
     }
 }
 
@@ -871,24 +839,28 @@ unsafe extern "C-unwind" fn audit_xact_callback(
 ) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => {
-            if let Some(pending) = STATE.with(|s| s.borrow_mut().pending.take()) {
-                append_to_chain(pending).or_raise();
+            let (wrote, last) = STATE.with(|s| {
+                let s = s.borrow();
+                (s.wrote, s.last_seal_attempt)
+            });
+            let now = pg_sys::GetCurrentTimestamp();
+            let interval = i64::from(crate::guc::AUDIT_SEAL_INTERVAL_MS.get()) * 1000;
+            // Not under SERIALIZABLE: reading with a newer snapshot than the transaction's
+            // would add serialization conflicts to the application's transaction.
+            if wrote
+                && now - last >= interval
+                && pg_sys::XactIsoLevel != pg_sys::XACT_SERIALIZABLE as i32
+            {
+                STATE.with(|s| s.borrow_mut().last_seal_attempt = now);
+                seal(false).or_raise();
             }
-        }
-        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE
-            if STATE.with(|s| s.borrow().pending.is_some()) =>
-        {
-            AuthError::InvalidRequest(
-                "cannot PREPARE a transaction that wrote pgauth audit rows".into(),
-            )
-            .raise();
         }
         pg_sys::XactEvent::XACT_EVENT_COMMIT
         | pg_sys::XactEvent::XACT_EVENT_ABORT
         | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
             STATE.with(|s| {
                 let mut s = s.borrow_mut();
-                s.pending = None;
+                s.wrote = false;
                 s.purging = false;
             });
         }
@@ -896,51 +868,32 @@ unsafe extern "C-unwind" fn audit_xact_callback(
     }
 }
 
-/// A rolled-back subtransaction takes its audit rows with it: restore the transaction digest
-/// to what it was before the subtransaction's (or its children's) first audit row.
-#[pg_guard]
-unsafe extern "C-unwind" fn audit_subxact_callback(
-    event: pg_sys::SubXactEvent::Type,
-    sub: pg_sys::SubTransactionId,
-    _parent: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
-    if event != pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        return;
-    }
-    STATE.with(|s| {
-        let mut s = s.borrow_mut();
-        let Some(pending) = s.pending.as_mut() else {
-            return;
-        };
-        let keep = pending.checkpoints.partition_point(|(id, _)| *id < sub);
-        if keep < pending.checkpoints.len() {
-            let mut dropped = pending.checkpoints.drain(keep..);
-            if let Some((_, before)) = dropped.next() {
-                pending.hasher = before;
-            }
-        }
-    });
-}
-
-unsafe fn commit_plans() -> AuthResult<CommitPlans> {
-    if let Some(p) = STATE.with(|s| s.borrow().commit_plans) {
+unsafe fn seal_plans() -> AuthResult<SealPlans> {
+    if let Some(p) = STATE.with(|s| s.borrow().seal_plans) {
         return Ok(p);
     }
-    let plans = CommitPlans {
+    let plans = SealPlans {
         head: prepare_kept(
-            "SELECT position, chain_digest FROM pgauth.audit_chain ORDER BY position DESC LIMIT 1",
+            "SELECT h.position, h.chain_digest, h.horizon::text FROM (
+                 (SELECT position, chain_digest, horizon FROM pgauth.audit_chain
+                   ORDER BY position DESC LIMIT 1)
+                 UNION ALL
+                 (SELECT position, chain_digest, horizon FROM pgauth.audit_checkpoints
+                   ORDER BY position DESC LIMIT 1)) h
+              ORDER BY h.position DESC LIMIT 1",
             &[],
         )?,
-        checkpoint: prepare_kept(
-            "SELECT position, chain_digest FROM pgauth.audit_checkpoints
-              ORDER BY position DESC LIMIT 1",
-            &[],
+        records: prepare_kept(
+            "SELECT txid::text, id, last_id, record_digest FROM pgauth.audit_records
+              WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8
+              ORDER BY txid, id",
+            &[pg_sys::TEXTOID, pg_sys::TEXTOID],
         )?,
         append: prepare_kept(
             "INSERT INTO pgauth.audit_chain
-                 (position, txid, first_id, last_id, record_count, txn_digest, chain_digest)
-             VALUES ($1, $2::text::xid8, $3, $4, $5, $6, $7)",
+                 (position, txid, first_id, last_id, record_count, txn_digest, chain_digest,
+                  horizon)
+             VALUES ($1, $2::text::xid8, $3, $4, $5, $6, $7, $8::text::xid8)",
             &[
                 pg_sys::INT8OID,
                 pg_sys::TEXTOID,
@@ -949,94 +902,162 @@ unsafe fn commit_plans() -> AuthResult<CommitPlans> {
                 pg_sys::INT8OID,
                 pg_sys::BYTEAOID,
                 pg_sys::BYTEAOID,
+                pg_sys::TEXTOID,
             ],
         )?,
     };
-    STATE.with(|s| s.borrow_mut().commit_plans = Some(plans));
+    STATE.with(|s| s.borrow_mut().seal_plans = Some(plans));
     Ok(plans)
 }
 
-/// Chain this transaction: wait for the chain lock (held by other transactions only from their
-/// pre-commit to the end of their commit), read the head as of now, append.
-unsafe fn append_to_chain(pending: Pending) -> AuthResult<()> {
-    let Pending { txid, hasher, .. } = pending;
-    if hasher.count() == 0 {
-        return Ok(());
-    }
+/// A 32-bit transaction id that is at most 2^31 older than `next`, as a full (xid8) id.
+fn full_xid(next: u64, xid: u32) -> u64 {
+    let epoch = next >> 32;
+    let epoch = if xid > next as u32 {
+        epoch.saturating_sub(1)
+    } else {
+        epoch
+    };
+    (epoch << 32) | u64::from(xid)
+}
+
+/// The next transaction id to be assigned (xid8): every existing transaction is below it.
+fn next_full_xid() -> u64 {
+    unsafe { pg_sys::ReadNextFullTransactionId().value }
+}
+
+/// Chain every transaction that finished since the last seal. `wait`: wait for a concurrent
+/// sealer instead of leaving the work to it. Returns the number of entries appended.
+unsafe fn seal(wait: bool) -> AuthResult<i64> {
     as_owner(|| {
-        pgrx::fcinfo::direct_function_call_as_datum(
-            pg_sys::pg_advisory_xact_lock_int8,
-            &[Some(pg_sys::Datum::from(CHAIN_LOCK_KEY))],
-        );
-        let _spi = RawSpi::connect()?;
-        // A snapshot taken after the lock sees every chain entry committed before, whatever
-        // the isolation level of this transaction.
-        pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
-        let plans = commit_plans()?;
-        let mut head: Option<(i64, Vec<u8>)> = None;
-        for plan in [plans.head, plans.checkpoint] {
-            let rc = pg_sys::SPI_execute_snapshot(
-                plan.0,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                pg_sys::GetActiveSnapshot(),
-                std::ptr::null_mut(),
-                true,
-                false,
-                1,
-            );
-            if rc != pg_sys::SPI_OK_SELECT as i32 {
-                return Err(spi_error("reading the audit chain head", rc));
-            }
-            if pg_sys::SPI_processed == 1 {
-                let table = pg_sys::SPI_tuptable;
-                let (t, d) = (*(*table).vals, (*table).tupdesc);
-                head = col_i64(t, d, 1).zip(col_bytes(t, d, 2));
-                break;
+        let key = Some(pg_sys::Datum::from(CHAIN_LOCK_KEY));
+        if wait {
+            pgrx::fcinfo::direct_function_call_as_datum(pg_sys::pg_advisory_xact_lock_int8, &[key]);
+        } else {
+            let got = pgrx::fcinfo::direct_function_call_as_datum(
+                pg_sys::pg_try_advisory_xact_lock_int8,
+                &[key],
+            )
+            .is_some_and(|d| d.value() != 0);
+            if !got {
+                return Ok(0);
             }
         }
-        let (position, previous) = match head {
-            Some((p, d)) => (
-                p + 1,
-                <AuditDigest>::try_from(d.as_slice()).map_err(|_| {
+        let _spi = RawSpi::connect()?;
+        // Taken after the lock: sees every chain entry committed before, whatever the
+        // isolation level of this transaction.
+        let snapshot = pg_sys::GetLatestSnapshot();
+        pg_sys::PushActiveSnapshot(snapshot);
+        let snapshot = pg_sys::GetActiveSnapshot();
+        let horizon = full_xid(next_full_xid(), (*snapshot).xmin.into_inner());
+        let plans = seal_plans()?;
+        let mut head: Option<(i64, Vec<u8>, u64)> = None;
+        for_each_row(plans.head, &mut [], |t, d| {
+            head = (|| {
+                Some((
+                    col_i64(t, d, 1)?,
+                    col_bytes(t, d, 2)?,
+                    col_text(t, d, 3)?.parse().ok()?,
+                ))
+            })();
+        })?;
+        let (mut position, mut previous, from) = match head {
+            Some((p, digest, h)) => (
+                p,
+                <AuditDigest>::try_from(digest.as_slice()).map_err(|_| {
                     AuthError::Internal(format!("audit chain position {p} has a malformed digest"))
                 })?,
+                h,
             ),
-            None => (1, GENESIS),
+            None => (0, GENESIS, 0),
         };
-        let (count, first, last) = (
-            hasher.count() as i64,
-            hasher.first_id().unwrap_or(0),
-            hasher.last_id().unwrap_or(0),
-        );
-        let txn = hasher.finish();
-        let link = chain_digest(&previous, position, &txn);
-        let txid_text = txid.to_string();
+        if horizon <= from {
+            pg_sys::PopActiveSnapshot();
+            return Ok(0);
+        }
+        let (from_text, to_text) = (from.to_string(), horizon.to_string());
         let mut args = [
-            pg_sys::Datum::from(position),
-            txid_text
+            from_text
                 .as_str()
                 .into_datum()
                 .unwrap_or(pg_sys::Datum::from(0)),
-            pg_sys::Datum::from(first),
-            pg_sys::Datum::from(last),
-            pg_sys::Datum::from(count),
-            txn.as_slice()
-                .into_datum()
-                .unwrap_or(pg_sys::Datum::from(0)),
-            link.as_slice()
+            to_text
+                .as_str()
                 .into_datum()
                 .unwrap_or(pg_sys::Datum::from(0)),
         ];
-        let nulls = [b' ' as std::ffi::c_char; 7];
-        let rc =
-            pg_sys::SPI_execute_plan(plans.append.0, args.as_mut_ptr(), nulls.as_ptr(), false, 0);
-        pg_sys::PopActiveSnapshot();
-        if rc != pg_sys::SPI_OK_INSERT as i32 {
-            return Err(spi_error("appending to the audit chain", rc));
+        // (txid, hasher) of the transaction being read; entries are appended after the scan.
+        let mut current: Option<(u64, TxnHasher)> = None;
+        let mut done: Vec<(u64, TxnHasher)> = Vec::new();
+        for_each_row(plans.records, &mut args, |t, d| {
+            let txid: u64 = col_text(t, d, 1).and_then(|x| x.parse().ok()).unwrap_or(0);
+            let id = col_i64(t, d, 2).unwrap_or(0);
+            let last = col_i64(t, d, 3).unwrap_or(id);
+            let digest = col_bytes(t, d, 4)
+                .and_then(|b| <AuditDigest>::try_from(b.as_slice()).ok())
+                .unwrap_or(GENESIS);
+            if current.as_ref().is_none_or(|(x, _)| *x != txid) {
+                if let Some(c) = current.take() {
+                    done.push(c);
+                }
+                current = Some((txid, TxnHasher::new(txid)));
+            }
+            if let Some((_, h)) = current.as_mut() {
+                h.add(id, last, &digest);
+            }
+        })?;
+        done.extend(current);
+        let appended = done.len() as i64;
+        for (txid, hasher) in done {
+            position += 1;
+            let (count, first, last) = (
+                hasher.count() as i64,
+                hasher.first_id().unwrap_or(0),
+                hasher.last_id().unwrap_or(0),
+            );
+            let txn = hasher.finish();
+            let link = chain_digest(&previous, position, &txn);
+            previous = link;
+            let txid_text = txid.to_string();
+            let zero = pg_sys::Datum::from(0);
+            let mut args = [
+                pg_sys::Datum::from(position),
+                txid_text.as_str().into_datum().unwrap_or(zero),
+                pg_sys::Datum::from(first),
+                pg_sys::Datum::from(last),
+                pg_sys::Datum::from(count),
+                txn.as_slice().into_datum().unwrap_or(zero),
+                link.as_slice().into_datum().unwrap_or(zero),
+                to_text.as_str().into_datum().unwrap_or(zero),
+            ];
+            let nulls = [b' ' as std::ffi::c_char; 8];
+            let rc = pg_sys::SPI_execute_snapshot(
+                plans.append.0,
+                args.as_mut_ptr(),
+                nulls.as_ptr(),
+                snapshot,
+                std::ptr::null_mut(),
+                false,
+                false,
+                0,
+            );
+            if rc != pg_sys::SPI_OK_INSERT as i32 {
+                pg_sys::PopActiveSnapshot();
+                return Err(spi_error("appending to the audit chain", rc));
+            }
         }
-        Ok(())
+        pg_sys::PopActiveSnapshot();
+        Ok(appended)
     })
+}
+
+/// Chain every audit record of the transactions that have finished (the sealer also runs at
+/// commit, at most every `pgauth.audit_seal_interval`); waits for a sealer at work. Returns the
+/// number of transactions chained. pgauth_admin.
+#[pg_extern(volatile, parallel_unsafe)]
+fn auth_audit_seal() -> i64 {
+    require_audit_admin("auth_audit_seal").or_raise();
+    unsafe { seal(true) }.or_raise()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1102,11 +1123,12 @@ fn read_head() -> AuthResult<Option<(i64, Vec<u8>)>> {
     .map_err(|e| AuthError::Internal(format!("audit: reading the chain head failed: {e}")))
 }
 
-/// The latest chain position and its digest: keep them outside the database, and pass them
-/// to auth_audit_verify() later to detect a removed tail.
-#[pg_extern(stable, parallel_restricted)]
+/// The latest chain position and its digest, after sealing what has finished: keep them
+/// outside the database, and pass them to auth_audit_verify() later to detect a removed tail.
+#[pg_extern(volatile, parallel_unsafe)]
 fn auth_audit_head() -> TableIterator<'static, (name!(id, i64), name!(digest, Vec<u8>))> {
     require_audit_admin("auth_audit_head").or_raise();
+    unsafe { seal(true) }.or_raise();
     let head = as_owner(read_head).or_raise();
     TableIterator::new(head)
 }
@@ -1116,6 +1138,7 @@ struct VerifyPlans {
     anchor: SavedPlan,
     chain: SavedPlan,
     records: SavedPlan,
+    horizon: SavedPlan,
 }
 
 unsafe fn verify_plans() -> AuthResult<VerifyPlans> {
@@ -1135,9 +1158,18 @@ unsafe fn verify_plans() -> AuthResult<VerifyPlans> {
             &[pg_sys::INT8OID],
         )?,
         chain: prepare_kept(
-            "SELECT position, txid::text, first_id, last_id, record_count, txn_digest, chain_digest
+            "SELECT position, txid::text, first_id, last_id, record_count, txn_digest, chain_digest,
+                    horizon::text
                FROM pgauth.audit_chain WHERE position >= $1 ORDER BY position",
             &[pg_sys::INT8OID],
+        )?,
+        horizon: prepare_kept(
+            "SELECT coalesce(
+                 (SELECT horizon::text FROM pgauth.audit_chain ORDER BY position DESC LIMIT 1),
+                 (SELECT horizon::text FROM pgauth.audit_checkpoints
+                   ORDER BY position DESC LIMIT 1),
+                 '0')",
+            &[],
         )?,
         records: prepare_kept(
             "SELECT id, last_id, event_count, occurred_at, txid, db_user, app_user_id,
@@ -1149,7 +1181,7 @@ unsafe fn verify_plans() -> AuthResult<VerifyPlans> {
 }
 
 unsafe fn free_plans(p: VerifyPlans) {
-    for plan in [p.start, p.anchor, p.chain, p.records] {
+    for plan in [p.start, p.anchor, p.chain, p.records, p.horizon] {
         pg_sys::SPI_freeplan(plan.0);
     }
 }
@@ -1187,7 +1219,12 @@ fn verify(from_id: Option<i64>, head: Option<Head>) -> AuthResult<Verdict> {
             )?;
         }
         let own = top_txid();
-        let mut verifier = Verifier::new(anchor.unwrap_or(GENESIS), from_id, own);
+        let mut sealed_below = 0u64;
+        for_each_row(plans.horizon, &mut [], |t, d| {
+            sealed_below = col_text(t, d, 1).and_then(|h| h.parse().ok()).unwrap_or(0);
+        })?;
+        let mut verifier = Verifier::new(anchor.unwrap_or(GENESIS), from_id, own)
+            .with_unsealed(sealed_below, next_full_xid());
         let mut first_entry_id: Option<i64> = None;
         let mut scan_from = from_id.unwrap_or(i64::MIN);
         let mut malformed = None;
@@ -1201,6 +1238,7 @@ fn verify(from_id: Option<i64>, head: Option<Head>) -> AuthResult<Verdict> {
                     record_count: col_i64(t, d, 5)?,
                     txn_digest: col_bytes(t, d, 6)?,
                     chain_digest: col_bytes(t, d, 7)?,
+                    horizon: col_text(t, d, 8)?.parse().ok()?,
                 })
             })();
             match entry {
@@ -1486,8 +1524,9 @@ fn auth_audit_purge(through_position: i64) -> i64 {
         let result = Spi::connect_mut(|client| {
             let found = client
                 .update(
-                    "INSERT INTO pgauth.audit_checkpoints (position, chain_digest, purged_events)
-                     SELECT c.position, c.chain_digest,
+                    "INSERT INTO pgauth.audit_checkpoints (position, chain_digest, horizon,
+                                                           purged_events)
+                     SELECT c.position, c.chain_digest, c.horizon,
                             (SELECT coalesce(sum(r.event_count), 0)::bigint
                                FROM pgauth.audit_records r
                                JOIN pgauth.audit_chain p ON p.txid = r.txid

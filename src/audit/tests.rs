@@ -44,6 +44,7 @@ fn build(txns: &[(u64, Vec<AuditRecord>)]) -> (Vec<ChainEntry>, Vec<(AuditRecord
             record_count: txn_rows.len() as i64,
             txn_digest: txn.to_vec(),
             chain_digest: link.to_vec(),
+            horizon: 1000,
         });
         for r in txn_rows {
             rows.push((r.clone(), r.digest().to_vec()));
@@ -400,4 +401,50 @@ fn a_statement_record_is_checked_whole() {
     let v = verify(&chain, &bad, None);
     assert_eq!(v.first_bad_id, Some(10));
     assert!(v.reason.unwrap().contains("outside the ids"));
+}
+
+#[test]
+fn unsealed_records_are_checked_by_their_own_digest() {
+    let (chain, mut rows) = sample();
+    // Transaction 1005 committed after the last seal (horizon 1000; next id 2000).
+    let late = row(9, 1005, "insert", Some("{}"));
+    let d = late.digest().to_vec();
+    rows.push((late, d));
+    let run = |rows: &[(AuditRecord, Vec<u8>)], next: u64| {
+        let mut v = Verifier::new(GENESIS, None, None).with_unsealed(1000, next);
+        for e in &chain {
+            v.add_entry(e.clone());
+        }
+        for (r, d) in rows {
+            v.add_record(r, d);
+        }
+        v.finish(None)
+    };
+    let v = run(&rows, 2000);
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.checked, 7);
+    // Changed without its digest: found.
+    let mut bad = rows.clone();
+    bad[6].0.event = "delete".into();
+    let v = run(&bad, 2000);
+    assert_eq!(v.first_bad_id, Some(9));
+    assert!(v.reason.unwrap().contains("not sealed yet"));
+    // A transaction id the server has not assigned yet: forged.
+    let v = run(&rows, 1004);
+    assert_eq!(v.first_bad_id, Some(9));
+    assert!(v.reason.unwrap().contains("not covered"));
+    // Below the horizon and not in the chain: forged.
+    let mut forged = rows.clone();
+    forged[6].0.txid = 999;
+    forged[6].1 = forged[6].0.digest().to_vec();
+    assert_eq!(run(&forged, 2000).first_bad_id, Some(9));
+}
+
+#[test]
+fn an_entry_at_or_above_its_horizon_is_forged() {
+    let (mut chain, rows) = sample();
+    chain[2].horizon = chain[2].txid;
+    let v = verify(&chain, &rows, None);
+    assert_eq!(v.first_bad_id, Some(6));
+    assert!(v.reason.unwrap().contains("horizon"));
 }

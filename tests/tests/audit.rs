@@ -19,6 +19,13 @@ struct Verdict {
     reason: Option<String>,
 }
 
+/// Chain every finished transaction now (commits seal only every pgauth.audit_seal_interval).
+fn seal(db: &mut Client) -> i64 {
+    db.query_one("SELECT auth_audit_seal()", &[])
+        .expect("auth_audit_seal")
+        .get(0)
+}
+
 fn verify(db: &mut Client) -> Verdict {
     verify_sql(db, "SELECT * FROM auth_audit_verify()", &[])
 }
@@ -54,6 +61,7 @@ fn audited_database(name: &str) -> Client {
     ] {
         db.batch_execute(sql).expect(sql);
     }
+    seal(&mut db);
     let v = verify(&mut db);
     assert!(v.ok, "{v:?}");
     db
@@ -252,6 +260,42 @@ fn tampering_by_a_superuser_is_found_at_the_right_row() {
         "{v:?}"
     );
 
+    // A record committed after the last seal is checked against its own digest.
+    db.batch_execute(
+        "SET pgauth.audit_seal_interval = '1h'; INSERT INTO accounts VALUES (20, 'first', 1)",
+    )
+    .unwrap();
+    db.batch_execute("INSERT INTO accounts VALUES (21, 'pending', 1)")
+        .unwrap();
+    let pending = id_of(&mut db, "insert", 21);
+    let sealed: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pgauth.audit_chain c JOIN pgauth.audit_records r USING (txid)
+              WHERE r.id = $1",
+            &[&pending],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(sealed, 0, "not sealed yet");
+    assert!(verify(&mut db).ok);
+    let v = tampered(
+        &mut db,
+        &format!(
+            "UPDATE pgauth.audit_records
+                SET rows = decode(replace(encode(rows, 'hex'), encode('pending', 'hex'),
+                                          encode('changed', 'hex')), 'hex')
+              WHERE id = {pending}"
+        ),
+    );
+    assert_eq!(v.first_bad_id, Some(pending), "{v:?}");
+    assert!(
+        v.reason.as_deref().unwrap_or("").contains("not sealed yet"),
+        "{v:?}"
+    );
+    // Once sealed, it is in the chain like the others.
+    assert!(seal(&mut db) >= 1);
+    assert!(verify(&mut db).ok);
+
     // Nothing above was kept.
     assert!(verify(&mut db).ok);
 }
@@ -308,6 +352,9 @@ fn concurrent_writers_with_rollbacks_keep_one_verifiable_chain() {
         let committed = committed.clone();
         handles.push(thread::spawn(move || {
             let mut c = connect_to("pgauth_it_audit_concurrent");
+            // Every commit tries to seal: sealers race each other and the writers.
+            c.batch_execute("SET pgauth.audit_seal_interval = 0")
+                .unwrap();
             for t in 0..40i64 {
                 let base = (w as i64) * 1_000_000 + t * 100;
                 let mut txn = c.transaction().unwrap();
@@ -342,9 +389,18 @@ fn concurrent_writers_with_rollbacks_keep_one_verifiable_chain() {
             }
         }));
     }
+    // Verifying while they write and seal: committed-but-unsealed records are fine.
+    let mut checks = 0;
+    while handles.iter().any(|h| !h.is_finished()) {
+        let v = verify(&mut db);
+        assert!(v.ok, "verify during the writes: {v:?}");
+        checks += 1;
+    }
+    assert!(checks > 0);
     for h in handles {
         h.join().expect("writer");
     }
+    seal(&mut db);
     let v = verify(&mut db);
     assert!(v.ok, "{v:?}");
     let committed = committed.lock().unwrap();
@@ -471,6 +527,19 @@ fn start_writers(
 fn assert_every_committed_row_audited(db: &mut Client, committed: &BTreeSet<i64>) {
     let v = verify(db);
     assert!(v.ok, "{v:?}");
+    // What committed before the crash and was not sealed yet is sealed now.
+    seal(db);
+    let v = verify(db);
+    assert!(v.ok, "after sealing: {v:?}");
+    let unsealed: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pgauth.audit_records r
+              WHERE NOT EXISTS (SELECT 1 FROM pgauth.audit_chain c WHERE c.txid = r.txid)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(unsealed, 0, "every committed record is chained");
     let missing: i64 = db
         .query_one(
             "WITH l AS MATERIALIZED (SELECT row_key FROM pgauth.audit_log
@@ -686,6 +755,7 @@ fn repeatable_read_and_serializable_writers_chain_after_later_commits() {
     a.batch_execute("COMMIT").unwrap();
     db.batch_execute("INSERT INTO iso VALUES (3)").unwrap();
     b.batch_execute("COMMIT").unwrap();
+    seal(&mut db);
     let v = verify(&mut db);
     assert!(v.ok, "{v:?}");
     let positions: i64 = db
