@@ -43,7 +43,7 @@ CREATE SEQUENCE pgauth.audit_event_id_seq;
 -- security events and TRUNCATE as `events`, the JSON array text [[id, row_key, old_values,
 -- new_values], ...]. Both exactly as hashed; pgauth.audit_log shows them as one row per event.
 CREATE TABLE pgauth.audit_records (
-    id            bigint PRIMARY KEY,
+    id            bigint NOT NULL,
     last_id       bigint NOT NULL,
     event_count   integer NOT NULL,
     occurred_at   timestamptz NOT NULL,
@@ -60,6 +60,10 @@ CREATE TABLE pgauth.audit_records (
 );
 -- Written once, read rarely: no compression on the write path.
 ALTER TABLE pgauth.audit_records ALTER COLUMN rows SET STORAGE EXTERNAL;
+-- Every index is paid by every audited statement: ids and times follow the physical order,
+-- so block-range indexes serve them; ids are unique by construction (reserved ranges) and
+-- verification finds any duplicate. Only the sealer's lookup by transaction needs a btree.
+CREATE INDEX audit_records_id ON pgauth.audit_records USING brin (id);
 CREATE INDEX audit_records_occurred_at ON pgauth.audit_records USING brin (occurred_at);
 -- The sealer reads the records of the transactions that finished since the last seal.
 CREATE INDEX audit_records_txid ON pgauth.audit_records (txid);

@@ -12,11 +12,11 @@
 //! `0x01 || u32(len(x)) || x` otherwise, so no two different records serialise to the same bytes.
 //!
 //! ```text
-//! record_digest = SHA3-512("pgauth audit record v2" || field(id: i64) || field(last_id: i64)
+//! record_digest = SHA3-512("pgauth audit record v2" || field(table_name: UTF-8)
+//!                 || field(shape: UTF-8) || field(id: i64) || field(last_id: i64)
 //!                 || field(event_count: i64) || field(occurred_at: i64 µs since 2000-01-01 UTC)
 //!                 || field(txid: u64) || field(db_user: UTF-8) || field(app_user_id: 16 bytes)
-//!                 || field(client_addr: inet text) || field(event: UTF-8)
-//!                 || field(table_name: UTF-8) || field(shape: UTF-8) || field(rows: bytes)
+//!                 || field(client_addr: inet text) || field(event: UTF-8) || field(rows: bytes)
 //!                 || field(events: UTF-8))
 //! txn_digest    = SHA3-512("pgauth audit txn v1" || u64(txid) || record_digest_1 || …
 //!                 || record_digest_n || u64(record_count) || i64(first_id) || i64(last_id))
@@ -123,20 +123,33 @@ impl AuditRecord {
 }
 
 /// Feeds the canonical serialisation to `sink` piece by piece.
-pub fn serialise_record(f: &RecordFields<'_>, sink: &mut impl FnMut(&[u8])) {
-    fn field(sink: &mut impl FnMut(&[u8]), value: Option<&[u8]>) {
-        match value {
-            None => sink(&[0]),
-            Some(bytes) => {
-                // Longer than a PostgreSQL value can be (1 GB); cannot happen, but never wrap.
-                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-                sink(&[1]);
-                sink(&len.to_be_bytes());
-                sink(bytes);
-            }
+fn field(sink: &mut impl FnMut(&[u8]), value: Option<&[u8]>) {
+    match value {
+        None => sink(&[0]),
+        Some(bytes) => {
+            // Longer than a PostgreSQL value can be (1 GB); cannot happen, but never wrap.
+            let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+            sink(&[1]);
+            sink(&len.to_be_bytes());
+            sink(bytes);
         }
     }
+}
+
+/// The start of the serialisation, the same for every record of one table shape (so its hash
+/// state can be kept and cloned): tag, table_name, shape.
+pub fn serialise_prefix(
+    table_name: Option<&[u8]>,
+    shape: Option<&[u8]>,
+    sink: &mut impl FnMut(&[u8]),
+) {
     sink(RECORD_TAG);
+    field(sink, table_name);
+    field(sink, shape);
+}
+
+/// The rest of the serialisation, after `serialise_prefix`.
+pub fn serialise_rest(f: &RecordFields<'_>, sink: &mut impl FnMut(&[u8])) {
     field(sink, Some(&f.id.to_be_bytes()));
     field(sink, Some(&f.last_id.to_be_bytes()));
     field(sink, Some(&f.event_count.to_be_bytes()));
@@ -146,10 +159,28 @@ pub fn serialise_record(f: &RecordFields<'_>, sink: &mut impl FnMut(&[u8])) {
     field(sink, f.app_user_id);
     field(sink, f.client_addr);
     field(sink, f.event);
-    field(sink, f.table_name);
-    field(sink, f.shape);
     field(sink, f.rows);
     field(sink, f.events);
+}
+
+/// Feeds the canonical serialisation to `sink` piece by piece.
+pub fn serialise_record(f: &RecordFields<'_>, sink: &mut impl FnMut(&[u8])) {
+    serialise_prefix(f.table_name, f.shape, sink);
+    serialise_rest(f, sink);
+}
+
+/// The hash state after a table shape's prefix: clone it for each record of that shape.
+pub fn prefix_hasher(table_name: Option<&[u8]>, shape: Option<&[u8]>) -> Sha3_512 {
+    let mut h = Sha3_512::new();
+    serialise_prefix(table_name, shape, &mut |b| h.update(b));
+    h
+}
+
+/// `record_digest` of a record whose table_name and shape are those `prefix` was made from.
+pub fn record_digest_after(prefix: &Sha3_512, f: &RecordFields<'_>) -> AuditDigest {
+    let mut h = prefix.clone();
+    serialise_rest(f, &mut |b| h.update(b));
+    h.finalize().into()
 }
 
 /// The serialisation as one buffer (tests and documentation; hashing streams it).

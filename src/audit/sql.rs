@@ -41,7 +41,6 @@ struct AuditState {
     wrote: bool,
     /// When this backend last tried to seal (µs since 2000-01-01).
     last_seal_attempt: i64,
-    record_plan: Option<SavedPlan>,
     /// Stored shapes by trigger and table shape.
     shapes: HashMap<(pg_sys::Oid, u64), std::rc::Rc<StoredShape>>,
     seal_plans: Option<SealPlans>,
@@ -410,6 +409,8 @@ struct StoredShape {
     varlena: Vec<bool>,
     shape: String,
     table: String,
+    /// Hash state after this shape's digest prefix (table name and shape).
+    prefix: sha3::Sha3_512,
 }
 
 /// The stored shape for a table: every live column not excluded, plus the primary key's
@@ -460,13 +461,35 @@ unsafe fn stored_shape(
         ))),
         quote_ident(&cstr_owned((*(*rel).rd_rel).relname.data.as_ptr()))
     );
+    let shape = super::frames::shape_json(&columns);
+    let prefix = super::prefix_hasher(Some(table.as_bytes()), Some(shape.as_bytes()));
     StoredShape {
         desc: stored,
         source,
         varlena,
-        shape: super::frames::shape_json(&columns),
+        shape,
         table,
+        prefix,
     }
+}
+
+/// Run `f` as the owner of schema pgauth (the sequence and the records table are theirs) for
+/// C-level work that runs no SQL: nothing in it resolves a name through search_path, so it
+/// need not be pinned as `as_owner` does (which costs a GUC change per call). On an ERROR the
+/// abort restores the user, as for `as_owner`.
+fn with_owner_id<R>(f: impl FnOnce() -> R) -> R {
+    let owner = crate::backend::pgauth_owner().unwrap_or_else(|e| e.raise());
+    let (mut saved_user, mut saved_context) = (pg_sys::Oid::INVALID, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let result = f();
+    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
+    result
 }
 
 /// Key of the lock that makes a range of event ids contiguous: "pgauth" then 0x0002.
@@ -545,71 +568,105 @@ unsafe fn statement_facts() -> Facts {
 }
 
 /// Insert one record (its digest computed here) and add it to this transaction's digest.
-unsafe fn write_record(record: &AuditRecord) {
-    let digest = record.digest();
-    let plan = match STATE.with(|s| s.borrow().record_plan) {
-        Some(plan) => plan,
-        None => {
-            let plan = prepare_kept(
-                "INSERT INTO pgauth.audit_records (id, last_id, event_count, occurred_at, txid,
-                     db_user, app_user_id, client_addr, event, table_name, shape, rows, events,
-                     record_digest)
-                 VALUES ($1, $2, $3, $4, $5::text::xid8, $6, $7, $8::inet, $9, $10, $11, $12,
-                         $13, $14)",
-                &[
-                    pg_sys::INT8OID,
-                    pg_sys::INT8OID,
-                    pg_sys::INT4OID,
-                    pg_sys::TIMESTAMPTZOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::UUIDOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::BYTEAOID,
-                    pg_sys::TEXTOID,
-                    pg_sys::BYTEAOID,
-                ],
-            )
-            .or_raise();
-            STATE.with(|s| s.borrow_mut().record_plan = Some(plan));
-            plan
-        }
+/// `prefix`: the hash state after the record's table name and shape, when known.
+unsafe fn write_record(record: &AuditRecord, prefix: Option<&sha3::Sha3_512>) {
+    let digest = match prefix {
+        Some(p) => super::record_digest_after(p, &record.fields()),
+        None => record.digest(),
     };
     let zero = pg_sys::Datum::from(0);
     let text = |v: Option<&str>| v.and_then(|t| t.into_datum());
-    let txid = record.txid.to_string();
     let uuid = record
         .app_user_id
         .map(|u| pgrx::Uuid::from_bytes(u).into_datum().unwrap_or(zero));
-    let values: [Option<pg_sys::Datum>; 14] = [
-        Some(pg_sys::Datum::from(record.id)),
-        Some(pg_sys::Datum::from(record.last_id)),
-        Some(pg_sys::Datum::from(record.event_count as i32)),
-        Some(pg_sys::Datum::from(record.occurred_at)),
-        text(Some(&txid)),
-        text(record.db_user.as_deref()),
-        uuid,
-        text(record.client_addr.as_deref()),
-        text(Some(&record.event)),
-        text(record.table_name.as_deref()),
-        text(record.shape.as_deref()),
-        record.rows.as_deref().and_then(|r| r.into_datum()),
-        text(record.events.as_deref()),
-        digest.as_slice().into_datum(),
+    let inet = record.client_addr.as_deref().and_then(|a| {
+        let c = CString::new(a).ok()?;
+        pgrx::fcinfo::direct_function_call_as_datum(
+            pg_sys::inet_in,
+            &[Some(pg_sys::Datum::from(c.as_ptr()))],
+        )
+    });
+    // By column name, so the layout of the table is not assumed.
+    let fields: [(&CStr, Option<pg_sys::Datum>); 14] = [
+        (c"id", Some(pg_sys::Datum::from(record.id))),
+        (c"last_id", Some(pg_sys::Datum::from(record.last_id))),
+        (
+            c"event_count",
+            Some(pg_sys::Datum::from(record.event_count as i32)),
+        ),
+        (
+            c"occurred_at",
+            Some(pg_sys::Datum::from(record.occurred_at)),
+        ),
+        (c"txid", Some(pg_sys::Datum::from(record.txid))),
+        (c"db_user", text(record.db_user.as_deref())),
+        (c"app_user_id", uuid),
+        (c"client_addr", inet),
+        (c"event", text(Some(&record.event))),
+        (c"table_name", text(record.table_name.as_deref())),
+        (c"shape", text(record.shape.as_deref())),
+        (c"rows", record.rows.as_deref().and_then(|r| r.into_datum())),
+        (c"events", text(record.events.as_deref())),
+        (c"record_digest", digest.as_slice().into_datum()),
     ];
-    let mut args: Vec<pg_sys::Datum> = values.iter().map(|v| v.unwrap_or(zero)).collect();
-    let nulls: Vec<std::ffi::c_char> = values
-        .iter()
-        .map(|v| if v.is_some() { b' ' } else { b'n' } as std::ffi::c_char)
-        .collect();
-    let rc = pg_sys::SPI_execute_plan(plan.0, args.as_mut_ptr(), nulls.as_ptr(), false, 0);
-    if rc != pg_sys::SPI_OK_INSERT as i32 {
-        spi_error("writing audit records", rc).raise();
-    }
+    insert_record_tuple(&fields);
     STATE.with(|s| s.borrow_mut().wrote = true);
+}
+
+/// Insert one row into pgauth.audit_records directly (heap and indexes, as an INSERT would,
+/// without planning one): the table has no insert triggers, rules or policies, and every
+/// column is given.
+unsafe fn insert_record_tuple(fields: &[(&CStr, Option<pg_sys::Datum>)]) {
+    let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+    let rel = pg_sys::table_open(pgauth_relid("audit_records"), lockmode);
+    let desc = (*rel).rd_att;
+    let natts = (*desc).natts as usize;
+    let mut values = vec![pg_sys::Datum::from(0); natts];
+    let mut nulls = vec![true; natts];
+    for i in 0..natts {
+        let att = (*desc).attrs.as_ptr().add(i);
+        if (*att).attisdropped {
+            continue;
+        }
+        let name = CStr::from_ptr((*att).attname.data.as_ptr());
+        match fields.iter().find(|(n, _)| *n == name) {
+            Some((_, Some(v))) => {
+                values[i] = *v;
+                nulls[i] = false;
+            }
+            Some((_, None)) => {}
+            None if (*att).attnotnull => AuthError::Internal(format!(
+                "pgauth.audit_records has a column {} that pgauth does not fill",
+                name.to_string_lossy()
+            ))
+            .raise(),
+            None => {}
+        }
+    }
+    let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+    let estate = pg_sys::CreateExecutorState();
+    let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
+        .cast::<pg_sys::ResultRelInfo>();
+    (*rri).type_ = pg_sys::NodeTag::T_ResultRelInfo;
+    pg_sys::InitResultRelInfo(rri, rel, 1, std::ptr::null_mut(), 0);
+    pg_sys::ExecOpenIndices(rri, false);
+    let slot = pg_sys::ExecInitExtraTupleSlot(estate, desc, &pg_sys::TTSOpsHeapTuple);
+    pg_sys::simple_heap_insert(rel, tuple);
+    pg_sys::ExecStoreHeapTuple(tuple, slot, false);
+    pg_sys::ExecInsertIndexTuples(
+        rri,
+        slot,
+        estate,
+        false,
+        false,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    );
+    pg_sys::ExecCloseIndices(rri);
+    pg_sys::ExecResetTupleTable((*estate).es_tupleTable, false);
+    pg_sys::FreeExecutorState(estate);
+    pg_sys::heap_freetuple(tuple);
+    pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
 }
 
 /// A record with the statement's facts and no events yet.
@@ -728,8 +785,7 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
     let excluded: Vec<String> = (0..(*trigger).tgnargs as usize)
         .map(|i| cstr_owned(*(*trigger).tgargs.add(i)))
         .collect();
-    as_owner(|| {
-        let _spi = RawSpi::connect().or_raise();
+    with_owner_id(|| {
         let facts = statement_facts();
         let shape = match STATE.with(|s| s.borrow().shapes.get(&key).cloned()) {
             Some(shape) => shape,
@@ -762,7 +818,7 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
             record.last_id = id;
             record.event_count = 1;
             record.events = Some(format!("[[{id},null,null,null]]"));
-            write_record(&record);
+            write_record(&record, None);
             return;
         };
         let first = reserve_ids(total);
@@ -774,13 +830,19 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
             let width = shape.source.len();
             let mut values = vec![pg_sys::Datum::from(0); width];
             let mut nulls = vec![false; width];
-            let context = pg_sys::AllocSetContextCreateExtended(
-                pg_sys::CurrentMemoryContext,
-                c"pgauth audit capture".as_ptr(),
-                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-            );
+            // Per-row memory, reset after each row; a single row uses the trigger's context
+            // (reset by the trigger manager after the call).
+            let context = if total > 1 {
+                pg_sys::AllocSetContextCreateExtended(
+                    pg_sys::CurrentMemoryContext,
+                    c"pgauth audit capture".as_ptr(),
+                    pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                    pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                    pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+                )
+            } else {
+                pg_sys::CurrentMemoryContext
+            };
             let mut done = 0i64;
             while done < total {
                 let count = (total - done).min(RECORD_EVENTS);
@@ -793,7 +855,9 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
                     push_row(&mut buf, shape, o, &mut values, &mut nulls);
                     push_row(&mut buf, shape, n, &mut values, &mut nulls);
                     pg_sys::MemoryContextSwitchTo(caller);
-                    pg_sys::MemoryContextReset(context);
+                    if total > 1 {
+                        pg_sys::MemoryContextReset(context);
+                    }
                 }
                 let mut record = new_record(&facts, name, Some(shape.table.clone()));
                 record.id = first + done;
@@ -801,10 +865,12 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
                 record.event_count = count;
                 record.shape = Some(shape.shape.clone());
                 record.rows = Some(buf);
-                write_record(&record);
+                write_record(&record, Some(&shape.prefix));
                 done += count;
             }
-            pg_sys::MemoryContextDelete(context);
+            if total > 1 {
+                pg_sys::MemoryContextDelete(context);
+            }
         }
         if let Some(r) = old {
             r.close();
@@ -1085,7 +1151,6 @@ pub unsafe extern "C-unwind" fn pgauth_record_event(
         None => "{\"subject\": null}".to_string(),
     };
     as_owner(|| {
-        let _spi = RawSpi::connect().or_raise();
         let facts = statement_facts();
         let id = reserve_ids(1);
         let mut record = new_record(&facts, &event, None);
@@ -1093,7 +1158,7 @@ pub unsafe extern "C-unwind" fn pgauth_record_event(
         record.last_id = id;
         record.event_count = 1;
         record.events = Some(format!("[[{id}, {key}, null, {details}]]"));
-        write_record(&record);
+        write_record(&record, None);
     });
     pg_sys::Datum::from(0)
 }

@@ -767,3 +767,51 @@ fn repeatable_read_and_serializable_writers_chain_after_later_commits() {
         .get(0);
     assert_eq!(positions, 4, "the audit_enabled event and three inserts");
 }
+
+#[test]
+fn writers_wait_neither_for_each_other_nor_for_a_sealer() {
+    let mut db = fresh_database("pgauth_it_audit_nowait");
+    db.batch_execute("CREATE TABLE nw (id int PRIMARY KEY)")
+        .unwrap();
+    db.batch_execute("SELECT auth_audit_enable('nw')").unwrap();
+    let mut a = connect_to("pgauth_it_audit_nowait");
+    let mut b = connect_to("pgauth_it_audit_nowait");
+    // a: an open transaction that wrote audit records and holds the chain lock (it sealed).
+    a.batch_execute("BEGIN; INSERT INTO nw VALUES (1); SELECT auth_audit_seal();")
+        .unwrap();
+    // b: every commit tries to seal. A wait for a's lock or a's records would hit the timeout.
+    b.batch_execute("SET statement_timeout = '3s'; SET pgauth.audit_seal_interval = 0")
+        .unwrap();
+    for i in 2..=40 {
+        b.batch_execute(&format!("INSERT INTO nw VALUES ({i})"))
+            .unwrap_or_else(|e| panic!("insert {i} waited or failed: {e}"));
+    }
+    let chained = |db: &mut Client| -> i64 {
+        db.query_one(
+            "SELECT count(*) FROM pgauth.audit_chain c
+              WHERE EXISTS (SELECT 1 FROM pgauth.audit_records r
+                             WHERE r.txid = c.txid AND r.table_name = 'public.nw')",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    // b's transactions started after a's: the horizon stays below a until a ends.
+    assert_eq!(
+        chained(&mut db),
+        0,
+        "nothing above an open transaction is sealed"
+    );
+    assert!(
+        verify(&mut db).ok,
+        "committed, not sealed yet: verified by their own digests"
+    );
+    a.batch_execute("COMMIT").unwrap();
+    seal(&mut db);
+    assert_eq!(
+        chained(&mut db),
+        40,
+        "one entry per committed transaction, a's included"
+    );
+    assert!(verify(&mut db).ok);
+}
