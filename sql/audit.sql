@@ -172,5 +172,13 @@ REVOKE ALL ON FUNCTION pgauth.audit_capture(), pgauth.audit_refuse_change(),
                        pgauth.audit_db_user(), pgauth.audit_app_user(),
                        pgauth.record_event(text, text, jsonb)
     FROM PUBLIC;
--- pgauth.audit_changed, audit_expand, audit_decode and audit_record_digest only compute from
--- their arguments; whoever may read pgauth.audit_log needs EXECUTE on them.
+-- The view runs audit_expand and audit_decode with the reader's rights: pgauth_admin, and
+-- whoever else is granted SELECT on pgauth.audit_log, needs EXECUTE on them. Not PUBLIC's:
+-- decoding checks the row layout, but a value's bytes go to its type's output function.
+REVOKE ALL ON FUNCTION pgauth.audit_decode(text, bytea, bigint),
+                       pgauth.audit_expand(text, text, bytea, text, bigint)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgauth.audit_decode(text, bytea, bigint),
+                          pgauth.audit_expand(text, text, bytea, text, bigint)
+    TO pgauth_admin;
+-- pgauth.audit_changed and audit_record_digest only compute from their arguments.

@@ -111,6 +111,10 @@ pub enum AuthError {
     #[error("{0}")]
     AuditWrongObject(String),
 
+    /// Stored audit data that cannot be read back (damaged or forged bytes).
+    #[error("{0}")]
+    AuditCorrupted(String),
+
     #[error("table {0} is already audited")]
     AuditAlreadyEnabled(String),
 
@@ -188,6 +192,7 @@ impl AuthError {
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
             }
             AuditWrongObject(_) => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            AuditCorrupted(_) => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
             AuditAlreadyEnabled(_) => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
             AuditNotEnabled(_) | AuditNoPrimaryKey(_) => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
@@ -254,6 +259,10 @@ impl AuthError {
             KeyWrapFailed => Some(
                 "The data keys were wrapped under a different master key; configure the master \
                  key they were created with.",
+            ),
+            AuditCorrupted(_) => Some(
+                "The stored audit record was changed outside pgauth: auth_audit_verify() names \
+                 the first bad record.",
             ),
             AuditAppendOnly(_) => Some(
                 "The audit log and its chain only grow. Archive old events with \

@@ -109,6 +109,90 @@ pub fn parse_shape(text: &str) -> Result<Vec<Column>, String> {
         .collect()
 }
 
+/// A column as the tuple layout needs it: `attlen` (-1 varlena, -2 cstring, else fixed) and
+/// `attalign` (`c`, `s`, `i`, `d`).
+pub type Layout = (i16, u8);
+
+/// Check that stored tuple bytes (from t_infomask2 on) are well formed for columns `layout`:
+/// the header, the null bitmap, and every value's length stay inside the bytes, and no value is
+/// an out-of-line pointer. Run before PostgreSQL reads a stored row, so damaged or forged bytes
+/// give an error rather than a read past the end. Little-endian varlena headers (x86-64,
+/// AArch64).
+pub fn check_tuple(bytes: &[u8], layout: &[Layout]) -> Result<(), String> {
+    const SKIPPED: usize = 18; // t_choice and t_ctid, not stored
+    let bad = |why: &str| Err(format!("malformed audit row: {why}"));
+    if bytes.len() < 5 {
+        return bad("too short");
+    }
+    let natts = (u16::from_le_bytes([bytes[0], bytes[1]]) & 0x07FF) as usize;
+    let infomask = u16::from_le_bytes([bytes[2], bytes[3]]);
+    let hoff = bytes[4] as usize;
+    if natts > layout.len() {
+        return bad("more columns than its shape");
+    }
+    if hoff < SKIPPED + 5 || hoff - SKIPPED > bytes.len() {
+        return bad("header offset outside the row");
+    }
+    let has_nulls = infomask & 0x0001 != 0;
+    if has_nulls && 5 + natts.div_ceil(8) > hoff - SKIPPED {
+        return bad("null bitmap outside the header");
+    }
+    let data = &bytes[hoff - SKIPPED..];
+    let mut off = 0usize;
+    for (i, &(attlen, attalign)) in layout.iter().enumerate().take(natts) {
+        if has_nulls && bytes[5 + i / 8] & (1 << (i % 8)) == 0 {
+            continue;
+        }
+        let align = match attalign {
+            b'd' => 8,
+            b'i' => 4,
+            b's' => 2,
+            _ => 1,
+        };
+        let aligned = |off: usize| off.div_ceil(align) * align;
+        match attlen {
+            -1 => {
+                // A one-byte header is never aligned; a four-byte one (first byte 0) is.
+                if data.get(off).copied().unwrap_or(0) == 0 {
+                    off = aligned(off);
+                }
+                let Some(&b0) = data.get(off) else {
+                    return bad("value outside the row");
+                };
+                let len = if b0 == 0x01 {
+                    return bad("out-of-line value");
+                } else if b0 & 0x01 == 1 {
+                    ((b0 >> 1) & 0x7F) as usize
+                } else {
+                    let Some(h) = data.get(off..off + 4) else {
+                        return bad("value outside the row");
+                    };
+                    ((u32::from_le_bytes([h[0], h[1], h[2], h[3]]) >> 2) & 0x3FFF_FFFF) as usize
+                };
+                if len < if b0 & 0x01 == 1 { 1 } else { 4 } || off + len > data.len() {
+                    return bad("value outside the row");
+                }
+                off += len;
+            }
+            -2 => {
+                let Some(end) = data.get(off..).and_then(|d| d.iter().position(|&b| b == 0)) else {
+                    return bad("unterminated string");
+                };
+                off += end + 1;
+            }
+            n if n > 0 => {
+                off = aligned(off);
+                if off + n as usize > data.len() {
+                    return bad("value outside the row");
+                }
+                off += n as usize;
+            }
+            _ => return bad("unknown column layout"),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +222,51 @@ mod tests {
         let mut one = Vec::new();
         push_frame(&mut one, None);
         assert!(events(&one).is_err());
+    }
+
+    /// Stored bytes of a row (from t_infomask2 on) with `natts` columns, no nulls, t_hoff 24.
+    fn row(natts: u16, data: &[u8]) -> Vec<u8> {
+        let mut b = natts.to_le_bytes().to_vec();
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.push(24);
+        b.push(0); // padding to t_hoff
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn well_formed_rows_pass_the_check() {
+        let int_text: [Layout; 2] = [(4, b'i'), (-1, b'i')];
+        // int4 7, then text "hi" with a one-byte header (length 3).
+        let ok = row(2, &[7, 0, 0, 0, 0x07, b'h', b'i']);
+        assert_eq!(check_tuple(&ok, &int_text), Ok(()));
+        // A four-byte varlena header, aligned to 4: length 6 (header + "hi").
+        let four = row(2, &[7, 0, 0, 0, 6 << 2, 0, 0, 0, b'h', b'i']);
+        assert_eq!(check_tuple(&four, &int_text), Ok(()));
+        // Nulls: bitmap says only column 1 is present.
+        let mut nulls = vec![2, 0, 0x01, 0, 24, 0b01];
+        nulls.extend_from_slice(&[7, 0, 0, 0]);
+        assert_eq!(check_tuple(&nulls, &int_text), Ok(()));
+    }
+
+    #[test]
+    fn damaged_rows_fail_the_check() {
+        let int_text: [Layout; 2] = [(4, b'i'), (-1, b'i')];
+        let ok = row(2, &[7, 0, 0, 0, 0x07, b'h', b'i']);
+        for cut in 0..ok.len() {
+            assert!(check_tuple(&ok[..cut], &int_text).is_err(), "cut at {cut}");
+        }
+        // A text claiming 127 bytes.
+        assert!(check_tuple(&row(2, &[7, 0, 0, 0, 0xFF, b'h']), &int_text).is_err());
+        // A four-byte header claiming 1 GB.
+        assert!(check_tuple(&row(2, &[7, 0, 0, 0, 0, 0, 0, 0x40]), &int_text).is_err());
+        // An out-of-line (TOAST) pointer.
+        assert!(check_tuple(&row(2, &[7, 0, 0, 0, 0x01, 18]), &int_text).is_err());
+        // More columns than the shape; a header offset past the end.
+        assert!(check_tuple(&row(3, &[7, 0, 0, 0, 0x03, b'h', 0]), &int_text).is_err());
+        let mut far = ok.clone();
+        far[4] = 200;
+        assert!(check_tuple(&far, &int_text).is_err());
     }
 
     #[test]

@@ -1666,16 +1666,14 @@ unsafe fn shape_desc(cols: &[&super::frames::Column]) -> AuthResult<pg_sys::Tupl
 
 /// A stored frame as a composite datum of `desc`, after checking its header.
 unsafe fn frame_tuple(bytes: &[u8], desc: pg_sys::TupleDesc) -> AuthResult<pg_sys::HeapTupleData> {
-    let bad = |why: &str| AuthError::Internal(format!("malformed audit row: {why}"));
-    if bytes.len() < 5 {
-        return Err(bad("too short"));
-    }
+    let layout: Vec<super::frames::Layout> = (0..(*desc).natts as usize)
+        .map(|i| {
+            let att = (*desc).attrs.as_ptr().add(i);
+            ((*att).attlen, (*att).attalign as u8)
+        })
+        .collect();
+    super::frames::check_tuple(bytes, &layout).map_err(AuthError::AuditCorrupted)?;
     let total = STORED_FROM + bytes.len();
-    let natts = u16::from_ne_bytes([bytes[0], bytes[1]]) & pg_sys::HEAP_NATTS_MASK as u16;
-    let hoff = bytes[4] as usize;
-    if natts as i32 > (*desc).natts || hoff < STORED_FROM + 5 || hoff > total {
-        return Err(bad("header does not fit the shape"));
-    }
     let data = pg_sys::palloc0(total).cast::<u8>();
     std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(STORED_FROM), bytes.len());
     let header = data.cast::<pg_sys::HeapTupleHeaderData>();
@@ -1717,8 +1715,8 @@ unsafe fn tuple_json(
 type DecodedRow = (i64, Option<String>, Option<String>, Option<String>);
 
 fn decode(shape: &str, rows: &[u8], first_id: i64) -> AuthResult<Vec<DecodedRow>> {
-    let cols = super::frames::parse_shape(shape).map_err(AuthError::Internal)?;
-    let events = super::frames::events(rows).map_err(AuthError::Internal)?;
+    let cols = super::frames::parse_shape(shape).map_err(AuthError::AuditCorrupted)?;
+    let events = super::frames::events(rows).map_err(AuthError::AuditCorrupted)?;
     let all: Vec<&super::frames::Column> = cols.iter().collect();
     let key_idx: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].key).collect();
     let value_idx: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].value).collect();

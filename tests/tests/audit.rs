@@ -454,6 +454,19 @@ fn concurrent_writers_with_rollbacks_keep_one_verifiable_chain() {
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!(sum, records, "the chain covers every record exactly");
+    // Id ranges reserved concurrently never overlap, and each record's ids are consecutive.
+    let (ids, distinct, misfits): (i64, i64, i64) = {
+        let r = db
+            .query_one(
+                "SELECT count(*), count(DISTINCT l.id),
+                        count(*) FILTER (WHERE l.id NOT BETWEEN r.id AND r.last_id)
+                   FROM pgauth.audit_log l JOIN pgauth.audit_records r ON r.id = l.record_id",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((ids, misfits), (distinct, 0));
     assert_eq!(v.checked, events, "verify counts events");
 }
 
