@@ -73,13 +73,13 @@ COMMENT ON TABLE pgauth.audit_records IS
 -- The stored rows of a record as JSON text, whole rows (src/audit/sql.rs).
 CREATE FUNCTION pgauth.audit_decode(shape text, rows bytea, first_id bigint)
 RETURNS TABLE (id bigint, row_key text, old_values text, new_values text)
-LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c STABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'audit_decode_wrapper';
 
 -- A record's events: (id, row_key, old_values, new_values); for UPDATE, the changed columns.
 CREATE FUNCTION pgauth.audit_expand(event text, shape text, rows bytea, events text, first_id bigint)
 RETURNS TABLE (id bigint, row_key jsonb, old_values jsonb, new_values jsonb)
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT (e.value OPERATOR(pg_catalog.->>) 0)::bigint,
            NULLIF(e.value OPERATOR(pg_catalog.->) 1, 'null'::jsonb),
            NULLIF(e.value OPERATOR(pg_catalog.->) 2, 'null'::jsonb),

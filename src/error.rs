@@ -115,6 +115,10 @@ pub enum AuthError {
     #[error("{0}")]
     AuditCorrupted(String),
 
+    /// A column type pgauth cannot store safely, or that changed since a record was written.
+    #[error("{0}")]
+    AuditUnsupportedType(String),
+
     #[error("table {0} is already audited")]
     AuditAlreadyEnabled(String),
 
@@ -193,6 +197,7 @@ impl AuthError {
             }
             AuditWrongObject(_) => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             AuditCorrupted(_) => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            AuditUnsupportedType(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             AuditAlreadyEnabled(_) => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
             AuditNotEnabled(_) | AuditNoPrimaryKey(_) => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
@@ -259,6 +264,11 @@ impl AuthError {
             KeyWrapFailed => Some(
                 "The data keys were wrapped under a different master key; configure the master \
                  key they were created with.",
+            ),
+            AuditUnsupportedType(_) => Some(
+                "Exclude the column (auth_audit_disable, then auth_audit_enable with \
+                 exclude_columns), or read records of a changed type from an export (README, \
+                 \"Audit\").",
             ),
             AuditCorrupted(_) => Some(
                 "The stored audit record was changed outside pgauth: auth_audit_verify() names \

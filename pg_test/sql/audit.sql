@@ -108,6 +108,9 @@ SELECT auth_audit_purge(3) AS purged_events;
 SELECT position, purged_events FROM pgauth.audit_checkpoints;
 SELECT min(position) AS first_position FROM pgauth.audit_chain;
 SELECT ok, reason FROM auth_audit_verify();
+-- A head stored at the purged position is checked against the checkpoint.
+SELECT ok, reason FROM auth_audit_verify(NULL, 3, (SELECT chain_digest FROM pgauth.audit_checkpoints));
+SELECT ok, reason FROM auth_audit_verify(NULL, 3, '\x00');
 SELECT event, new_values FROM pgauth.audit_log WHERE event = 'audit_purged';
 
 -- A superuser can switch the guard off; the chain shows what was done.
@@ -145,10 +148,25 @@ SELECT count(*) AS events, count(DISTINCT id) AS ids, max(id) - min(id) + 1 AS s
        sum((new_values->>'v')::int) = sum((row_key->>'id')::int * 2) AS values_match
   FROM pgauth.audit_log WHERE table_name = 'public.many';
 
+-- Enums and domains are stored; user-defined composite types are refused unless excluded.
+CREATE TYPE mood AS ENUM ('sad', 'happy');
+CREATE DOMAIN positive AS int CHECK (VALUE > 0);
+CREATE TYPE pair AS (a int, b int);
+CREATE TABLE typed (id int PRIMARY KEY, m mood, p positive, tags text[], pr pair);
+SELECT auth_audit_enable('typed');
+SELECT auth_audit_enable('typed', '{pr}');
+INSERT INTO typed VALUES (1, 'happy', 5, '{a,b}', ROW(1, 2));
+SELECT new_values FROM pgauth.audit_log WHERE table_name = 'public.typed';
+-- A type changed under a record is not guessed at.
+ALTER TYPE mood RENAME TO mood_old;
+SELECT new_values FROM pgauth.audit_log WHERE table_name = 'public.typed';
+ALTER TYPE mood_old RENAME TO mood;
+SELECT new_values->'m' AS m FROM pgauth.audit_log WHERE table_name = 'public.typed';
+
 -- Damaged stored rows give an error when read, never a read past their end.
 ALTER TABLE pgauth.audit_records DISABLE TRIGGER audit_records_append_only;
 -- No old row; a new row of 3 columns whose text value claims 127 bytes of the 1 left.
-UPDATE pgauth.audit_records SET rows = '\xffffffff0000000b030000001800' || '\x01000000ff'::bytea
+UPDATE pgauth.audit_records SET rows = '\xffffffff0000000b030002001800' || '\x01000000ff'::bytea
  WHERE table_name = 'public.docs' AND event = 'insert';
 SELECT count(*) FROM pgauth.audit_log WHERE table_name = 'public.docs';
 -- A cut frame.
@@ -161,7 +179,9 @@ ALTER TABLE pgauth.audit_records ENABLE TRIGGER audit_records_append_only;
 SELECT has_function_privilege('public', 'pgauth.audit_decode(text, bytea, bigint)', 'EXECUTE') AS public_decodes,
        has_function_privilege('pgauth_admin', 'pgauth.audit_decode(text, bytea, bigint)', 'EXECUTE') AS admin_decodes;
 
-DROP TABLE accounts, no_key, other, docs, many CASCADE;
+DROP TABLE accounts, no_key, other, docs, many, typed CASCADE;
+DROP TYPE mood, pair;
+DROP DOMAIN positive;
 DROP EXTENSION pgauth CASCADE;
 DROP ROLE pgauth_regress_auditor;
 DROP ROLE pgauth_regress_nobody;

@@ -6,9 +6,10 @@
 //! frame = u32(0xFFFFFFFF)             absent (no old row for INSERT, no new row for DELETE)
 //!       | u32(len) || bytes[len]      a heap tuple from its t_infomask2 on (the 18 bytes
 //!                                     before it are never stored: datum fields and ctid)
-//! shape = {"columns": [[name, type, typmod, key, value], …]}
+//! shape = {"columns": [[name, type, typmod, key, value, type_oid], …]}
 //!         type: the type's qualified name (format_type), key: part of the primary key,
-//!         value: shown in old/new values (false for a key column the DBA excluded)
+//!         value: shown in old/new values (false for a key column the DBA excluded),
+//!         type_oid: the type's OID when the record was written
 //! ```
 //!
 //! Event ids are the record's `id` and the following ones, in order.
@@ -69,6 +70,7 @@ pub struct Column {
     pub typmod: i32,
     pub key: bool,
     pub value: bool,
+    pub type_oid: u32,
 }
 
 /// The JSON text of a shape (stable: it is hashed with the record).
@@ -82,6 +84,7 @@ pub fn shape_json(columns: &[Column]) -> String {
                 Value::from(c.typmod),
                 Value::from(c.key),
                 Value::from(c.value),
+                Value::from(c.type_oid),
             ])
         })
         .collect();
@@ -94,7 +97,7 @@ pub fn parse_shape(text: &str) -> Result<Vec<Column>, String> {
     let cols = v.get("columns").and_then(Value::as_array).ok_or_else(bad)?;
     cols.iter()
         .map(|c| {
-            let a = c.as_array().filter(|a| a.len() == 5).ok_or_else(bad)?;
+            let a = c.as_array().filter(|a| a.len() == 6).ok_or_else(bad)?;
             Ok(Column {
                 name: a[0].as_str().ok_or_else(bad)?.to_string(),
                 type_name: a[1].as_str().ok_or_else(bad)?.to_string(),
@@ -104,6 +107,10 @@ pub fn parse_shape(text: &str) -> Result<Vec<Column>, String> {
                     .ok_or_else(bad)?,
                 key: a[3].as_bool().ok_or_else(bad)?,
                 value: a[4].as_bool().ok_or_else(bad)?,
+                type_oid: a[5]
+                    .as_u64()
+                    .and_then(|o| u32::try_from(o).ok())
+                    .ok_or_else(bad)?,
             })
         })
         .collect()
@@ -114,8 +121,9 @@ pub fn parse_shape(text: &str) -> Result<Vec<Column>, String> {
 pub type Layout = (i16, u8);
 
 /// Check that stored tuple bytes (from t_infomask2 on) are well formed for columns `layout`:
-/// the header, the null bitmap, and every value's length stay inside the bytes, and no value is
-/// an out-of-line pointer. Run before PostgreSQL reads a stored row, so damaged or forged bytes
+/// the header, the null bitmap, and every value's length stay inside the bytes, no value is an
+/// out-of-line pointer, and a row with a variable-width value says so in its header
+/// (HEAP_HASVARWIDTH; without it PostgreSQL would read values at cached fixed offsets). Run before PostgreSQL reads a stored row, so damaged or forged bytes
 /// give an error rather than a read past the end. Little-endian varlena headers (x86-64,
 /// AArch64).
 pub fn check_tuple(bytes: &[u8], layout: &[Layout]) -> Result<(), String> {
@@ -138,6 +146,10 @@ pub fn check_tuple(bytes: &[u8], layout: &[Layout]) -> Result<(), String> {
         return bad("null bitmap outside the header");
     }
     let data = &bytes[hoff - SKIPPED..];
+    let varwidth_flag = infomask & 0x0002 != 0;
+    if infomask & 0x0004 != 0 {
+        return bad("out-of-line values");
+    }
     let mut off = 0usize;
     for (i, &(attlen, attalign)) in layout.iter().enumerate().take(natts) {
         if has_nulls && bytes[5 + i / 8] & (1 << (i % 8)) == 0 {
@@ -150,6 +162,9 @@ pub fn check_tuple(bytes: &[u8], layout: &[Layout]) -> Result<(), String> {
             _ => 1,
         };
         let aligned = |off: usize| off.div_ceil(align) * align;
+        if attlen < 0 && !varwidth_flag {
+            return bad("variable-width value in a row marked fixed-width");
+        }
         match attlen {
             -1 => {
                 // A one-byte header is never aligned; a four-byte one (first byte 0) is.
@@ -227,7 +242,7 @@ mod tests {
     /// Stored bytes of a row (from t_infomask2 on) with `natts` columns, no nulls, t_hoff 24.
     fn row(natts: u16, data: &[u8]) -> Vec<u8> {
         let mut b = natts.to_le_bytes().to_vec();
-        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&0x0002u16.to_le_bytes()); // HEAP_HASVARWIDTH
         b.push(24);
         b.push(0); // padding to t_hoff
         b.extend_from_slice(data);
@@ -243,6 +258,10 @@ mod tests {
         // A four-byte varlena header, aligned to 4: length 6 (header + "hi").
         let four = row(2, &[7, 0, 0, 0, 6 << 2, 0, 0, 0, b'h', b'i']);
         assert_eq!(check_tuple(&four, &int_text), Ok(()));
+        // A text value in a row whose header says it has none.
+        let mut flagless = ok.clone();
+        flagless[2] = 0;
+        assert!(check_tuple(&flagless, &int_text).is_err());
         // Nulls: bitmap says only column 1 is present.
         let mut nulls = vec![2, 0, 0x01, 0, 24, 0b01];
         nulls.extend_from_slice(&[7, 0, 0, 0]);
@@ -278,6 +297,7 @@ mod tests {
                 typmod: -1,
                 key: true,
                 value: true,
+                type_oid: 20,
             },
             Column {
                 name: "we\"ird\n".into(),
@@ -285,15 +305,16 @@ mod tests {
                 typmod: 7,
                 key: false,
                 value: false,
+                type_oid: 16500,
             },
         ];
         let text = shape_json(&cols);
         assert_eq!(
             text,
-            r#"{"columns":[["id","bigint",-1,true,true],["we\"ird\n","public.mood",7,false,false]]}"#
+            r#"{"columns":[["id","bigint",-1,true,true,20],["we\"ird\n","public.mood",7,false,false,16500]]}"#
         );
         assert_eq!(parse_shape(&text).unwrap(), cols);
         assert!(parse_shape("{}").is_err());
-        assert!(parse_shape(r#"{"columns":[["id","bigint",-1,true]]}"#).is_err());
+        assert!(parse_shape(r#"{"columns":[["id","bigint",-1,true,true]]}"#).is_err());
     }
 }

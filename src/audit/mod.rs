@@ -12,7 +12,7 @@
 //! `0x01 || u32(len(x)) || x` otherwise, so no two different records serialise to the same bytes.
 //!
 //! ```text
-//! record_digest = SHA3-512("pgauth audit record v2" || field(table_name: UTF-8)
+//! record_digest = SHA3-512("pgauth audit record v3" || field(table_name: UTF-8)
 //!                 || field(shape: UTF-8) || field(id: i64) || field(last_id: i64)
 //!                 || field(event_count: i64) || field(occurred_at: i64 µs since 2000-01-01 UTC)
 //!                 || field(txid: u64) || field(db_user: UTF-8) || field(app_user_id: 16 bytes)
@@ -44,7 +44,7 @@ pub(crate) mod sql;
 pub const DIGEST_LEN: usize = 64;
 pub type AuditDigest = [u8; DIGEST_LEN];
 
-const RECORD_TAG: &[u8] = b"pgauth audit record v2";
+const RECORD_TAG: &[u8] = b"pgauth audit record v3";
 const TXN_TAG: &[u8] = b"pgauth audit txn v1";
 const CHAIN_TAG: &[u8] = b"pgauth audit chain v1";
 
@@ -332,6 +332,10 @@ pub struct Verifier {
     /// A problem that has no audit id (e.g. the tail was cut off).
     unplaced: Option<String>,
     positions: HashMap<i64, AuditDigest>,
+    /// The last event id of the previous record fed (records come in id order).
+    previous_last_id: Option<i64>,
+    /// The highest event id reserved so far: no genuine record goes beyond it.
+    max_id: i64,
 }
 
 fn to_digest(bytes: &[u8]) -> Option<AuditDigest> {
@@ -352,6 +356,8 @@ impl Verifier {
             own_txid,
             sealed_below: u64::MAX,
             next_txid: u64::MAX,
+            previous_last_id: None,
+            max_id: i64::MAX,
             checked: 0,
             worst: None,
             unplaced: None,
@@ -365,6 +371,17 @@ impl Verifier {
         self.sealed_below = sealed_below;
         self.next_txid = next_txid;
         self
+    }
+
+    /// The highest event id reserved so far (the id sequence's last value).
+    pub fn with_max_id(mut self, max_id: i64) -> Self {
+        self.max_id = max_id;
+        self
+    }
+
+    /// Record a problem that has no audit id (e.g. a stored head that does not match).
+    pub fn report_unplaced(&mut self, reason: String) {
+        self.unplaced = Some(reason);
     }
 
     /// Record a problem found outside the chain and records (e.g. a missing checkpoint).
@@ -444,6 +461,31 @@ impl Verifier {
     /// contents no longer match its own digest is reported at its id; a record whose digest was
     /// recomputed by a forger is caught by its transaction's digest.
     pub fn add_record(&mut self, record: &AuditRecord, stored_digest: &[u8]) {
+        // Ids are reserved in disjoint consecutive ranges: records never overlap, and none
+        // goes beyond what was reserved.
+        let overlaps = self.previous_last_id.is_some_and(|p| record.id <= p);
+        self.previous_last_id = Some(
+            record
+                .last_id
+                .max(self.previous_last_id.unwrap_or(i64::MIN)),
+        );
+        if overlaps
+            || record.last_id < record.id
+            || record.last_id - record.id + 1 != record.event_count
+            || record.last_id > self.max_id
+        {
+            if self.from_id.is_none_or(|from| record.last_id >= from) {
+                self.checked += record.event_count.max(1);
+                self.problem(
+                    record.id,
+                    format!(
+                        "audit record {}..{} ({} events) overlaps another record or ids that were never reserved: it was inserted or renumbered",
+                        record.id, record.last_id, record.event_count
+                    ),
+                );
+            }
+            return;
+        }
         if Some(record.txid) == self.own_txid {
             return;
         }

@@ -1,16 +1,13 @@
-//! SQL layer of the audit log: the statement-level capture trigger, the record digest function,
-//! the commit-time chain append, verification, and enabling/disabling audit on a table.
+//! SQL layer of the audit log: the statement-level capture trigger, the record writer, the
+//! sealer that appends the hash chain, verification, decoding for the view pgauth.audit_log, and
+//! enabling/disabling audit on a table.
 //!
-//! A statement's events are written as one record (`pgauth.audit_records`, up to
-//! `RECORD_EVENTS` events each): the transition table is turned into one JSON array text in
-//! SQL, hashed once by `pgauth.audit_record_digest` (a C-ABI function declared by hand in
-//! sql/audit.sql that reads its arguments as raw datums) and stored uncompressed. One heap
-//! row and one SHA3-512 pass per statement, instead of per changed row. Records are written as
-//! the owner of schema pgauth (`as_owner`), while the functions themselves run as the caller.
-//!
-//! Never write audit records any other way than through `pgauth.audit_record_digest` in an
-//! INSERT: that call is what tells this backend that the transaction needs a chain entry at
-//! commit.
+//! A statement's changed rows are read straight from the transition tables, copied into tuple
+//! bytes of the audited columns (`frames`), hashed once, and written as one record per 10,000
+//! events (or 64 MB) into pgauth.audit_records with a direct heap and index insert. Commits
+//! write nothing else; the sealer chains finished transactions later (see `seal`). Work on
+//! pgauth's objects runs as the owner of schema pgauth (`as_owner`, or `with_owner_id` for
+//! C-level work that runs no SQL), while the functions themselves run as the caller.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,9 +24,15 @@ use super::{
 use crate::backend::{as_owner, caller, json_string, record_event};
 use crate::error::{AuthError, AuthResult, OrRaise};
 
-/// Key of the transaction-level advisory lock held by the sealer (per database): "pgauth" in
-/// ASCII followed by 0x0001.
+/// Key of the transaction-level lock held by the sealer (per database): "pgauth" in ASCII
+/// followed by 0x0001, in a tag SQL cannot build (`pgauth_lock_tag`).
 pub const CHAIN_LOCK_KEY: i64 = 0x7067_6175_7468_0001;
+
+/// A record closes when its rows reach this many bytes (statements with large values).
+const RECORD_BYTES: usize = 64 << 20;
+
+/// A commit-time seal reads at most this many records.
+const SEAL_BATCH: i64 = 10_000;
 
 /// Records are read back in batches of this many.
 const FETCH_BATCH: i64 = 1_000;
@@ -399,6 +402,27 @@ unsafe fn primary_key_attnums(pk_index: pg_sys::Oid) -> Vec<i16> {
     keys
 }
 
+/// Whether values of a type can be stored as tuple bytes and read back later safely: built-in
+/// types, enums, base types of extensions, and domains and arrays of those. Not user-defined
+/// composite, range or multirange types: their layout can change once no table uses them, and
+/// old bytes would then be read with the new layout.
+fn storable_type(oid: pg_sys::Oid) -> bool {
+    if oid.to_u32() < pg_sys::FirstNormalObjectId {
+        return true;
+    }
+    unsafe {
+        match pg_sys::get_typtype(oid) as u8 {
+            b'e' => true,
+            b'd' => storable_type(pg_sys::getBaseType(oid)),
+            b'b' => {
+                let element = pg_sys::get_element_type(oid);
+                element == pg_sys::InvalidOid || storable_type(element)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// How one audited table's rows are stored: the stored columns' descriptor (in
 /// TopMemoryContext, kept for the backend's life), where each comes from, and the shape text.
 struct StoredShape {
@@ -435,6 +459,13 @@ unsafe fn stored_shape(
         if !is_key && !value {
             continue;
         }
+        if !storable_type((*att).atttypid) {
+            AuthError::AuditUnsupportedType(format!(
+                "column \"{name}\" of {} has a user-defined composite or range type, which audit records cannot store safely",
+                cstr_owned((*(*rel).rd_rel).relname.data.as_ptr())
+            ))
+            .raise();
+        }
         source.push(i);
         columns.push(super::frames::Column {
             name,
@@ -442,6 +473,7 @@ unsafe fn stored_shape(
             typmod: (*att).atttypmod,
             key: is_key,
             value,
+            type_oid: (*att).atttypid.to_u32(),
         });
     }
     let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
@@ -495,12 +527,15 @@ fn with_owner_id<R>(f: impl FnOnce() -> R) -> R {
 /// Key of the lock that makes a range of event ids contiguous: "pgauth" then 0x0002.
 const ID_LOCK_KEY: i64 = 0x7067_6175_7468_0002;
 
-fn id_lock_tag() -> pg_sys::LOCKTAG {
+/// An advisory lock tag that SQL cannot build: `pg_advisory_lock` uses field4 1 (one bigint)
+/// or 2 (two ints); pgauth's locks use 0x7067 ("pg"), so no role can take them from SQL and
+/// stall the audited writes or the sealer.
+fn pgauth_lock_tag(key: i64) -> pg_sys::LOCKTAG {
     pg_sys::LOCKTAG {
         locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
-        locktag_field2: (ID_LOCK_KEY >> 32) as u32,
-        locktag_field3: ID_LOCK_KEY as u32,
-        locktag_field4: 1,
+        locktag_field2: (key >> 32) as u32,
+        locktag_field3: key as u32,
+        locktag_field4: 0x7067,
         locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
         locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
     }
@@ -520,7 +555,7 @@ unsafe fn pgauth_relid(name: &str) -> pg_sys::Oid {
 /// (not to the end of the transaction) so that ranges never interleave.
 unsafe fn reserve_ids(n: i64) -> i64 {
     let seq = pgauth_relid("audit_event_id_seq");
-    let tag = id_lock_tag();
+    let tag = pgauth_lock_tag(ID_LOCK_KEY);
     let lockmode = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
     pg_sys::LockAcquire(&tag, lockmode, false, false);
     let first = pgrx::fcinfo::direct_function_call_as_datum(
@@ -845,12 +880,19 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
             };
             let mut done = 0i64;
             while done < total {
-                let count = (total - done).min(RECORD_EVENTS);
-                let mut buf = Vec::with_capacity(count as usize * 96);
-                for _ in 0..count {
+                let mut buf = Vec::with_capacity((total - done).min(RECORD_EVENTS) as usize * 96);
+                let mut count = 0i64;
+                // A record closes at RECORD_EVENTS events or RECORD_BYTES bytes (large values).
+                while count < RECORD_EVENTS && done + count < total && buf.len() < RECORD_BYTES {
                     // Read in the caller's context: a slot frees its previous tuple itself.
                     let o = old.as_mut().and_then(|r| r.next());
                     let n = new.as_mut().and_then(|r| r.next());
+                    if event == pg_sys::TRIGGER_EVENT_UPDATE && o.is_some() != n.is_some() {
+                        AuthError::Internal(
+                            "audit: the old and new rows of an UPDATE do not pair up; the statement is refused rather than recorded wrongly".into(),
+                        )
+                        .raise();
+                    }
                     let caller = pg_sys::MemoryContextSwitchTo(context);
                     push_row(&mut buf, shape, o, &mut values, &mut nulls);
                     push_row(&mut buf, shape, n, &mut values, &mut nulls);
@@ -858,6 +900,7 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
                     if total > 1 {
                         pg_sys::MemoryContextReset(context);
                     }
+                    count += 1;
                 }
                 let mut record = new_record(&facts, name, Some(shape.table.clone()));
                 record.id = first + done;
@@ -865,7 +908,13 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
                 record.event_count = count;
                 record.shape = Some(shape.shape.clone());
                 record.rows = Some(buf);
+                // The record's datum copies go with the record.
+                let caller = pg_sys::MemoryContextSwitchTo(context);
                 write_record(&record, Some(&shape.prefix));
+                pg_sys::MemoryContextSwitchTo(caller);
+                if total > 1 {
+                    pg_sys::MemoryContextReset(context);
+                }
                 done += count;
             }
             if total > 1 {
@@ -895,7 +944,32 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
 pub(crate) fn install_xact_callback() {
     unsafe {
         pg_sys::RegisterXactCallback(Some(audit_xact_callback), std::ptr::null_mut());
+        // Stored shapes carry schema and type names: forget them when any of those change.
+        for cache in [
+            pg_sys::SysCacheIdentifier::NAMESPACEOID,
+            pg_sys::SysCacheIdentifier::TYPEOID,
+        ] {
+            pg_sys::CacheRegisterSyscacheCallback(
+                cache as i32,
+                Some(forget_shapes),
+                pg_sys::Datum::from(0),
+            );
+        }
     }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_shapes(
+    _arg: pg_sys::Datum,
+    _cache: std::ffi::c_int,
+    _hash: u32,
+) {
+    // Their descriptors stay allocated (a capture may hold one); this is rare.
+    STATE.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            s.shapes.clear();
+        }
+    });
 }
 
 #[pg_guard]
@@ -952,8 +1026,8 @@ unsafe fn seal_plans() -> AuthResult<SealPlans> {
         records: prepare_kept(
             "SELECT txid::text, id, last_id, record_digest FROM pgauth.audit_records
               WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8
-              ORDER BY txid, id",
-            &[pg_sys::TEXTOID, pg_sys::TEXTOID],
+              ORDER BY txid, id LIMIT $3",
+            &[pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::INT8OID],
         )?,
         append: prepare_kept(
             "INSERT INTO pgauth.audit_chain
@@ -992,22 +1066,34 @@ fn next_full_xid() -> u64 {
     unsafe { pg_sys::ReadNextFullTransactionId().value }
 }
 
+unsafe fn chain_is_empty() -> AuthResult<bool> {
+    let p = prepare_kept("SELECT 1 FROM pgauth.audit_chain LIMIT 1", &[])?;
+    let mut empty = true;
+    let r = for_each_row(p, &mut [], |_, _| empty = false);
+    pg_sys::SPI_freeplan(p.0);
+    r.map(|_| empty)
+}
+
+fn restored_chain_error() -> AuthError {
+    AuthError::InvalidRequest(
+        "the audit chain was restored from another cluster (its horizon is above this cluster's transaction ids): verify it, export it, and purge it through its last position; the chain then goes on from that checkpoint (README, \"Retention\")".into(),
+    )
+}
+
 /// Chain every transaction that finished since the last seal. `wait`: wait for a concurrent
 /// sealer instead of leaving the work to it. Returns the number of entries appended.
 unsafe fn seal(wait: bool) -> AuthResult<i64> {
     as_owner(|| {
-        let key = Some(pg_sys::Datum::from(CHAIN_LOCK_KEY));
-        if wait {
-            pgrx::fcinfo::direct_function_call_as_datum(pg_sys::pg_advisory_xact_lock_int8, &[key]);
-        } else {
-            let got = pgrx::fcinfo::direct_function_call_as_datum(
-                pg_sys::pg_try_advisory_xact_lock_int8,
-                &[key],
-            )
-            .is_some_and(|d| d.value() != 0);
-            if !got {
-                return Ok(0);
-            }
+        // Transaction-level: released when the sealing transaction ends.
+        let tag = pgauth_lock_tag(CHAIN_LOCK_KEY);
+        let got = pg_sys::LockAcquire(
+            &tag,
+            pg_sys::ExclusiveLock as pg_sys::LOCKMODE,
+            false,
+            !wait,
+        );
+        if got == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
+            return Ok(0);
         }
         let _spi = RawSpi::connect()?;
         // Taken after the lock: sees every chain entry committed before, whatever the
@@ -1037,11 +1123,29 @@ unsafe fn seal(wait: bool) -> AuthResult<i64> {
             ),
             None => (0, GENESIS, 0),
         };
+        let mut from = from;
+        if from > next_full_xid() {
+            // A horizon above every transaction id of this cluster: the log was restored from
+            // another cluster (pg_dump). Its chain can go on here only from a checkpoint, once
+            // the restored entries are archived and purged (README, "Retention").
+            if chain_is_empty()? {
+                from = 0;
+            } else if wait {
+                pg_sys::PopActiveSnapshot();
+                return Err(restored_chain_error());
+            } else {
+                pg_sys::PopActiveSnapshot();
+                return Ok(0);
+            }
+        }
         if horizon <= from {
             pg_sys::PopActiveSnapshot();
             return Ok(0);
         }
-        let (from_text, to_text) = (from.to_string(), horizon.to_string());
+        // A commit seals a bounded amount of work (a backlog left by a long transaction is
+        // worked off over several commits); auth_audit_seal() seals everything.
+        let limit = if wait { i64::MAX } else { SEAL_BATCH };
+        let (from_text, mut to_text) = (from.to_string(), horizon.to_string());
         let mut args = [
             from_text
                 .as_str()
@@ -1051,11 +1155,14 @@ unsafe fn seal(wait: bool) -> AuthResult<i64> {
                 .as_str()
                 .into_datum()
                 .unwrap_or(pg_sys::Datum::from(0)),
+            pg_sys::Datum::from(limit),
         ];
+        let mut read = 0i64;
         // (txid, hasher) of the transaction being read; entries are appended after the scan.
         let mut current: Option<(u64, TxnHasher)> = None;
         let mut done: Vec<(u64, TxnHasher)> = Vec::new();
         for_each_row(plans.records, &mut args, |t, d| {
+            read += 1;
             let txid: u64 = col_text(t, d, 1).and_then(|x| x.parse().ok()).unwrap_or(0);
             let id = col_i64(t, d, 2).unwrap_or(0);
             let last = col_i64(t, d, 3).unwrap_or(id);
@@ -1072,7 +1179,18 @@ unsafe fn seal(wait: bool) -> AuthResult<i64> {
                 h.add(id, last, &digest);
             }
         })?;
-        done.extend(current);
+        if read >= limit {
+            // The last transaction may be cut: leave it, and everything after it, for later.
+            match done.last() {
+                Some((last_complete, _)) => to_text = (last_complete + 1).to_string(),
+                None => {
+                    pg_sys::PopActiveSnapshot();
+                    return Ok(0);
+                }
+            }
+        } else {
+            done.extend(current);
+        }
         let appended = done.len() as i64;
         for (txid, hasher) in done {
             position += 1;
@@ -1166,35 +1284,26 @@ pub unsafe extern "C-unwind" fn pgauth_record_event(
 // ---------------------------------------------------------------------------------------------
 // Verification and the head
 
-fn read_head() -> AuthResult<Option<(i64, Vec<u8>)>> {
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT h.position, h.chain_digest FROM (
-                 (SELECT position, chain_digest FROM pgauth.audit_chain
-                   ORDER BY position DESC LIMIT 1)
-                 UNION ALL
-                 (SELECT position, chain_digest FROM pgauth.audit_checkpoints
-                   ORDER BY position DESC LIMIT 1)) h
-              ORDER BY h.position DESC LIMIT 1",
-            None,
-            &[],
-        )?;
-        let mut head = None;
-        for row in rows {
-            head = row.get::<i64>(1)?.zip(row.get::<Vec<u8>>(2)?);
-        }
-        Ok::<_, pgrx::spi::Error>(head)
-    })
-    .map_err(|e| AuthError::Internal(format!("audit: reading the chain head failed: {e}")))
-}
-
 /// The latest chain position and its digest, after sealing what has finished: keep them
 /// outside the database, and pass them to auth_audit_verify() later to detect a removed tail.
 #[pg_extern(volatile, parallel_unsafe)]
 fn auth_audit_head() -> TableIterator<'static, (name!(id, i64), name!(digest, Vec<u8>))> {
     require_audit_admin("auth_audit_head").or_raise();
     unsafe { seal(true) }.or_raise();
-    let head = as_owner(read_head).or_raise();
+    // Read with a snapshot taken now (after the seal, and after any sealer it waited for),
+    // not the statement's: the head must include every entry committed before.
+    let head = as_owner(|| unsafe {
+        let _spi = RawSpi::connect()?;
+        pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+        let plans = seal_plans()?;
+        let mut head: Option<(i64, Vec<u8>)> = None;
+        let result = for_each_row(plans.head, &mut [], |t, d| {
+            head = col_i64(t, d, 1).zip(col_bytes(t, d, 2));
+        });
+        pg_sys::PopActiveSnapshot();
+        result.map(|_| head)
+    })
+    .or_raise();
     TableIterator::new(head)
 }
 
@@ -1251,12 +1360,42 @@ unsafe fn free_plans(p: VerifyPlans) {
     }
 }
 
-fn verify(from_id: Option<i64>, head: Option<Head>) -> AuthResult<Verdict> {
+fn verify(from_id: Option<i64>, mut head: Option<Head>) -> AuthResult<Verdict> {
     unsafe {
         let _spi = RawSpi::connect()?;
         let plans = verify_plans()?;
         // One snapshot for every read: the chain and the rows must agree.
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        // The last checkpoint: nothing before it can be checked any more (archived), and a
+        // stored head taken at its position is checked against its digest.
+        let mut checkpoint: Option<(i64, Vec<u8>)> = None;
+        let p = prepare_kept(
+            "SELECT position, chain_digest FROM pgauth.audit_checkpoints
+              ORDER BY position DESC LIMIT 1",
+            &[],
+        )?;
+        for_each_row(p, &mut [], |t, d| {
+            checkpoint = col_i64(t, d, 1).zip(col_bytes(t, d, 2));
+        })?;
+        pg_sys::SPI_freeplan(p.0);
+        let mut head_problem = None;
+        if let (Some(h), Some((cp, cd))) = (&head, &checkpoint) {
+            if h.position == *cp && h.digest != *cd {
+                head_problem = Some(format!(
+                    "the checkpoint at audit chain position {cp} does not have the stored head digest: the chain before it was rewritten"
+                ));
+            }
+            if h.position <= *cp {
+                // Archived: what remains is checked from the checkpoint.
+                head = None;
+            }
+        }
+        let mut max_id = i64::MAX;
+        let p = prepare_kept("SELECT last_value FROM pgauth.audit_event_id_seq", &[])?;
+        for_each_row(p, &mut [], |t, d| {
+            max_id = col_i64(t, d, 1).unwrap_or(i64::MAX)
+        })?;
+        pg_sys::SPI_freeplan(p.0);
         let mut start = 1i64;
         let from_arg = from_id.unwrap_or(i64::MIN);
         for_each_row(plans.start, &mut [pg_sys::Datum::from(from_arg)], |t, d| {
@@ -1273,6 +1412,9 @@ fn verify(from_id: Option<i64>, head: Option<Head>) -> AuthResult<Verdict> {
         if let Some(h) = &head {
             start = start.min(h.position.max(1));
         }
+        if let Some((cp, _)) = &checkpoint {
+            start = start.max(cp + 1);
+        }
         let mut anchor: Option<AuditDigest> = (start == 1).then_some(GENESIS);
         if anchor.is_none() {
             for_each_row(
@@ -1288,8 +1430,18 @@ fn verify(from_id: Option<i64>, head: Option<Head>) -> AuthResult<Verdict> {
         for_each_row(plans.horizon, &mut [], |t, d| {
             sealed_below = col_text(t, d, 1).and_then(|h| h.parse().ok()).unwrap_or(0);
         })?;
+        let next = next_full_xid();
+        if sealed_below > next {
+            // Restored from another cluster: the restored entries verify as they were, and
+            // this cluster's records, not chained yet, by their own digests.
+            sealed_below = 0;
+        }
         let mut verifier = Verifier::new(anchor.unwrap_or(GENESIS), from_id, own)
-            .with_unsealed(sealed_below, next_full_xid());
+            .with_unsealed(sealed_below, next)
+            .with_max_id(max_id);
+        if let Some(reason) = head_problem {
+            verifier.report_unplaced(reason);
+        }
         let mut first_entry_id: Option<i64> = None;
         let mut scan_from = from_id.unwrap_or(i64::MIN);
         let mut malformed = None;
@@ -1490,7 +1642,8 @@ fn check_table_admin(info: &TableInfo, action: &str) -> AuthResult<()> {
 /// `exclude_columns` are never stored (password hashes, ciphertexts).
 #[pg_extern(volatile, parallel_unsafe)]
 fn auth_audit_enable(tbl: PgRelation, exclude_columns: default!(Vec<Option<String>>, "'{}'")) {
-    let info = table_info(tbl.oid()).or_raise();
+    let relid = tbl.oid();
+    let info = table_info(relid).or_raise();
     drop(tbl);
     check_table_admin(&info, "auth_audit_enable").or_raise();
     if !matches!(info.relkind, b'r' | b'p') {
@@ -1517,6 +1670,32 @@ fn auth_audit_enable(tbl: PgRelation, exclude_columns: default!(Vec<Option<Strin
         }
         if !excluded.contains(&c) {
             excluded.push(c);
+        }
+    }
+    let types: Vec<(String, pg_sys::Oid)> = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT attname::text, atttypid FROM pg_catalog.pg_attribute
+              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            None,
+            &[relid.into()],
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let (Some(n), Some(t)) = (row.get::<String>(1)?, row.get::<pg_sys::Oid>(2)?) {
+                out.push((n, t));
+            }
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .map_err(|e| AuthError::Internal(format!("audit: reading the columns failed: {e}")))
+    .or_raise();
+    for (column, ty) in &types {
+        if !excluded.contains(column) && !storable_type(*ty) {
+            AuthError::AuditUnsupportedType(format!(
+                "column \"{column}\" of {} has a user-defined composite or range type, which audit records cannot store safely",
+                info.name
+            ))
+            .raise();
         }
     }
     let args: Vec<String> = excluded.iter().map(|c| quote_literal(c)).collect();
@@ -1649,14 +1828,24 @@ fn auth_audit_purge(through_position: i64) -> i64 {
 unsafe fn shape_desc(cols: &[&super::frames::Column]) -> AuthResult<pg_sys::TupleDesc> {
     let desc = pg_sys::CreateTemplateTupleDesc(cols.len() as i32);
     for (n, c) in cols.iter().enumerate() {
-        let type_name = CString::new(c.type_name.as_str())
-            .map_err(|_| AuthError::Internal("NUL in an audit shape".into()))?;
-        let oid = pgrx::fcinfo::direct_function_call_as_datum(
-            pg_sys::regtypein,
-            &[Some(pg_sys::Datum::from(type_name.as_ptr()))],
-        )
-        .map(|d| pg_sys::Oid::from(d.value() as u32))
-        .unwrap_or(pg_sys::Oid::INVALID);
+        // By OID, and only if it is still the type the record was written with: a built-in
+        // type, or one with the same OID and name (a type dropped, renamed, or restored under
+        // another OID is not guessed at).
+        let oid = pg_sys::Oid::from(c.type_oid);
+        let same = oid.to_u32() < pg_sys::FirstNormalObjectId
+            || (pg_sys::SearchSysCacheExists(
+                pg_sys::SysCacheIdentifier::TYPEOID as i32,
+                pg_sys::Datum::from(oid),
+                pg_sys::Datum::from(0),
+                pg_sys::Datum::from(0),
+                pg_sys::Datum::from(0),
+            ) && cstr_owned(pg_sys::format_type_be_qualified(oid)) == c.type_name);
+        if !same || !storable_type(oid) {
+            return Err(AuthError::AuditUnsupportedType(format!(
+                "column \"{}\" of this audit record has type {}, which no longer exists under that name (dropped, renamed, or restored into another cluster)",
+                c.name, c.type_name
+            )));
+        }
         let name = CString::new(c.name.as_str())
             .map_err(|_| AuthError::Internal("NUL in an audit shape".into()))?;
         pg_sys::TupleDescInitEntry(desc, (n + 1) as i16, name.as_ptr(), oid, c.typmod, 0);

@@ -105,7 +105,7 @@ fn serialisation_is_stable() {
         events: Some("[]".into()),
     };
     let bytes = canonical_record_bytes(&r.fields());
-    let mut expected = b"pgauth audit record v2".to_vec();
+    let mut expected = b"pgauth audit record v3".to_vec();
     for field in [
         &[1u8, 0, 0, 0, 1, b't'][..],
         &[0],
@@ -128,8 +128,8 @@ fn serialisation_is_stable() {
     // above: changing the definition breaks every stored chain.
     assert_eq!(
         hex(&r.digest()),
-        "7ab28e7305cfacba6b7a9e6a661d898d7f32219475319ac49303c8b5dd5e45c3\
-         ae666aa02100319b6f6c2bbf63b9f1788d616fca50f9529a87b3606fb9702663"
+        "f14eeea495254bcf8bcbc726e070d00f3bcf58fb964410099caf123d12a9e136\
+         7e0734d3a7a36c2bfd0492b1da249061aed669f83b7b6fb80ce821ab9425a03f"
     );
     assert_eq!(r.digest(), digest_of(&expected));
     // The kept prefix state gives the same digest.
@@ -285,8 +285,22 @@ fn swapped_rows_are_found_at_the_lower_id() {
     let (chain, mut rows) = sample();
     // Swap everything but the id, digests included.
     let (a, b) = (rows[1].clone(), rows[3].clone());
-    rows[1] = (AuditRecord { id: 2, ..b.0 }, b.1);
-    rows[3] = (AuditRecord { id: 4, ..a.0 }, a.1);
+    rows[1] = (
+        AuditRecord {
+            id: 2,
+            last_id: 2,
+            ..b.0
+        },
+        b.1,
+    );
+    rows[3] = (
+        AuditRecord {
+            id: 4,
+            last_id: 4,
+            ..a.0
+        },
+        a.1,
+    );
     assert_eq!(verify(&chain, &rows, None).first_bad_id, Some(2));
 }
 
@@ -380,7 +394,7 @@ fn a_statement_record_is_checked_whole() {
         last_id: 12,
         event_count: 3,
         events: None,
-        shape: Some(r#"{"columns":[["id","integer",-1,true,true]]}"#.into()),
+        shape: Some(r#"{"columns":[["id","integer",-1,true,true,23]]}"#.into()),
         rows: Some(vec![1, 2, 3, 4, 5, 6, 7, 8, 9]),
         ..row(10, 950, "insert", None)
     };
@@ -402,9 +416,16 @@ fn a_statement_record_is_checked_whole() {
     // A record claiming ids beyond its transaction's.
     let mut bad = rows.clone();
     bad[0].0.last_id = 13;
+    bad[0].0.event_count = 4;
     let v = verify(&chain, &bad, None);
     assert_eq!(v.first_bad_id, Some(10));
     assert!(v.reason.unwrap().contains("outside the ids"));
+    // A count that does not match the ids.
+    let mut bad = rows.clone();
+    bad[0].0.event_count = 2;
+    let v = verify(&chain, &bad, None);
+    assert_eq!(v.first_bad_id, Some(10));
+    assert!(v.reason.unwrap().contains("overlaps"));
 }
 
 #[test]
@@ -451,4 +472,35 @@ fn an_entry_at_or_above_its_horizon_is_forged() {
     let v = verify(&chain, &rows, None);
     assert_eq!(v.first_bad_id, Some(6));
     assert!(v.reason.unwrap().contains("horizon"));
+}
+
+#[test]
+fn overlapping_or_unreserved_ids_are_found() {
+    let (chain, mut rows) = sample();
+    // A forged record reusing id 3's range, in a transaction not yet sealed.
+    let forged = row(3, 1005, "insert", Some("{}"));
+    let d = forged.digest().to_vec();
+    rows.insert(3, (forged, d));
+    let run = |rows: &[(AuditRecord, Vec<u8>)], max_id: i64| {
+        let mut v = Verifier::new(GENESIS, None, None)
+            .with_unsealed(1000, 2000)
+            .with_max_id(max_id);
+        for e in &chain {
+            v.add_entry(e.clone());
+        }
+        for (r, d) in rows {
+            v.add_record(r, d);
+        }
+        v.finish(None)
+    };
+    let v = run(&rows, 100);
+    assert_eq!(v.first_bad_id, Some(3), "{v:?}");
+    assert!(v.reason.unwrap().contains("overlaps"));
+    // Beyond the ids reserved so far.
+    let (_, mut rows) = sample();
+    let late = row(9, 1005, "insert", Some("{}"));
+    let d = late.digest().to_vec();
+    rows.push((late, d));
+    assert!(run(&rows, 9).ok);
+    assert_eq!(run(&rows, 8).first_bad_id, Some(9));
 }
