@@ -163,6 +163,13 @@ SELECT new_values FROM pgauth.audit_log WHERE table_name = 'public.typed';
 ALTER TYPE mood_old RENAME TO mood;
 SELECT new_values->'m' AS m FROM pgauth.audit_log WHERE table_name = 'public.typed';
 
+-- Excluded columns are excluded by attribute, so a rename does not let them in.
+CREATE TABLE secrets (id int PRIMARY KEY, pw text);
+SELECT auth_audit_enable('secrets', '{pw}');
+ALTER TABLE secrets RENAME COLUMN pw TO password_hash;
+INSERT INTO secrets VALUES (1, 'a hash');
+SELECT new_values FROM pgauth.audit_log WHERE table_name = 'public.secrets';
+
 -- Damaged stored rows give an error when read, never a read past their end.
 ALTER TABLE pgauth.audit_records DISABLE TRIGGER audit_records_append_only;
 -- No old row; a new row of 3 columns whose text value claims 127 bytes of the 1 left.
@@ -179,7 +186,7 @@ ALTER TABLE pgauth.audit_records ENABLE TRIGGER audit_records_append_only;
 SELECT has_function_privilege('public', 'pgauth.audit_decode(text, bytea, bigint)', 'EXECUTE') AS public_decodes,
        has_function_privilege('pgauth_admin', 'pgauth.audit_decode(text, bytea, bigint)', 'EXECUTE') AS admin_decodes;
 
-DROP TABLE accounts, no_key, other, docs, many, typed CASCADE;
+DROP TABLE accounts, no_key, other, docs, many, typed, secrets CASCADE;
 DROP TYPE mood, pair;
 DROP DOMAIN positive;
 DROP EXTENSION pgauth CASCADE;

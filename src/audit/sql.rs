@@ -154,7 +154,8 @@ unsafe fn for_each_row(
     if portal.is_null() {
         return Err(spi_error("SPI_cursor_open", pg_sys::SPI_result));
     }
-    // Whatever reading a batch allocates (detoasted values) is freed with the batch.
+    // Whatever reading a row allocates (detoasted values: a record's rows can be 64 MB) is
+    // freed after the row.
     let batch_cx = pg_sys::AllocSetContextCreateExtended(
         pg_sys::CurrentMemoryContext,
         c"pgauth audit batch".as_ptr(),
@@ -172,9 +173,9 @@ unsafe fn for_each_row(
         let previous = pg_sys::MemoryContextSwitchTo(batch_cx);
         for i in 0..n as usize {
             f(*(*table).vals.add(i), (*table).tupdesc);
+            pg_sys::MemoryContextReset(batch_cx);
         }
         pg_sys::MemoryContextSwitchTo(previous);
-        pg_sys::MemoryContextReset(batch_cx);
         pg_sys::SPI_freetuptable(table);
     }
     pg_sys::MemoryContextDelete(batch_cx);
@@ -442,7 +443,7 @@ struct StoredShape {
 unsafe fn stored_shape(
     rel: pg_sys::Relation,
     pk_index: pg_sys::Oid,
-    excluded: &[String],
+    excluded: &[i16],
 ) -> StoredShape {
     let desc = (*rel).rd_att;
     let key = primary_key_attnums(pk_index);
@@ -455,7 +456,7 @@ unsafe fn stored_shape(
         }
         let name = cstr_owned((*att).attname.data.as_ptr());
         let is_key = key.contains(&((i + 1) as i16));
-        let value = !excluded.contains(&name);
+        let value = !excluded.contains(&((i + 1) as i16));
         if !is_key && !value {
             continue;
         }
@@ -817,8 +818,9 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
     }
     let pk_index = pg_sys::RelationGetPrimaryKeyIndex(rel);
     let key = ((*trigger).tgoid, table_shape(rel, pk_index));
-    let excluded: Vec<String> = (0..(*trigger).tgnargs as usize)
-        .map(|i| cstr_owned(*(*trigger).tgargs.add(i)))
+    // Attribute numbers (auth_audit_enable writes those).
+    let excluded: Vec<i16> = (0..(*trigger).tgnargs as usize)
+        .filter_map(|i| cstr_owned(*(*trigger).tgargs.add(i)).parse().ok())
         .collect();
     with_owner_id(|| {
         let facts = statement_facts();
@@ -1672,24 +1674,28 @@ fn auth_audit_enable(tbl: PgRelation, exclude_columns: default!(Vec<Option<Strin
             excluded.push(c);
         }
     }
-    let types: Vec<(String, pg_sys::Oid)> = Spi::connect(|client| {
+    let types: Vec<(String, pg_sys::Oid, i16)> = Spi::connect(|client| {
         let rows = client.select(
-            "SELECT attname::text, atttypid FROM pg_catalog.pg_attribute
+            "SELECT attname::text, atttypid, attnum FROM pg_catalog.pg_attribute
               WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             None,
             &[relid.into()],
         )?;
         let mut out = Vec::new();
         for row in rows {
-            if let (Some(n), Some(t)) = (row.get::<String>(1)?, row.get::<pg_sys::Oid>(2)?) {
-                out.push((n, t));
+            if let (Some(n), Some(t), Some(a)) = (
+                row.get::<String>(1)?,
+                row.get::<pg_sys::Oid>(2)?,
+                row.get::<i16>(3)?,
+            ) {
+                out.push((n, t, a));
             }
         }
         Ok::<_, pgrx::spi::Error>(out)
     })
     .map_err(|e| AuthError::Internal(format!("audit: reading the columns failed: {e}")))
     .or_raise();
-    for (column, ty) in &types {
+    for (column, ty, _) in &types {
         if !excluded.contains(column) && !storable_type(*ty) {
             AuthError::AuditUnsupportedType(format!(
                 "column \"{column}\" of {} has a user-defined composite or range type, which audit records cannot store safely",
@@ -1698,7 +1704,13 @@ fn auth_audit_enable(tbl: PgRelation, exclude_columns: default!(Vec<Option<Strin
             .raise();
         }
     }
-    let args: Vec<String> = excluded.iter().map(|c| quote_literal(c)).collect();
+    // Excluded columns go to the triggers by attribute number, so renaming a column does not
+    // stop excluding it.
+    let args: Vec<String> = types
+        .iter()
+        .filter(|(column, _, _)| excluded.contains(column))
+        .map(|(_, _, attnum)| quote_literal(&attnum.to_string()))
+        .collect();
     as_owner(|| {
         for (name, op, referencing) in TRIGGERS {
             Spi::run(&format!(
@@ -1753,6 +1765,17 @@ fn auth_audit_disable(tbl: PgRelation) {
 fn auth_audit_purge(through_position: i64) -> i64 {
     if !unsafe { pg_sys::superuser_arg(caller()) } {
         AuthError::AuditPermissionDenied("auth_audit_purge requires a superuser".into()).raise();
+    }
+    // No sealer appends while the chain is checked and cut (released at the end of the
+    // transaction).
+    unsafe {
+        let tag = pgauth_lock_tag(CHAIN_LOCK_KEY);
+        pg_sys::LockAcquire(
+            &tag,
+            pg_sys::ExclusiveLock as pg_sys::LOCKMODE,
+            false,
+            false,
+        );
     }
     let v = as_owner(|| verify(None, None)).or_raise();
     if !v.ok {
