@@ -182,6 +182,11 @@ UPDATE pgauth.audit_records SET rows = '\xffffffff000000'
 SELECT count(*) FROM pgauth.audit_log WHERE table_name = 'public.docs';
 ALTER TABLE pgauth.audit_records ENABLE TRIGGER audit_records_append_only;
 
+-- Security events are written without the executor: a read-only transaction still refuses them.
+BEGIN READ ONLY;
+SELECT pgauth.record_event('read_only_event', 'nobody');
+ROLLBACK;
+
 -- Decoding is not PUBLIC's.
 SELECT has_function_privilege('public', 'pgauth.audit_decode(text, bytea, bigint)', 'EXECUTE') AS public_decodes,
        has_function_privilege('pgauth_admin', 'pgauth.audit_decode(text, bytea, bigint)', 'EXECUTE') AS admin_decodes;

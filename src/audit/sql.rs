@@ -1270,6 +1270,8 @@ pub unsafe extern "C-unwind" fn pgauth_record_event(
         Some(s) => format!("{{\"subject\": {}}}", json_string(s)),
         None => "{\"subject\": null}".to_string(),
     };
+    // Written without the executor, so its read-only check is made here.
+    pg_sys::PreventCommandIfReadOnly(c"pgauth.record_event()".as_ptr());
     as_owner(|| {
         let facts = statement_facts();
         let id = reserve_ids(1);
