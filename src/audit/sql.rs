@@ -994,7 +994,7 @@ unsafe extern "C-unwind" fn audit_xact_callback(
                 && pg_sys::XactIsoLevel != pg_sys::XACT_SERIALIZABLE as i32
             {
                 STATE.with(|s| s.borrow_mut().last_seal_attempt = now);
-                seal(false).or_raise();
+                seal_at_commit();
             }
         }
         pg_sys::XactEvent::XACT_EVENT_COMMIT
@@ -1008,6 +1008,37 @@ unsafe extern "C-unwind" fn audit_xact_callback(
         }
         _ => {}
     }
+}
+
+/// Seal in an internal subtransaction: a failing seal (a damaged chain head, say) must not
+/// fail the application's commit. It is logged as a WARNING; auth_audit_seal() and
+/// auth_audit_verify() report it.
+unsafe fn seal_at_commit() {
+    let context = pg_sys::CurrentMemoryContext;
+    let owner = pg_sys::CurrentResourceOwner;
+    pg_sys::BeginInternalSubTransaction(std::ptr::null());
+    pg_sys::MemoryContextSwitchTo(context);
+    let failure = PgTryBuilder::new(|| {
+        seal(false).or_raise();
+        None
+    })
+    .catch_others(|e| {
+        Some(match e {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(r)
+            | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+            _ => "unexpected error".to_string(),
+        })
+    })
+    .execute();
+    match failure {
+        None => pg_sys::ReleaseCurrentSubTransaction(),
+        Some(message) => {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pgrx::warning!("pgauth: sealing the audit chain at commit failed: {message}");
+        }
+    }
+    pg_sys::MemoryContextSwitchTo(context);
+    pg_sys::CurrentResourceOwner = owner;
 }
 
 unsafe fn seal_plans() -> AuthResult<SealPlans> {
