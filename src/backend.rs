@@ -100,37 +100,47 @@ pub fn pgauth_owner() -> AuthResult<pg_sys::Oid> {
 /// SECURITY DEFINER function, but only for the reads and writes inside `f`, so the caller's
 /// identity is still known to the code around it.
 pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
+    as_owner_unpinned(|| {
+        let nest_level;
+        unsafe {
+            // The caller's search_path must not pick the operators, functions or types of
+            // these queries while they run with the owner's rights: pin it, as `SET
+            // search_path` on a SECURITY DEFINER function does (GUC_ACTION_SAVE is allowed in
+            // parallel mode too).
+            nest_level = pg_sys::NewGUCNestLevel();
+            pg_sys::set_config_option(
+                c"search_path".as_ptr(),
+                c"pg_catalog, pg_temp".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        let result = f();
+        unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
+        result
+    })
+}
+
+/// `as_owner` without pinning search_path, for C-level work that runs no SQL and looks up no
+/// name through search_path (pinning costs a GUC change per call, on hot paths such as the
+/// audit capture). On an ERROR the (sub)transaction abort restores the user, as it does for
+/// SECURITY DEFINER functions.
+pub fn as_owner_unpinned<R>(f: impl FnOnce() -> R) -> R {
     let owner = pgauth_owner().unwrap_or_else(|e| e.raise());
     let (mut saved_user, mut saved_context) = (pg_sys::Oid::INVALID, 0);
-    let nest_level;
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
         pg_sys::SetUserIdAndSecContext(
             owner,
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
         );
-        // The caller's search_path must not pick the operators, functions or types of these
-        // queries while they run with the owner's rights: pin it, as `SET search_path` on a
-        // SECURITY DEFINER function does (GUC_ACTION_SAVE is allowed in parallel mode too).
-        nest_level = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
     }
-    // On an ERROR the transaction (or subtransaction) abort restores the user and the setting,
-    // as it does for SECURITY DEFINER functions.
     let result = f();
-    unsafe {
-        pg_sys::AtEOXact_GUC(true, nest_level);
-        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
-    }
+    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
     result
 }
 

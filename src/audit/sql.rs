@@ -6,7 +6,7 @@
 //! bytes of the audited columns (`frames`), hashed once, and written as one record per 10,000
 //! events (or 64 MB) into pgauth.audit_records with a direct heap and index insert. Commits
 //! write nothing else; the sealer chains finished transactions later (see `seal`). Work on
-//! pgauth's objects runs as the owner of schema pgauth (`as_owner`, or `with_owner_id` for
+//! pgauth's objects runs as the owner of schema pgauth (`as_owner`, or `as_owner_unpinned` for
 //! C-level work that runs no SQL), while the functions themselves run as the caller.
 
 use std::cell::RefCell;
@@ -21,7 +21,7 @@ use super::{
     chain_digest, record_digest, AuditDigest, AuditRecord, ChainEntry, Head, RecordFields,
     TxnHasher, Verdict, Verifier, GENESIS, RECORD_EVENTS,
 };
-use crate::backend::{as_owner, caller, json_string, record_event};
+use crate::backend::{as_owner, as_owner_unpinned, caller, json_string, record_event};
 use crate::error::{AuthError, AuthResult, OrRaise};
 
 /// Key of the transaction-level lock held by the sealer (per database): "pgauth" in ASCII
@@ -506,25 +506,6 @@ unsafe fn stored_shape(
     }
 }
 
-/// Run `f` as the owner of schema pgauth (the sequence and the records table are theirs) for
-/// C-level work that runs no SQL: nothing in it resolves a name through search_path, so it
-/// need not be pinned as `as_owner` does (which costs a GUC change per call). On an ERROR the
-/// abort restores the user, as for `as_owner`.
-fn with_owner_id<R>(f: impl FnOnce() -> R) -> R {
-    let owner = crate::backend::pgauth_owner().unwrap_or_else(|e| e.raise());
-    let (mut saved_user, mut saved_context) = (pg_sys::Oid::INVALID, 0);
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let result = f();
-    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
-    result
-}
-
 /// Key of the lock that makes a range of event ids contiguous: "pgauth" then 0x0002.
 const ID_LOCK_KEY: i64 = 0x7067_6175_7468_0002;
 
@@ -822,7 +803,7 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
     let excluded: Vec<i16> = (0..(*trigger).tgnargs as usize)
         .filter_map(|i| cstr_owned(*(*trigger).tgargs.add(i)).parse().ok())
         .collect();
-    with_owner_id(|| {
+    as_owner_unpinned(|| {
         let facts = statement_facts();
         let shape = match STATE.with(|s| s.borrow().shapes.get(&key).cloned()) {
             Some(shape) => shape,
