@@ -634,6 +634,9 @@ unsafe fn write_record(record: &AuditRecord, prefix: Option<&sha3::Sha3_512>) {
 /// without planning one): the table has no insert triggers, rules or policies, and every
 /// column is given.
 unsafe fn insert_record_tuple(fields: &[(&CStr, Option<pg_sys::Datum>)]) {
+    // Written without the executor, so its read-only check is made here (a capture runs in a
+    // statement that already passed it; pgauth.record_event() may not have).
+    pg_sys::PreventCommandIfReadOnly(c"pgauth.record_event()".as_ptr());
     let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
     let rel = pg_sys::table_open(pgauth_relid("audit_records"), lockmode);
     let desc = (*rel).rd_att;
@@ -1282,8 +1285,6 @@ pub unsafe extern "C-unwind" fn pgauth_record_event(
         Some(s) => format!("{{\"subject\": {}}}", json_string(s)),
         None => "{\"subject\": null}".to_string(),
     };
-    // Written without the executor, so its read-only check is made here.
-    pg_sys::PreventCommandIfReadOnly(c"pgauth.record_event()".as_ptr());
     as_owner(|| {
         let facts = statement_facts();
         let id = reserve_ids(1);
@@ -1891,14 +1892,12 @@ unsafe fn shape_desc(cols: &[&super::frames::Column]) -> AuthResult<pg_sys::Tupl
 }
 
 /// A stored frame as a composite datum of `desc`, after checking its header.
-unsafe fn frame_tuple(bytes: &[u8], desc: pg_sys::TupleDesc) -> AuthResult<pg_sys::HeapTupleData> {
-    let layout: Vec<super::frames::Layout> = (0..(*desc).natts as usize)
-        .map(|i| {
-            let att = (*desc).attrs.as_ptr().add(i);
-            ((*att).attlen, (*att).attalign as u8)
-        })
-        .collect();
-    super::frames::check_tuple(bytes, &layout).map_err(AuthError::AuditCorrupted)?;
+unsafe fn frame_tuple(
+    bytes: &[u8],
+    desc: pg_sys::TupleDesc,
+    layout: &[super::frames::Layout],
+) -> AuthResult<pg_sys::HeapTupleData> {
+    super::frames::check_tuple(bytes, layout).map_err(AuthError::AuditCorrupted)?;
     let total = STORED_FROM + bytes.len();
     let data = pg_sys::palloc0(total).cast::<u8>();
     std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(STORED_FROM), bytes.len());
@@ -1948,6 +1947,12 @@ fn decode(shape: &str, rows: &[u8], first_id: i64) -> AuthResult<Vec<DecodedRow>
     let value_idx: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].value).collect();
     unsafe {
         let full = shape_desc(&all)?;
+        let layout: Vec<super::frames::Layout> = (0..(*full).natts as usize)
+            .map(|i| {
+                let att = (*full).attrs.as_ptr().add(i);
+                ((*att).attlen, (*att).attalign as u8)
+            })
+            .collect();
         let key_desc = shape_desc(&key_idx.iter().map(|&i| &cols[i]).collect::<Vec<_>>())?;
         let value_part = if value_idx.len() == cols.len() {
             None
@@ -1957,8 +1962,8 @@ fn decode(shape: &str, rows: &[u8], first_id: i64) -> AuthResult<Vec<DecodedRow>
         };
         let mut out = Vec::with_capacity(events.len());
         for (n, (old, new)) in events.into_iter().enumerate() {
-            let mut old = old.map(|b| frame_tuple(b, full)).transpose()?;
-            let mut new = new.map(|b| frame_tuple(b, full)).transpose()?;
+            let mut old = old.map(|b| frame_tuple(b, full, &layout)).transpose()?;
+            let mut new = new.map(|b| frame_tuple(b, full, &layout)).transpose()?;
             let key = match new.as_mut().or(old.as_mut()) {
                 Some(t) if !key_idx.is_empty() => {
                     Some(tuple_json(t, full, Some((&key_idx, key_desc))))
