@@ -76,8 +76,13 @@ fn sample() -> (Vec<ChainEntry>, Vec<(AuditRecord, Vec<u8>)>) {
     ])
 }
 
-fn verify(chain: &[ChainEntry], rows: &[(AuditRecord, Vec<u8>)], head: Option<&Head>) -> Verdict {
-    let mut v = Verifier::new(GENESIS, None, None);
+/// Feed `v` the chain entries, then the records, and finish.
+fn feed<'a>(
+    mut v: Verifier,
+    chain: &[ChainEntry],
+    rows: impl IntoIterator<Item = &'a (AuditRecord, Vec<u8>)>,
+    head: Option<&Head>,
+) -> Verdict {
     for e in chain {
         v.add_entry(e.clone());
     }
@@ -85,6 +90,10 @@ fn verify(chain: &[ChainEntry], rows: &[(AuditRecord, Vec<u8>)], head: Option<&H
         v.add_record(r, d);
     }
     v.finish(head)
+}
+
+fn verify(chain: &[ChainEntry], rows: &[(AuditRecord, Vec<u8>)], head: Option<&Head>) -> Verdict {
+    feed(Verifier::new(GENESIS, None, None), chain, rows, head)
 }
 
 #[test]
@@ -353,14 +362,13 @@ fn the_verifying_transaction_own_rows_are_skipped() {
     let mine = row(9, 1234, "key_created", None);
     let d = mine.digest().to_vec();
     rows.push((mine, d));
-    let mut v = Verifier::new(GENESIS, None, Some(1234));
-    for e in &chain {
-        v.add_entry(e.clone());
-    }
-    for (r, d) in &rows {
-        v.add_record(r, d);
-    }
-    assert!(v.finish(None).ok);
+    let v = feed(
+        Verifier::new(GENESIS, None, Some(1234)),
+        &chain,
+        &rows,
+        None,
+    );
+    assert!(v.ok);
 }
 
 #[test]
@@ -368,22 +376,13 @@ fn verification_can_start_after_an_archived_part() {
     let (chain, rows) = sample();
     // Entries 2.. with the stored digest of entry 1 as anchor (what a retained checkpoint gives).
     let anchor: AuditDigest = chain[0].chain_digest.as_slice().try_into().unwrap();
-    let mut v = Verifier::new(anchor, None, None);
-    for e in &chain[1..] {
-        v.add_entry(e.clone());
-    }
-    for (r, d) in rows.iter().filter(|(r, _)| r.txid != 901) {
-        v.add_record(r, d);
-    }
-    let verdict = v.finish(None);
+    let kept = rows.iter().filter(|(r, _)| r.txid != 901);
+    let verdict = feed(Verifier::new(anchor, None, None), &chain[1..], kept, None);
     assert!(verdict.ok, "{verdict:?}");
     assert_eq!(verdict.checked, 4);
     // A wrong anchor breaks the first link.
-    let mut v = Verifier::new(GENESIS, None, None);
-    for e in &chain[1..] {
-        v.add_entry(e.clone());
-    }
-    assert!(!v.finish(None).ok);
+    let v = feed(Verifier::new(GENESIS, None, None), &chain[1..], &[], None);
+    assert!(!v.ok);
 }
 
 #[test]
@@ -436,14 +435,8 @@ fn unsealed_records_are_checked_by_their_own_digest() {
     let d = late.digest().to_vec();
     rows.push((late, d));
     let run = |rows: &[(AuditRecord, Vec<u8>)], next: u64| {
-        let mut v = Verifier::new(GENESIS, None, None).with_unsealed(1000, next);
-        for e in &chain {
-            v.add_entry(e.clone());
-        }
-        for (r, d) in rows {
-            v.add_record(r, d);
-        }
-        v.finish(None)
+        let v = Verifier::new(GENESIS, None, None).with_unsealed(1000, next);
+        feed(v, &chain, rows, None)
     };
     let v = run(&rows, 2000);
     assert!(v.ok, "{v:?}");
@@ -482,16 +475,10 @@ fn overlapping_or_unreserved_ids_are_found() {
     let d = forged.digest().to_vec();
     rows.insert(3, (forged, d));
     let run = |rows: &[(AuditRecord, Vec<u8>)], max_id: i64| {
-        let mut v = Verifier::new(GENESIS, None, None)
+        let v = Verifier::new(GENESIS, None, None)
             .with_unsealed(1000, 2000)
             .with_max_id(max_id);
-        for e in &chain {
-            v.add_entry(e.clone());
-        }
-        for (r, d) in rows {
-            v.add_record(r, d);
-        }
-        v.finish(None)
+        feed(v, &chain, rows, None)
     };
     let v = run(&rows, 100);
     assert_eq!(v.first_bad_id, Some(3), "{v:?}");
