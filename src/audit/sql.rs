@@ -634,9 +634,6 @@ unsafe fn write_record(record: &AuditRecord, prefix: Option<&sha3::Sha3_512>) {
 /// without planning one): the table has no insert triggers, rules or policies, and every
 /// column is given.
 unsafe fn insert_record_tuple(fields: &[(&CStr, Option<pg_sys::Datum>)]) {
-    // Written without the executor, so its read-only check is made here (a capture runs in a
-    // statement that already passed it; pgauth.record_event() may not have).
-    pg_sys::PreventCommandIfReadOnly(c"pgauth.record_event()".as_ptr());
     let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
     let rel = pg_sys::table_open(pgauth_relid("audit_records"), lockmode);
     let desc = (*rel).rd_att;
@@ -1285,6 +1282,10 @@ pub unsafe extern "C-unwind" fn pgauth_record_event(
         Some(s) => format!("{{\"subject\": {}}}", json_string(s)),
         None => "{\"subject\": null}".to_string(),
     };
+    // Records are written without the executor: refuse a read-only transaction by name here
+    // (the id reservation would refuse too, but as "nextval()"). A capture runs in a statement
+    // that already passed the executor's check.
+    pg_sys::PreventCommandIfReadOnly(c"pgauth.record_event()".as_ptr());
     as_owner(|| {
         let facts = statement_facts();
         let id = reserve_ids(1);
