@@ -53,6 +53,11 @@ pub fn sqlstate(err: &postgres::Error) -> Option<&str> {
     err.as_db_error().map(|e| e.code().code())
 }
 
+/// The server's message of an error ("" when it is not a server error).
+pub fn db_message(err: &postgres::Error) -> &str {
+    err.as_db_error().map_or("", |e| e.message())
+}
+
 /// Rows of a TSV fixture below tests/fixtures, header skipped.
 pub fn fixture_rows(file: &str) -> Vec<Vec<String>> {
     let path = format!("{}/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));

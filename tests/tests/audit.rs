@@ -44,6 +44,16 @@ fn verify_sql(
     }
 }
 
+/// A fresh database with one audited table `table (id int PRIMARY KEY)`.
+fn database_with_audited_table(name: &str, table: &str) -> Client {
+    let mut db = fresh_database(name);
+    db.batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY)"))
+        .unwrap();
+    db.batch_execute(&format!("SELECT auth_audit_enable('{table}')"))
+        .unwrap();
+    db
+}
+
 /// A database with an audited table and a few transactions of one and of several rows.
 fn audited_database(name: &str) -> Client {
     let mut db = fresh_database(name);
@@ -758,10 +768,7 @@ fn key_events_are_audit_rows() {
 
 #[test]
 fn repeatable_read_and_serializable_writers_chain_after_later_commits() {
-    let mut db = fresh_database("pgauth_it_audit_isolation");
-    db.batch_execute("CREATE TABLE iso (id int PRIMARY KEY)")
-        .unwrap();
-    db.batch_execute("SELECT auth_audit_enable('iso')").unwrap();
+    let mut db = database_with_audited_table("pgauth_it_audit_isolation", "iso");
     let mut a = connect_to("pgauth_it_audit_isolation");
     let mut b = connect_to("pgauth_it_audit_isolation");
     // Both take their snapshots first; a commits; b's snapshot does not see a's chain entry.
@@ -789,10 +796,7 @@ fn repeatable_read_and_serializable_writers_chain_after_later_commits() {
 
 #[test]
 fn writers_wait_neither_for_each_other_nor_for_a_sealer() {
-    let mut db = fresh_database("pgauth_it_audit_nowait");
-    db.batch_execute("CREATE TABLE nw (id int PRIMARY KEY)")
-        .unwrap();
-    db.batch_execute("SELECT auth_audit_enable('nw')").unwrap();
+    let mut db = database_with_audited_table("pgauth_it_audit_nowait", "nw");
     let mut a = connect_to("pgauth_it_audit_nowait");
     let mut b = connect_to("pgauth_it_audit_nowait");
     // a: an open transaction that wrote audit records and holds the chain lock (it sealed).
@@ -837,10 +841,7 @@ fn writers_wait_neither_for_each_other_nor_for_a_sealer() {
 
 #[test]
 fn a_chain_restored_from_another_cluster_goes_on_from_a_checkpoint() {
-    let mut db = fresh_database("pgauth_it_audit_restored");
-    db.batch_execute("CREATE TABLE r (id int PRIMARY KEY)")
-        .unwrap();
-    db.batch_execute("SELECT auth_audit_enable('r')").unwrap();
+    let mut db = database_with_audited_table("pgauth_it_audit_restored", "r");
     db.batch_execute("INSERT INTO r VALUES (1)").unwrap();
     seal(&mut db);
     // What a pg_dump restore into another cluster looks like: horizons above this cluster's
@@ -854,11 +855,10 @@ fn a_chain_restored_from_another_cluster_goes_on_from_a_checkpoint() {
     let err = db
         .batch_execute("SELECT auth_audit_seal()")
         .expect_err("sealing onto a restored chain");
-    let message = err
-        .as_db_error()
-        .map(|e| e.message().to_string())
-        .unwrap_or_default();
-    assert!(message.contains("restored from another cluster"), "{err:?}");
+    assert!(
+        db_message(&err).contains("restored from another cluster"),
+        "{err:?}"
+    );
     // Writes go on (commits skip sealing); the log verifies.
     db.batch_execute("SET pgauth.audit_seal_interval = 0; INSERT INTO r VALUES (2)")
         .unwrap();
@@ -882,10 +882,7 @@ fn a_chain_restored_from_another_cluster_goes_on_from_a_checkpoint() {
 
 #[test]
 fn a_failing_seal_does_not_fail_the_applications_commit() {
-    let mut db = fresh_database("pgauth_it_audit_sealfail");
-    db.batch_execute("CREATE TABLE s (id int PRIMARY KEY)")
-        .unwrap();
-    db.batch_execute("SELECT auth_audit_enable('s')").unwrap();
+    let mut db = database_with_audited_table("pgauth_it_audit_sealfail", "s");
     db.batch_execute("INSERT INTO s VALUES (1)").unwrap();
     seal(&mut db);
     // A damaged chain head (as a superuser could leave it).
@@ -917,10 +914,6 @@ fn a_failing_seal_does_not_fail_the_applications_commit() {
     let err = db
         .batch_execute("SELECT auth_audit_seal()")
         .expect_err("sealing onto a damaged head");
-    let message = err
-        .as_db_error()
-        .map(|e| e.message().to_string())
-        .unwrap_or_default();
-    assert!(message.contains("malformed digest"), "{err:?}");
+    assert!(db_message(&err).contains("malformed digest"), "{err:?}");
     assert!(!verify(&mut db).ok);
 }
