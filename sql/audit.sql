@@ -111,17 +111,36 @@ COMMENT ON VIEW pgauth.audit_log IS
 -- One entry per committed transaction that wrote audit records, appended by the sealer
 -- (auth_audit_seal, and commits every pgauth.audit_seal_interval) in transaction id order.
 CREATE TABLE pgauth.audit_chain (
-    position     bigint PRIMARY KEY,
-    txid         xid8 NOT NULL UNIQUE,
-    first_id     bigint NOT NULL,
-    last_id      bigint NOT NULL,
-    record_count bigint NOT NULL,
-    txn_digest   bytea NOT NULL,
-    chain_digest bytea NOT NULL,
-    horizon      xid8 NOT NULL
+    position      bigint PRIMARY KEY,
+    from_horizon  xid8 NOT NULL,
+    horizon       xid8 NOT NULL,
+    first_id      bigint NOT NULL,
+    last_id       bigint NOT NULL,
+    txids         xid8[] NOT NULL,
+    first_ids     bigint[] NOT NULL,
+    last_ids      bigint[] NOT NULL,
+    record_counts bigint[] NOT NULL,
+    txn_digests   bytea[] NOT NULL,
+    chain_digest  bytea NOT NULL
 );
+-- Out of line without compression: digests do not compress, and compressing the id arrays
+-- cost more per sealed transaction than the bytes it saves.
+ALTER TABLE pgauth.audit_chain ALTER COLUMN txids SET STORAGE EXTERNAL,
+                               ALTER COLUMN first_ids SET STORAGE EXTERNAL,
+                               ALTER COLUMN last_ids SET STORAGE EXTERNAL,
+                               ALTER COLUMN record_counts SET STORAGE EXTERNAL,
+                               ALTER COLUMN txn_digests SET STORAGE EXTERNAL;
 COMMENT ON TABLE pgauth.audit_chain IS
-    'pgauth audit hash chain, one entry per committed transaction that wrote audit records, appended by the sealer: chain_digest = SHA3-512(tag || previous chain_digest || position || txn_digest); horizon = every transaction below it was finished when the entry was sealed';
+    'pgauth audit hash chain, one entry per seal, appended by the sealer: it covers every transaction that wrote audit records and finished in [from_horizon, horizon), in txid order (txids, first_ids, last_ids, record_counts, txn_digests); chain_digest = SHA3-512(tag || previous chain_digest || position || from_horizon || horizon || the transactions); first_id and last_id are the smallest and largest event ids covered (for lookups)';
+
+-- The chain one row per sealed transaction: what an operator joins audit records with.
+CREATE VIEW pgauth.audit_chain_txns AS
+SELECT c.position, t.txid, t.first_id, t.last_id, t.record_count, t.txn_digest
+  FROM pgauth.audit_chain c,
+       unnest(c.txids, c.first_ids, c.last_ids, c.record_counts, c.txn_digests)
+           AS t(txid, first_id, last_id, record_count, txn_digest);
+COMMENT ON VIEW pgauth.audit_chain_txns IS
+    'pgauth audit chain, one row per sealed transaction: the chain position that covers it, its event ids, record count and txn_digest';
 
 -- Left by auth_audit_purge(): the chain digest at the last purged position, from which the
 -- remaining chain is verified.
@@ -165,9 +184,11 @@ SELECT pg_catalog.pg_extension_config_dump('pgauth.audit_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pgauth.audit_chain', '');
 SELECT pg_catalog.pg_extension_config_dump('pgauth.audit_checkpoints', '');
 
-REVOKE ALL ON pgauth.audit_log, pgauth.audit_records, pgauth.audit_chain, pgauth.audit_checkpoints FROM PUBLIC;
+REVOKE ALL ON pgauth.audit_log, pgauth.audit_records, pgauth.audit_chain, pgauth.audit_chain_txns,
+              pgauth.audit_checkpoints FROM PUBLIC;
 REVOKE ALL ON SEQUENCE pgauth.audit_event_id_seq FROM PUBLIC;
-GRANT SELECT ON pgauth.audit_log, pgauth.audit_records, pgauth.audit_chain, pgauth.audit_checkpoints TO pgauth_admin;
+GRANT SELECT ON pgauth.audit_log, pgauth.audit_records, pgauth.audit_chain, pgauth.audit_chain_txns,
+                pgauth.audit_checkpoints TO pgauth_admin;
 REVOKE ALL ON FUNCTION pgauth.audit_capture(), pgauth.audit_refuse_change(),
                        pgauth.audit_db_user(), pgauth.audit_app_user(),
                        pgauth.record_event(text, text, jsonb)

@@ -9,12 +9,19 @@ CREATE ROLE pgauth_regress_nobody LOGIN;
 CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance numeric NOT NULL,
                        password_hash text);
 SELECT auth_audit_enable('accounts', '{password_hash}');
+-- (Sealed after each of the first statements, so the chain has several entries below.)
+SELECT auth_audit_seal() AS s \gset
 
 INSERT INTO accounts VALUES (1, 'ann', 100, '$argon2id$secret'), (2, 'bob', 50, '$argon2id$other');
+SELECT auth_audit_seal() AS s \gset
 UPDATE accounts SET balance = balance - 10 WHERE id = 1;
+SELECT auth_audit_seal() AS s \gset
 UPDATE accounts SET password_hash = 'changed' WHERE id = 2;   -- only an excluded column
+SELECT auth_audit_seal() AS s \gset
 UPDATE accounts SET id = 3 WHERE id = 2;                      -- the key itself
+SELECT auth_audit_seal() AS s \gset
 DELETE FROM accounts WHERE id = 1;
+SELECT auth_audit_seal() AS s \gset
 BEGIN;
 INSERT INTO accounts VALUES (10, 'rolled back', 0, NULL);
 ROLLBACK;
@@ -38,12 +45,15 @@ SELECT bool_and(l.id BETWEEN r.id AND r.last_id) AS ids_in_records,
        count(*) = (SELECT sum(event_count) FROM pgauth.audit_records) AS one_row_per_event
   FROM pgauth.audit_log l JOIN pgauth.audit_records r ON r.id = l.record_id;
 
--- Commits only insert records; the sealer chains the transactions that have finished,
--- one entry per committed transaction that wrote audit records.
+-- Commits only insert records; the sealer chains the transactions that have finished since
+-- the last seal, in one entry (here: the two last transactions).
 SELECT auth_audit_seal() AS sealed;
 SELECT auth_audit_seal() AS sealed_again;
-SELECT position, record_count, octet_length(txn_digest) AS txn_len, octet_length(chain_digest) AS chain_len
-  FROM pgauth.audit_chain ORDER BY position;
+SELECT c.position, cardinality(c.txids) AS txns, t.record_count,
+       octet_length(t.txn_digest) AS txn_len, octet_length(c.chain_digest) AS chain_len,
+       t.txid >= c.from_horizon AND t.txid < c.horizon AS txid_in_range
+  FROM pgauth.audit_chain c JOIN pgauth.audit_chain_txns t USING (position)
+ ORDER BY c.position, t.txid;
 
 SELECT * FROM auth_audit_verify();
 SELECT id AS head_position, octet_length(digest) AS digest_len FROM auth_audit_head();

@@ -22,8 +22,10 @@
 //!                 || record_digest_n || u64(record_count) || i64(first_id) || i64(last_id))
 //!                 (records in id order; a record's id is its first event's id; first_id and
 //!                 last_id are the transaction's first and last event ids)
-//! chain_digest  = SHA3-512("pgauth audit chain v1" || previous chain_digest (64 zero bytes
-//!                 before position 1) || i64(position) || txn_digest)
+//! chain_digest  = SHA3-512("pgauth audit chain v2" || previous chain_digest (64 zero bytes
+//!                 before position 1) || i64(position) || u64(from_horizon) || u64(horizon)
+//!                 || u64(n) || for each of the entry's n transactions, in txid order:
+//!                 u64(txid) || i64(first_id) || i64(last_id) || i64(record_count) || txn_digest)
 //! ```
 //!
 //! A record holds the events of one statement (up to `RECORD_EVENTS` of them; a bigger
@@ -46,7 +48,7 @@ pub type AuditDigest = [u8; DIGEST_LEN];
 
 const RECORD_TAG: &[u8] = b"pgauth audit record v3";
 const TXN_TAG: &[u8] = b"pgauth audit txn v1";
-const CHAIN_TAG: &[u8] = b"pgauth audit chain v1";
+const CHAIN_TAG: &[u8] = b"pgauth audit chain v2";
 
 /// The chain digest "before" position 1.
 pub const GENESIS: AuditDigest = [0u8; DIGEST_LEN];
@@ -260,27 +262,76 @@ pub fn txn_digest<'a>(
     h.finish()
 }
 
-pub fn chain_digest(previous: &AuditDigest, position: i64, txn: &AuditDigest) -> AuditDigest {
-    let mut h = Sha3_512::new();
-    h.update(CHAIN_TAG);
-    h.update(previous);
-    h.update(position.to_be_bytes());
-    h.update(txn);
-    h.finalize().into()
-}
-
-/// One row of `pgauth.audit_chain`.
+/// One transaction sealed in a chain entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainEntry {
-    pub position: i64,
+pub struct SealedTxn {
     pub txid: u64,
     pub first_id: i64,
     pub last_id: i64,
     pub record_count: i64,
     pub txn_digest: Vec<u8>,
-    pub chain_digest: Vec<u8>,
+}
+
+impl SealedTxn {
+    /// The sealed form of a transaction whose records were all fed to `hasher`.
+    pub fn sealed(txid: u64, hasher: TxnHasher) -> Self {
+        SealedTxn {
+            txid,
+            first_id: hasher.first_id().unwrap_or(0),
+            last_id: hasher.last_id().unwrap_or(0),
+            record_count: hasher.count() as i64,
+            txn_digest: hasher.finish().to_vec(),
+        }
+    }
+}
+
+/// `chain_digest` of an entry; None when a stored transaction digest is not 64 bytes.
+pub fn chain_digest(
+    previous: &AuditDigest,
+    position: i64,
+    from_horizon: u64,
+    horizon: u64,
+    txns: &[SealedTxn],
+) -> Option<AuditDigest> {
+    let mut h = Sha3_512::new();
+    h.update(CHAIN_TAG);
+    h.update(previous);
+    h.update(position.to_be_bytes());
+    h.update(from_horizon.to_be_bytes());
+    h.update(horizon.to_be_bytes());
+    h.update((txns.len() as u64).to_be_bytes());
+    for t in txns {
+        if t.txn_digest.len() != DIGEST_LEN {
+            return None;
+        }
+        h.update(t.txid.to_be_bytes());
+        h.update(t.first_id.to_be_bytes());
+        h.update(t.last_id.to_be_bytes());
+        h.update(t.record_count.to_be_bytes());
+        h.update(&t.txn_digest);
+    }
+    Some(h.finalize().into())
+}
+
+/// One row of `pgauth.audit_chain`: one seal, covering every transaction that wrote audit
+/// records and finished in [from_horizon, horizon).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainEntry {
+    pub position: i64,
+    /// The previous entry's horizon (0 for the first entry ever).
+    pub from_horizon: u64,
     /// Every transaction below this one had finished when the entry was sealed.
     pub horizon: u64,
+    /// In txid order.
+    pub txns: Vec<SealedTxn>,
+    pub chain_digest: Vec<u8>,
+}
+
+impl ChainEntry {
+    /// The smallest event id the entry covers (where its problems are reported).
+    pub fn first_id(&self) -> Option<i64> {
+        self.txns.iter().map(|t| t.first_id).min()
+    }
 }
 
 /// What `auth_audit_verify` reports.
@@ -300,7 +351,8 @@ pub struct Head {
 }
 
 struct Expected {
-    entry: ChainEntry,
+    txn: SealedTxn,
+    position: i64,
     hasher: TxnHasher,
     /// A record of this transaction was already reported; its digest failing too adds nothing.
     explained: bool,
@@ -318,6 +370,8 @@ pub struct Verifier {
     /// The chain digest the first fed entry must follow.
     anchor: AuditDigest,
     previous: Option<(i64, AuditDigest)>,
+    /// The horizon of the previous entry fed: the next one starts there.
+    previous_horizon: Option<u64>,
     by_txid: HashMap<u64, Expected>,
     /// Records below this id belong to entries before the verified range and are not checked.
     from_id: Option<i64>,
@@ -351,6 +405,7 @@ impl Verifier {
         Verifier {
             anchor,
             previous: None,
+            previous_horizon: None,
             by_txid: HashMap::new(),
             from_id,
             own_txid,
@@ -400,9 +455,16 @@ impl Verifier {
             Some(p) => p,
             None => (e.position - 1, self.anchor),
         };
+        // Entry-level problems are reported at the entry's first event id; an entry whose
+        // transactions were all removed has none.
+        let place = e.first_id();
+        let entry_problem = |v: &mut Self, reason: String| match place {
+            Some(id) => v.problem(id, reason),
+            None => v.unplaced = Some(reason),
+        };
         if e.position != prev_pos + 1 {
-            self.problem(
-                e.first_id,
+            entry_problem(
+                self,
                 format!(
                     "audit chain position {} follows position {}: chain entries were deleted, inserted or reordered",
                     e.position, prev_pos
@@ -410,49 +472,74 @@ impl Verifier {
             );
         }
         let stored_chain = to_digest(&e.chain_digest);
-        match (to_digest(&e.txn_digest), stored_chain) {
-            (Some(txn), Some(stored))
-                if chain_digest(&prev_digest, e.position, &txn) == stored => {}
-            _ => self.problem(
-                e.first_id,
+        let computed = chain_digest(&prev_digest, e.position, e.from_horizon, e.horizon, &e.txns);
+        if computed.is_none() || computed != stored_chain {
+            entry_problem(
+                self,
                 format!(
                     "audit chain entry at position {} does not follow from the previous one: the entry was modified, removed or reordered",
                     e.position
                 ),
-            ),
+            );
         }
-        if e.txid >= e.horizon {
-            self.problem(
-                e.first_id,
+        if self.previous_horizon.is_some_and(|h| h != e.from_horizon) {
+            entry_problem(
+                self,
                 format!(
-                    "audit chain entry at position {} chains transaction {} at or above its horizon {}: the entry was forged",
-                    e.position, e.txid, e.horizon
+                    "audit chain entry at position {} starts at transaction {}, not where the previous entry ended ({}): the entry was forged",
+                    e.position,
+                    e.from_horizon,
+                    self.previous_horizon.unwrap_or(0)
                 ),
             );
         }
         // Continue from what is stored, so one bad link is reported once.
         let next = stored_chain.unwrap_or(GENESIS);
         self.previous = Some((e.position, next));
+        self.previous_horizon = Some(e.horizon);
         self.positions.insert(e.position, next);
-        if self.by_txid.contains_key(&e.txid) {
-            self.problem(
-                e.first_id,
-                format!(
-                    "transaction {} appears twice in the audit chain (position {})",
-                    e.txid, e.position
-                ),
+        let mut previous_txid = None;
+        for t in e.txns {
+            if t.txid < e.from_horizon || t.txid >= e.horizon {
+                self.problem(
+                    t.first_id,
+                    format!(
+                        "audit chain entry at position {} chains transaction {} outside its range [{}, {}): the entry was forged",
+                        e.position, t.txid, e.from_horizon, e.horizon
+                    ),
+                );
+            }
+            if previous_txid.is_some_and(|p| p >= t.txid) {
+                self.problem(
+                    t.first_id,
+                    format!(
+                        "audit chain entry at position {} lists transaction {} out of order: the entry was forged",
+                        e.position, t.txid
+                    ),
+                );
+            }
+            previous_txid = Some(t.txid);
+            if self.by_txid.contains_key(&t.txid) {
+                self.problem(
+                    t.first_id,
+                    format!(
+                        "transaction {} appears twice in the audit chain (position {})",
+                        t.txid, e.position
+                    ),
+                );
+                continue;
+            }
+            let hasher = TxnHasher::new(t.txid);
+            self.by_txid.insert(
+                t.txid,
+                Expected {
+                    txn: t,
+                    position: e.position,
+                    hasher,
+                    explained: false,
+                },
             );
-            return;
         }
-        let hasher = TxnHasher::new(e.txid);
-        self.by_txid.insert(
-            e.txid,
-            Expected {
-                entry: e,
-                hasher,
-                explained: false,
-            },
-        );
     }
 
     /// Feed one stored record (in id order) with its stored `record_digest`.
@@ -520,9 +607,9 @@ impl Verifier {
         let stored = to_digest(stored_digest).unwrap_or(GENESIS);
         expected.hasher.add(record.id, record.last_id, &stored);
         let (first, last, position) = (
-            expected.entry.first_id,
-            expected.entry.last_id,
-            expected.entry.position,
+            expected.txn.first_id,
+            expected.txn.last_id,
+            expected.position,
         );
         let mut found = None;
         if record.id < first || record.last_id > last || record.last_id < record.id {
@@ -545,7 +632,8 @@ impl Verifier {
     pub fn finish(mut self, head: Option<&Head>) -> Verdict {
         let mut pending: Vec<(i64, String)> = Vec::new();
         for expected in self.by_txid.values() {
-            let e = &expected.entry;
+            let e = &expected.txn;
+            let position = expected.position;
             let h = &expected.hasher;
             if expected.explained {
                 continue;
@@ -554,8 +642,8 @@ impl Verifier {
                 pending.push((
                     e.first_id,
                     format!(
-                        "transaction {} (chain position {}) committed {} audit records, {} remain: records were deleted or added",
-                        e.txid, e.position, e.record_count, h.count()
+                        "transaction {} (chain position {position}) committed {} audit records, {} remain: records were deleted or added",
+                        e.txid, e.record_count, h.count()
                     ),
                 ));
             } else if h.first_id() != Some(e.first_id)
@@ -565,8 +653,8 @@ impl Verifier {
                 pending.push((
                     e.first_id,
                     format!(
-                        "the audit records of transaction {} (chain position {}) do not match its digest: a record was modified, replaced or moved",
-                        e.txid, e.position
+                        "the audit records of transaction {} (chain position {position}) do not match its digest: a record was modified, replaced or moved",
+                        e.txid
                     ),
                 ));
             }
@@ -581,8 +669,9 @@ impl Verifier {
                     let id = self
                         .by_txid
                         .values()
-                        .find(|x| x.entry.position == head.position)
-                        .map(|x| x.entry.first_id);
+                        .filter(|x| x.position == head.position)
+                        .map(|x| x.txn.first_id)
+                        .min();
                     let reason = format!(
                         "audit chain position {} does not have the stored head digest {}…: the chain was rewritten",
                         head.position,

@@ -19,7 +19,7 @@ use pgrx::{pg_sys, FromDatum, IntoDatum, PgRelation};
 
 use super::{
     chain_digest, record_digest, AuditDigest, AuditRecord, ChainEntry, Head, RecordFields,
-    TxnHasher, Verdict, Verifier, GENESIS, RECORD_EVENTS,
+    SealedTxn, TxnHasher, Verdict, Verifier, GENESIS, RECORD_EVENTS,
 };
 use crate::backend::{as_owner, as_owner_unpinned, caller, json_string, record_event};
 use crate::error::{AuthError, AuthResult, OrRaise};
@@ -999,18 +999,21 @@ unsafe fn seal_at_commit() {
     let owner = pg_sys::CurrentResourceOwner;
     pg_sys::BeginInternalSubTransaction(std::ptr::null());
     pg_sys::MemoryContextSwitchTo(context);
-    let failure = PgTryBuilder::new(|| {
-        seal(false).or_raise();
-        None
-    })
-    .catch_others(|e| {
-        Some(match e {
-            pgrx::pg_sys::panic::CaughtError::PostgresError(r)
-            | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
-            _ => "unexpected error".to_string(),
+    let (failure, complete) = PgTryBuilder::new(|| (None, seal(false).or_raise().1))
+        .catch_others(|e| {
+            let message = match e {
+                pgrx::pg_sys::panic::CaughtError::PostgresError(r)
+                | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+                _ => "unexpected error".to_string(),
+            };
+            (Some(message), true)
         })
-    })
-    .execute();
+        .execute();
+    if !complete {
+        // Behind (more finished than one entry takes): the next commit seals again, so
+        // sealing keeps up with any commit rate.
+        STATE.with(|s| s.borrow_mut().last_seal_attempt = 0);
+    }
     match failure {
         None => pg_sys::ReleaseCurrentSubTransaction(),
         Some(message) => {
@@ -1037,26 +1040,32 @@ unsafe fn seal_plans() -> AuthResult<SealPlans> {
               ORDER BY h.position DESC LIMIT 1",
             &[],
         )?,
+        // In the txid index's order, so a batch reads only what it takes. (Not `txid::text`:
+        // ordered as text, 1000 would come before 999.)
         records: prepare_kept(
-            "SELECT txid::text, id, last_id, record_digest FROM pgauth.audit_records
-              WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8
-              ORDER BY txid, id LIMIT $3",
+            "SELECT r.txid, r.id, r.last_id, r.record_digest FROM pgauth.audit_records r
+              WHERE r.txid >= $1::text::xid8 AND r.txid < $2::text::xid8
+              ORDER BY r.txid LIMIT $3",
             &[pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::INT8OID],
         )?,
         append: prepare_kept(
             "INSERT INTO pgauth.audit_chain
-                 (position, txid, first_id, last_id, record_count, txn_digest, chain_digest,
-                  horizon)
-             VALUES ($1, $2::text::xid8, $3, $4, $5, $6, $7, $8::text::xid8)",
+                 (position, from_horizon, horizon, first_id, last_id, txids, first_ids, last_ids,
+                  record_counts, txn_digests, chain_digest)
+             VALUES ($1, $2::text::xid8, $3::text::xid8, $4, $5, $6::text::xid8[], $7, $8, $9,
+                     $10, $11)",
             &[
                 pg_sys::INT8OID,
                 pg_sys::TEXTOID,
-                pg_sys::INT8OID,
-                pg_sys::INT8OID,
-                pg_sys::INT8OID,
-                pg_sys::BYTEAOID,
-                pg_sys::BYTEAOID,
                 pg_sys::TEXTOID,
+                pg_sys::INT8OID,
+                pg_sys::INT8OID,
+                pg_sys::INT8ARRAYOID,
+                pg_sys::INT8ARRAYOID,
+                pg_sys::INT8ARRAYOID,
+                pg_sys::INT8ARRAYOID,
+                pg_sys::BYTEAARRAYOID,
+                pg_sys::BYTEAOID,
             ],
         )?,
     };
@@ -1095,8 +1104,23 @@ fn restored_chain_error() -> AuthError {
 }
 
 /// Chain every transaction that finished since the last seal. `wait`: wait for a concurrent
-/// sealer instead of leaving the work to it. Returns the number of entries appended.
-unsafe fn seal(wait: bool) -> AuthResult<i64> {
+/// sealer instead of leaving the work to it, and seal everything; otherwise (at commit) seal at
+/// most `SEAL_BATCH` records. Returns the number of transactions chained and whether everything
+/// that had finished was sealed.
+unsafe fn seal(wait: bool) -> AuthResult<(i64, bool)> {
+    let mut total = 0;
+    loop {
+        let (chained, complete) = seal_entry(wait)?;
+        total += chained;
+        if complete || !wait {
+            return Ok((total, complete));
+        }
+    }
+}
+
+/// Append one chain entry for the transactions that finished since the last one (at most
+/// `SEAL_BATCH` records' worth).
+unsafe fn seal_entry(wait: bool) -> AuthResult<(i64, bool)> {
     as_owner(|| {
         // Transaction-level: released when the sealing transaction ends.
         let tag = pgauth_lock_tag(CHAIN_LOCK_KEY);
@@ -1107,7 +1131,7 @@ unsafe fn seal(wait: bool) -> AuthResult<i64> {
             !wait,
         );
         if got == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
-            return Ok(0);
+            return Ok((0, true));
         }
         let _spi = RawSpi::connect()?;
         // Taken after the lock: sees every chain entry committed before, whatever the
@@ -1116,137 +1140,187 @@ unsafe fn seal(wait: bool) -> AuthResult<i64> {
         pg_sys::PushActiveSnapshot(snapshot);
         let snapshot = pg_sys::GetActiveSnapshot();
         let horizon = full_xid(next_full_xid(), (*snapshot).xmin.into_inner());
-        let plans = seal_plans()?;
-        let mut head: Option<(i64, Vec<u8>, u64)> = None;
-        for_each_row(plans.head, &mut [], |t, d| {
-            head = (|| {
-                Some((
-                    col_i64(t, d, 1)?,
-                    col_bytes(t, d, 2)?,
-                    col_text(t, d, 3)?.parse().ok()?,
-                ))
-            })();
-        })?;
-        let (mut position, mut previous, from) = match head {
-            Some((p, digest, h)) => (
-                p,
-                <AuditDigest>::try_from(digest.as_slice()).map_err(|_| {
-                    AuthError::Internal(format!("audit chain position {p} has a malformed digest"))
-                })?,
-                h,
-            ),
-            None => (0, GENESIS, 0),
-        };
-        let mut from = from;
-        if from > next_full_xid() {
-            // A horizon above every transaction id of this cluster: the log was restored from
-            // another cluster (pg_dump). Its chain can go on here only from a checkpoint, once
-            // the restored entries are archived and purged (README, "Retention").
-            if chain_is_empty()? {
-                from = 0;
-            } else if wait {
-                pg_sys::PopActiveSnapshot();
-                return Err(restored_chain_error());
-            } else {
-                pg_sys::PopActiveSnapshot();
-                return Ok(0);
-            }
-        }
-        if horizon <= from {
-            pg_sys::PopActiveSnapshot();
-            return Ok(0);
-        }
-        // A commit seals a bounded amount of work (a backlog left by a long transaction is
-        // worked off over several commits); auth_audit_seal() seals everything.
-        let limit = if wait { i64::MAX } else { SEAL_BATCH };
-        let (from_text, mut to_text) = (from.to_string(), horizon.to_string());
-        let mut args = [
-            from_text
-                .as_str()
-                .into_datum()
-                .unwrap_or(pg_sys::Datum::from(0)),
-            to_text
-                .as_str()
-                .into_datum()
-                .unwrap_or(pg_sys::Datum::from(0)),
-            pg_sys::Datum::from(limit),
-        ];
-        let mut read = 0i64;
-        // (txid, hasher) of the transaction being read; entries are appended after the scan.
-        let mut current: Option<(u64, TxnHasher)> = None;
-        let mut done: Vec<(u64, TxnHasher)> = Vec::new();
-        for_each_row(plans.records, &mut args, |t, d| {
-            read += 1;
-            let txid: u64 = col_text(t, d, 1).and_then(|x| x.parse().ok()).unwrap_or(0);
-            let id = col_i64(t, d, 2).unwrap_or(0);
-            let last = col_i64(t, d, 3).unwrap_or(id);
-            let digest = col_bytes(t, d, 4)
-                .and_then(|b| <AuditDigest>::try_from(b.as_slice()).ok())
-                .unwrap_or(GENESIS);
-            if current.as_ref().is_none_or(|(x, _)| *x != txid) {
-                if let Some(c) = current.take() {
-                    done.push(c);
-                }
-                current = Some((txid, TxnHasher::new(txid)));
-            }
-            if let Some((_, h)) = current.as_mut() {
-                h.add(id, last, &digest);
-            }
-        })?;
-        if read >= limit {
-            // The last transaction may be cut: leave it, and everything after it, for later.
-            match done.last() {
-                Some((last_complete, _)) => to_text = (last_complete + 1).to_string(),
-                None => {
-                    pg_sys::PopActiveSnapshot();
-                    return Ok(0);
-                }
-            }
-        } else {
-            done.extend(current);
-        }
-        let appended = done.len() as i64;
-        for (txid, hasher) in done {
-            position += 1;
-            let (count, first, last) = (
-                hasher.count() as i64,
-                hasher.first_id().unwrap_or(0),
-                hasher.last_id().unwrap_or(0),
-            );
-            let txn = hasher.finish();
-            let link = chain_digest(&previous, position, &txn);
-            previous = link;
-            let txid_text = txid.to_string();
-            let zero = pg_sys::Datum::from(0);
-            let mut args = [
-                pg_sys::Datum::from(position),
-                txid_text.as_str().into_datum().unwrap_or(zero),
-                pg_sys::Datum::from(first),
-                pg_sys::Datum::from(last),
-                pg_sys::Datum::from(count),
-                txn.as_slice().into_datum().unwrap_or(zero),
-                link.as_slice().into_datum().unwrap_or(zero),
-                to_text.as_str().into_datum().unwrap_or(zero),
-            ];
-            let nulls = [b' ' as std::ffi::c_char; 8];
-            let rc = pg_sys::SPI_execute_snapshot(
-                plans.append.0,
-                args.as_mut_ptr(),
-                nulls.as_ptr(),
-                snapshot,
-                std::ptr::null_mut(),
-                false,
-                false,
-                0,
-            );
-            if rc != pg_sys::SPI_OK_INSERT as i32 {
-                pg_sys::PopActiveSnapshot();
-                return Err(spi_error("appending to the audit chain", rc));
-            }
-        }
+        let result = seal_range(snapshot, horizon, wait);
         pg_sys::PopActiveSnapshot();
-        Ok(appended)
+        result
     })
+}
+
+/// The committed transactions in [from, to) with their records' digests, in txid order, reading
+/// at most `limit` records. When the limit was reached, the transaction read last is left out
+/// (it may be incomplete) and its txid is returned.
+unsafe fn read_txns(
+    plan: SavedPlan,
+    from: u64,
+    to: u64,
+    limit: i64,
+) -> AuthResult<(Vec<SealedTxn>, Option<u64>)> {
+    let zero = pg_sys::Datum::from(0);
+    let (from_text, to_text) = (from.to_string(), to.to_string());
+    let mut args = [
+        from_text.as_str().into_datum().unwrap_or(zero),
+        to_text.as_str().into_datum().unwrap_or(zero),
+        pg_sys::Datum::from(limit),
+    ];
+    let mut read = 0i64;
+    // The transaction being read: its txid and its records (id, last_id, digest).
+    let mut current: Option<(u64, Vec<(i64, i64, AuditDigest)>)> = None;
+    let mut txns: Vec<SealedTxn> = Vec::new();
+    // A transaction's digest takes its records in id order.
+    let sealed = |(txid, mut records): (u64, Vec<(i64, i64, AuditDigest)>)| {
+        records.sort_unstable_by_key(|r| r.0);
+        let mut h = TxnHasher::new(txid);
+        for (id, last, digest) in &records {
+            h.add(*id, *last, digest);
+        }
+        SealedTxn::sealed(txid, h)
+    };
+    for_each_row(plan, &mut args, |t, d| {
+        read += 1;
+        // xid8 is a 64-bit pass-by-value type.
+        let txid = column(t, d, 1).map_or(0, |v| v.value() as u64);
+        let id = col_i64(t, d, 2).unwrap_or(0);
+        let last = col_i64(t, d, 3).unwrap_or(id);
+        let digest = col_bytes(t, d, 4)
+            .and_then(|b| <AuditDigest>::try_from(b.as_slice()).ok())
+            .unwrap_or(GENESIS);
+        if current.as_ref().is_none_or(|(x, _)| *x != txid) {
+            if let Some(c) = current.take() {
+                txns.push(sealed(c));
+            }
+            current = Some((txid, Vec::new()));
+        }
+        if let Some((_, records)) = current.as_mut() {
+            records.push((id, last, digest));
+        }
+    })?;
+    if read < limit {
+        txns.extend(current.map(sealed));
+        Ok((txns, None))
+    } else {
+        Ok((txns, current.map(|(x, _)| x)))
+    }
+}
+
+unsafe fn seal_range(
+    snapshot: pg_sys::Snapshot,
+    mut horizon: u64,
+    wait: bool,
+) -> AuthResult<(i64, bool)> {
+    let plans = seal_plans()?;
+    let mut head: Option<(i64, Vec<u8>, u64)> = None;
+    for_each_row(plans.head, &mut [], |t, d| {
+        head = (|| {
+            Some((
+                col_i64(t, d, 1)?,
+                col_bytes(t, d, 2)?,
+                col_text(t, d, 3)?.parse().ok()?,
+            ))
+        })();
+    })?;
+    let (position, previous, mut from) = match head {
+        Some((p, digest, h)) => (
+            p,
+            <AuditDigest>::try_from(digest.as_slice()).map_err(|_| {
+                AuthError::Internal(format!("audit chain position {p} has a malformed digest"))
+            })?,
+            h,
+        ),
+        None => (0, GENESIS, 0),
+    };
+    if from > next_full_xid() {
+        // A horizon above every transaction id of this cluster: the log was restored from
+        // another cluster (pg_dump). Its chain can go on here only from a checkpoint, once
+        // the restored entries are archived and purged (README, "Retention").
+        if chain_is_empty()? {
+            from = 0;
+        } else if wait {
+            return Err(restored_chain_error());
+        } else {
+            return Ok((0, true));
+        }
+    }
+    if horizon <= from {
+        return Ok((0, true));
+    }
+    let zero = pg_sys::Datum::from(0);
+    let (mut txns, cut) = read_txns(plans.records, from, horizon, SEAL_BATCH)?;
+    let complete = cut.is_none();
+    if let Some(cut) = cut {
+        // The last transaction read may be cut off: leave it, and everything after it, for
+        // the next entry; but one transaction bigger than a batch is sealed whole.
+        horizon = match txns.last() {
+            Some(t) => t.txid + 1,
+            None => {
+                txns = read_txns(plans.records, cut, cut + 1, i64::MAX)?.0;
+                cut + 1
+            }
+        };
+    }
+    if txns.is_empty() {
+        return Ok((0, true));
+    }
+    let position = position + 1;
+    let link = chain_digest(&previous, position, from, horizon, &txns)
+        .ok_or_else(|| AuthError::Internal("audit: a transaction digest is malformed".into()))?;
+    let first_id = txns.iter().map(|t| t.first_id).min().unwrap_or(0);
+    let last_id = txns.iter().map(|t| t.last_id).max().unwrap_or(0);
+    let chained = txns.len() as i64;
+    let datum = |d: Option<pg_sys::Datum>| d.unwrap_or(zero);
+    let (from_text, horizon_text) = (from.to_string(), horizon.to_string());
+    let mut args = [
+        pg_sys::Datum::from(position),
+        datum(from_text.as_str().into_datum()),
+        datum(horizon_text.as_str().into_datum()),
+        pg_sys::Datum::from(first_id),
+        pg_sys::Datum::from(last_id),
+        datum(
+            txns.iter()
+                .map(|t| t.txid as i64)
+                .collect::<Vec<_>>()
+                .into_datum(),
+        ),
+        datum(
+            txns.iter()
+                .map(|t| t.first_id)
+                .collect::<Vec<_>>()
+                .into_datum(),
+        ),
+        datum(
+            txns.iter()
+                .map(|t| t.last_id)
+                .collect::<Vec<_>>()
+                .into_datum(),
+        ),
+        datum(
+            txns.iter()
+                .map(|t| t.record_count)
+                .collect::<Vec<_>>()
+                .into_datum(),
+        ),
+        datum(
+            txns.into_iter()
+                .map(|t| t.txn_digest)
+                .collect::<Vec<_>>()
+                .into_datum(),
+        ),
+        datum(link.as_slice().into_datum()),
+    ];
+    let nulls = [b' ' as std::ffi::c_char; 11];
+    let rc = pg_sys::SPI_execute_snapshot(
+        plans.append.0,
+        args.as_mut_ptr(),
+        nulls.as_ptr(),
+        snapshot,
+        std::ptr::null_mut(),
+        false,
+        false,
+        0,
+    );
+    if rc != pg_sys::SPI_OK_INSERT as i32 {
+        return Err(spi_error("appending to the audit chain", rc));
+    }
+    Ok((chained, complete))
 }
 
 /// Chain every audit record of the transactions that have finished (the sealer also runs at
@@ -1255,7 +1329,7 @@ unsafe fn seal(wait: bool) -> AuthResult<i64> {
 #[pg_extern(volatile, parallel_unsafe)]
 fn auth_audit_seal() -> i64 {
     require_audit_admin("auth_audit_seal").or_raise();
-    unsafe { seal(true) }.or_raise()
+    unsafe { seal(true) }.or_raise().0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1350,9 +1424,14 @@ unsafe fn verify_plans() -> AuthResult<VerifyPlans> {
             &[pg_sys::INT8OID],
         )?,
         chain: prepare_kept(
-            "SELECT position, txid::text, first_id, last_id, record_count, txn_digest, chain_digest,
-                    horizon::text
-               FROM pgauth.audit_chain WHERE position >= $1 ORDER BY position",
+            "SELECT c.position, c.from_horizon::text, c.horizon::text, c.chain_digest,
+                    t.txid::text, t.first_id, t.last_id, t.record_count, t.txn_digest, t.n
+               FROM pgauth.audit_chain c
+               LEFT JOIN LATERAL unnest(c.txids, c.first_ids, c.last_ids, c.record_counts,
+                                        c.txn_digests)
+                    WITH ORDINALITY t(txid, first_id, last_id, record_count, txn_digest, n)
+                 ON true
+              WHERE c.position >= $1 ORDER BY c.position, t.n",
             &[pg_sys::INT8OID],
         )?,
         horizon: prepare_kept(
@@ -1463,28 +1542,53 @@ fn verify(from_id: Option<i64>, mut head: Option<Head>) -> AuthResult<Verdict> {
         let mut first_entry_id: Option<i64> = None;
         let mut scan_from = from_id.unwrap_or(i64::MIN);
         let mut malformed = None;
+        // One row per sealed transaction (or one with NULLs for an entry without any),
+        // grouped into entries by position.
+        let mut pending: Option<ChainEntry> = None;
+        let mut feed = |verifier: &mut Verifier, e: ChainEntry| {
+            if let Some(first) = e.first_id() {
+                first_entry_id.get_or_insert(first);
+                scan_from = scan_from.min(first);
+            }
+            verifier.add_entry(e);
+        };
         for_each_row(plans.chain, &mut [pg_sys::Datum::from(start)], |t, d| {
-            let entry = (|| {
-                Some(ChainEntry {
-                    position: col_i64(t, d, 1)?,
-                    txid: col_text(t, d, 2)?.parse().ok()?,
-                    first_id: col_i64(t, d, 3)?,
-                    last_id: col_i64(t, d, 4)?,
-                    record_count: col_i64(t, d, 5)?,
-                    txn_digest: col_bytes(t, d, 6)?,
-                    chain_digest: col_bytes(t, d, 7)?,
-                    horizon: col_text(t, d, 8)?.parse().ok()?,
+            let Some(position) = col_i64(t, d, 1) else {
+                malformed = Some(0);
+                return;
+            };
+            if pending.as_ref().is_some_and(|e| e.position != position) {
+                if let Some(e) = pending.take() {
+                    feed(&mut verifier, e);
+                }
+            }
+            let entry = pending.get_or_insert_with(|| ChainEntry {
+                position,
+                from_horizon: col_text(t, d, 2).and_then(|h| h.parse().ok()).unwrap_or(0),
+                horizon: col_text(t, d, 3).and_then(|h| h.parse().ok()).unwrap_or(0),
+                txns: Vec::new(),
+                chain_digest: col_bytes(t, d, 4).unwrap_or_default(),
+            });
+            let txn = (|| {
+                Some(SealedTxn {
+                    txid: col_text(t, d, 5)?.parse().ok()?,
+                    first_id: col_i64(t, d, 6)?,
+                    last_id: col_i64(t, d, 7)?,
+                    record_count: col_i64(t, d, 8)?,
+                    txn_digest: col_bytes(t, d, 9)?,
                 })
             })();
-            match entry {
-                Some(e) => {
-                    first_entry_id.get_or_insert(e.first_id);
-                    scan_from = scan_from.min(e.first_id);
-                    verifier.add_entry(e);
-                }
-                None => malformed = col_i64(t, d, 1).or(Some(0)),
+            match txn {
+                Some(txn) => entry.txns.push(txn),
+                // An entry with no transactions at all is one row of NULLs; it fails its
+                // chain digest. Anything else with NULLs is malformed.
+                None if col_i64(t, d, 10).unwrap_or(0) > 0 => malformed = Some(position),
+                None => {}
             }
         })?;
+        if let Some(e) = pending.take() {
+            feed(&mut verifier, e);
+        }
         if let Some(position) = malformed {
             verifier.report(
                 first_entry_id.unwrap_or(0),
@@ -1812,8 +1916,8 @@ fn auth_audit_purge(through_position: i64) -> i64 {
                      SELECT c.position, c.chain_digest, c.horizon,
                             (SELECT coalesce(sum(r.event_count), 0)::bigint
                                FROM pgauth.audit_records r
-                               JOIN pgauth.audit_chain p ON p.txid = r.txid
-                              WHERE p.position <= $1)
+                               JOIN pgauth.audit_chain_txns t ON t.txid = r.txid
+                              WHERE t.position <= $1)
                        FROM pgauth.audit_chain c WHERE c.position = $1
                      RETURNING purged_events",
                     None,
@@ -1825,8 +1929,8 @@ fn auth_audit_purge(through_position: i64) -> i64 {
                 return Ok(None);
             };
             client.update(
-                "DELETE FROM pgauth.audit_records l USING pgauth.audit_chain c
-                  WHERE c.position <= $1 AND l.txid = c.txid",
+                "DELETE FROM pgauth.audit_records l USING pgauth.audit_chain_txns t
+                  WHERE t.position <= $1 AND l.txid = t.txid",
                 None,
                 &[through_position.into()],
             )?;

@@ -22,54 +22,76 @@ fn row(id: i64, txid: u64, event: &str, new: Option<&str>) -> AuditRecord {
     }
 }
 
-/// A log of transactions (txid → rows) chained in the given commit order.
+/// A log of transactions (txid → rows), each in a chain entry of its own, in txid order; the
+/// last entry's horizon is 1000.
 fn build(txns: &[(u64, Vec<AuditRecord>)]) -> (Vec<ChainEntry>, Vec<(AuditRecord, Vec<u8>)>) {
+    let batches: Vec<Vec<(u64, Vec<AuditRecord>)>> = txns.iter().map(|t| vec![t.clone()]).collect();
+    build_batches(&batches)
+}
+
+/// A log of seals, each of several transactions (txid → rows).
+fn build_batches(
+    batches: &[Vec<(u64, Vec<AuditRecord>)>],
+) -> (Vec<ChainEntry>, Vec<(AuditRecord, Vec<u8>)>) {
     let mut chain = Vec::new();
-    let mut previous = GENESIS;
     let mut rows = Vec::new();
-    for (i, (txid, txn_rows)) in txns.iter().enumerate() {
-        let digests: Vec<(i64, i64, AuditDigest)> = txn_rows
+    let mut from = 0;
+    for (i, batch) in batches.iter().enumerate() {
+        let txns: Vec<SealedTxn> = batch
             .iter()
-            .map(|r| (r.id, r.last_id, r.digest()))
+            .map(|(txid, txn_rows)| {
+                let mut h = TxnHasher::new(*txid);
+                for r in txn_rows {
+                    h.add(r.id, r.last_id, &r.digest());
+                    rows.push((r.clone(), r.digest().to_vec()));
+                }
+                SealedTxn::sealed(*txid, h)
+            })
             .collect();
-        let txn = txn_digest(*txid, digests.iter().map(|(id, last, d)| (*id, *last, d)));
-        let position = i as i64 + 1;
-        let link = chain_digest(&previous, position, &txn);
-        previous = link;
+        let horizon = match batches.get(i + 1) {
+            Some(next) => next[0].0,
+            None => 1000,
+        };
         chain.push(ChainEntry {
-            position,
-            txid: *txid,
-            first_id: txn_rows.first().unwrap().id,
-            last_id: txn_rows.last().unwrap().last_id,
-            record_count: txn_rows.len() as i64,
-            txn_digest: txn.to_vec(),
-            chain_digest: link.to_vec(),
-            horizon: 1000,
+            position: i as i64 + 1,
+            from_horizon: from,
+            horizon,
+            txns,
+            chain_digest: Vec::new(),
         });
-        for r in txn_rows {
-            rows.push((r.clone(), r.digest().to_vec()));
-        }
+        from = horizon;
     }
+    reseal(&mut chain, GENESIS);
     rows.sort_by_key(|(r, _)| r.id);
     (chain, rows)
+}
+
+/// Recompute every chain digest from `anchor` (what a forger with write access can do).
+fn reseal(chain: &mut [ChainEntry], anchor: AuditDigest) {
+    let mut previous = anchor;
+    for e in chain.iter_mut() {
+        let link = chain_digest(&previous, e.position, e.from_horizon, e.horizon, &e.txns).unwrap();
+        e.chain_digest = link.to_vec();
+        previous = link;
+    }
 }
 
 /// Two interleaved transactions (ids 1,3,5 and 2,4) and a third (6), like concurrent writers.
 fn sample() -> (Vec<ChainEntry>, Vec<(AuditRecord, Vec<u8>)>) {
     build(&[
         (
-            901,
-            vec![
-                row(2, 901, "insert", Some("{\"id\": 2}")),
-                row(4, 901, "insert", Some("{\"id\": 4}")),
-            ],
-        ),
-        (
             900,
             vec![
                 row(1, 900, "insert", Some("{\"id\": 1}")),
                 row(3, 900, "update", Some("{\"n\": 3}")),
                 row(5, 900, "delete", None),
+            ],
+        ),
+        (
+            901,
+            vec![
+                row(2, 901, "insert", Some("{\"id\": 2}")),
+                row(4, 901, "insert", Some("{\"id\": 4}")),
             ],
         ),
         (902, vec![row(6, 902, "key_created", Some("{}"))]),
@@ -193,13 +215,46 @@ fn serialisation_is_unambiguous() {
 
 #[test]
 fn chain_links_depend_on_everything_before() {
-    let t1 = [1u8; 64];
-    let t2 = [2u8; 64];
-    let a = chain_digest(&GENESIS, 1, &t1);
-    let b = chain_digest(&a, 2, &t2);
-    assert_ne!(chain_digest(&GENESIS, 1, &t2), a);
-    assert_ne!(chain_digest(&a, 3, &t2), b, "position is covered");
-    assert_ne!(chain_digest(&chain_digest(&GENESIS, 1, &t2), 2, &t1), b);
+    let txn = |txid: u64, fill: u8| SealedTxn {
+        txid,
+        first_id: 1,
+        last_id: 1,
+        record_count: 1,
+        txn_digest: vec![fill; 64],
+    };
+    let (t1, t2) = (vec![txn(10, 1)], vec![txn(11, 2)]);
+    let link = |previous: &AuditDigest, position: i64, from: u64, horizon: u64, t: &[SealedTxn]| {
+        chain_digest(previous, position, from, horizon, t).unwrap()
+    };
+    let a = link(&GENESIS, 1, 0, 11, &t1);
+    let b = link(&a, 2, 11, 12, &t2);
+    assert_ne!(link(&GENESIS, 1, 0, 11, &t2), a);
+    assert_ne!(link(&a, 3, 11, 12, &t2), b, "position is covered");
+    assert_ne!(link(&a, 2, 10, 12, &t2), b, "from_horizon is covered");
+    assert_ne!(link(&a, 2, 11, 13, &t2), b, "horizon is covered");
+    assert_ne!(link(&link(&GENESIS, 1, 0, 11, &t2), 2, 11, 12, &t1), b);
+    // Every field of every transaction, and which transactions there are.
+    let both = [txn(10, 1), txn(11, 2)];
+    let base = link(&GENESIS, 1, 0, 12, &both);
+    assert_ne!(link(&GENESIS, 1, 0, 12, &both[..1]), base);
+    for change in 0..5 {
+        let mut t = both.clone();
+        match change {
+            0 => t[1].txid = 9,
+            1 => t[1].first_id = 2,
+            2 => t[1].last_id = 2,
+            3 => t[1].record_count = 2,
+            _ => t[1].txn_digest[63] ^= 1,
+        }
+        assert_ne!(link(&GENESIS, 1, 0, 12, &t), base, "field {change}");
+    }
+    let mut short = both.clone();
+    short[0].txn_digest.pop();
+    assert_eq!(
+        chain_digest(&GENESIS, 1, 0, 12, &short),
+        None,
+        "a malformed digest"
+    );
     let d = [5u8; 64];
     assert_ne!(
         txn_digest(1, [(1, 1, &d), (2, 2, &d)]),
@@ -317,13 +372,13 @@ fn swapped_rows_are_found_at_the_lower_id() {
 fn chain_tampering_is_found() {
     // An entry modified.
     let (mut chain, rows) = sample();
-    chain[1].record_count = 2;
+    chain[1].txns[0].record_count = 3;
     let v = verify(&chain, &rows, None);
     assert!(!v.ok);
     // An entry removed together with its rows.
     let (mut chain, mut rows) = sample();
     chain.remove(1);
-    rows.retain(|(r, _)| r.txid != 900);
+    rows.retain(|(r, _)| r.txid != 901);
     let v = verify(&chain, &rows, None);
     assert_eq!(v.first_bad_id, Some(6));
     assert!(v.reason.unwrap().contains("follows position 1"));
@@ -376,10 +431,10 @@ fn verification_can_start_after_an_archived_part() {
     let (chain, rows) = sample();
     // Entries 2.. with the stored digest of entry 1 as anchor (what a retained checkpoint gives).
     let anchor: AuditDigest = chain[0].chain_digest.as_slice().try_into().unwrap();
-    let kept = rows.iter().filter(|(r, _)| r.txid != 901);
+    let kept = rows.iter().filter(|(r, _)| r.txid != 900);
     let verdict = feed(Verifier::new(anchor, None, None), &chain[1..], kept, None);
     assert!(verdict.ok, "{verdict:?}");
-    assert_eq!(verdict.checked, 4);
+    assert_eq!(verdict.checked, 3);
     // A wrong anchor breaks the first link.
     let v = feed(Verifier::new(GENESIS, None, None), &chain[1..], &[], None);
     assert!(!v.ok);
@@ -460,11 +515,78 @@ fn unsealed_records_are_checked_by_their_own_digest() {
 
 #[test]
 fn an_entry_at_or_above_its_horizon_is_forged() {
+    // A transaction at or above its entry's horizon, with every digest recomputed.
     let (mut chain, rows) = sample();
-    chain[2].horizon = chain[2].txid;
+    chain[2].horizon = chain[2].txns[0].txid;
+    reseal(&mut chain, GENESIS);
     let v = verify(&chain, &rows, None);
     assert_eq!(v.first_bad_id, Some(6));
-    assert!(v.reason.unwrap().contains("horizon"));
+    assert!(v.reason.unwrap().contains("outside its range"));
+    // Below where the entry starts.
+    let (mut chain, rows) = sample();
+    chain[2].from_horizon = 903;
+    chain[2].horizon = 1000;
+    reseal(&mut chain, GENESIS);
+    let v = verify(&chain, &rows, None);
+    assert_eq!(v.first_bad_id, Some(6));
+    // An entry that does not start where the previous one ended leaves a gap in which
+    // records could hide.
+    let (mut chain, rows) = sample();
+    chain[1].from_horizon = 800;
+    reseal(&mut chain, GENESIS);
+    let v = verify(&chain, &rows, None);
+    assert_eq!(v.first_bad_id, Some(2));
+    assert!(v
+        .reason
+        .unwrap()
+        .contains("not where the previous entry ended"));
+}
+
+#[test]
+fn a_seal_of_several_transactions_pinpoints_the_bad_one() {
+    // One entry sealing three transactions, another sealing one.
+    let (chain, rows) = build_batches(&[
+        vec![
+            (
+                700,
+                vec![row(1, 700, "insert", None), row(4, 700, "insert", None)],
+            ),
+            (702, vec![row(2, 702, "insert", None)]),
+            (705, vec![row(3, 705, "delete", None)]),
+        ],
+        vec![(710, vec![row(5, 710, "insert", None)])],
+    ]);
+    assert_eq!(chain.len(), 2);
+    let v = verify(&chain, &rows, None);
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.checked, 5);
+    // A record of the entry's second transaction deleted: reported at that transaction.
+    let kept: Vec<_> = rows.iter().filter(|(r, _)| r.id != 2).cloned().collect();
+    let v = verify(&chain, &kept, None);
+    assert_eq!(v.first_bad_id, Some(2));
+    assert!(v.reason.unwrap().contains("transaction 702"));
+    // A transaction dropped from the entry (digests recomputed): its record is not covered.
+    let mut forged = chain.clone();
+    forged[0].txns.remove(2);
+    reseal(&mut forged, GENESIS);
+    let v = verify(&forged, &rows, None);
+    assert_eq!(v.first_bad_id, Some(3));
+    assert!(v.reason.unwrap().contains("not covered"));
+    // Transactions listed out of order (digests recomputed).
+    let mut forged = chain.clone();
+    forged[0].txns.swap(1, 2);
+    reseal(&mut forged, GENESIS);
+    let v = verify(&forged, &rows, None);
+    assert_eq!(v.first_bad_id, Some(2));
+    assert!(v.reason.unwrap().contains("out of order"));
+    // The same transaction in two entries.
+    let mut forged = chain.clone();
+    let twice = forged[0].txns[0].clone();
+    forged[1].txns.insert(0, SealedTxn { txid: 700, ..twice });
+    forged[1].from_horizon = 700;
+    forged[0].horizon = 700;
+    reseal(&mut forged, GENESIS);
+    assert!(!verify(&forged, &rows, None).ok);
 }
 
 #[test]
