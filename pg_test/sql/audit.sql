@@ -122,6 +122,19 @@ SELECT ok, reason FROM auth_audit_verify();
 SELECT ok, reason FROM auth_audit_verify(NULL, 3, (SELECT chain_digest FROM pgauth.audit_checkpoints));
 SELECT ok, reason FROM auth_audit_verify(NULL, 3, '\x00');
 SELECT event, new_values FROM pgauth.audit_log WHERE event = 'audit_purged';
+-- A purge that fails half-way (here: a superuser's own trigger refuses its DELETE) and whose
+-- error is caught by a savepoint does not leave the guard off: a later DELETE in the same
+-- transaction is refused by pgauth, not let through to the other trigger.
+CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS
+  $$BEGIN RAISE EXCEPTION 'refused by a superuser''s trigger'; END$$;
+CREATE TRIGGER zz_refuse BEFORE DELETE ON pgauth.audit_records FOR EACH ROW EXECUTE FUNCTION refuse_delete();
+BEGIN;
+DO $$BEGIN PERFORM auth_audit_purge(4);
+       EXCEPTION WHEN OTHERS THEN RAISE NOTICE 'purge failed: %', SQLERRM; END$$;
+DELETE FROM pgauth.audit_records;
+ROLLBACK;
+DROP TRIGGER zz_refuse ON pgauth.audit_records;
+DROP FUNCTION refuse_delete();
 
 -- A superuser can switch the guard off; the chain shows what was done.
 ALTER TABLE pgauth.audit_records DISABLE TRIGGER audit_records_append_only;

@@ -1381,7 +1381,10 @@ pub unsafe extern "C-unwind" fn pgauth_record_event(
 #[pg_extern(volatile, parallel_unsafe)]
 fn auth_audit_head() -> TableIterator<'static, (name!(id, i64), name!(digest, Vec<u8>))> {
     require_audit_admin("auth_audit_head").or_raise();
-    unsafe { seal(true) }.or_raise();
+    // A hot standby cannot write: it reports the head the primary sealed.
+    if !unsafe { pg_sys::RecoveryInProgress() } {
+        unsafe { seal(true) }.or_raise();
+    }
     // Read with a snapshot taken now (after the seal, and after any sealer it waited for),
     // not the statement's: the head must include every entry committed before.
     let head = as_owner(|| unsafe {
@@ -1906,9 +1909,18 @@ fn auth_audit_purge(through_position: i64) -> i64 {
         ))
         .raise();
     }
+    /// Clears the purging flag however the purge ends: also when its error is caught by a
+    /// savepoint (a subtransaction abort does not reach the transaction callback).
+    struct Purging;
+    impl Drop for Purging {
+        fn drop(&mut self) {
+            STATE.with(|s| s.borrow_mut().purging = false);
+        }
+    }
     let purged = as_owner(|| {
         STATE.with(|s| s.borrow_mut().purging = true);
-        let result = Spi::connect_mut(|client| {
+        let _purging = Purging;
+        Spi::connect_mut(|client| {
             let found = client
                 .update(
                     "INSERT INTO pgauth.audit_checkpoints (position, chain_digest, horizon,
@@ -1940,9 +1952,7 @@ fn auth_audit_purge(through_position: i64) -> i64 {
                 &[through_position.into()],
             )?;
             Ok::<_, pgrx::spi::Error>(Some(rows))
-        });
-        STATE.with(|s| s.borrow_mut().purging = false);
-        result
+        })
     })
     .map_err(|e| AuthError::Internal(format!("audit: purge failed: {e}")))
     .or_raise();
