@@ -1146,6 +1146,9 @@ unsafe fn seal_entry(wait: bool) -> AuthResult<(i64, bool)> {
     })
 }
 
+/// A record as the sealer reads it: (id, last_id, record_digest).
+type RecordRef = (i64, i64, AuditDigest);
+
 /// The committed transactions in [from, to) with their records' digests, in txid order, reading
 /// at most `limit` records. When the limit was reached, the transaction read last is left out
 /// (it may be incomplete) and its txid is returned.
@@ -1164,10 +1167,10 @@ unsafe fn read_txns(
     ];
     let mut read = 0i64;
     // The transaction being read: its txid and its records (id, last_id, digest).
-    let mut current: Option<(u64, Vec<(i64, i64, AuditDigest)>)> = None;
+    let mut current: Option<(u64, Vec<RecordRef>)> = None;
     let mut txns: Vec<SealedTxn> = Vec::new();
     // A transaction's digest takes its records in id order.
-    let sealed = |(txid, mut records): (u64, Vec<(i64, i64, AuditDigest)>)| {
+    let sealed = |(txid, mut records): (u64, Vec<RecordRef>)| {
         records.sort_unstable_by_key(|r| r.0);
         let mut h = TxnHasher::new(txid);
         for (id, last, digest) in &records {
