@@ -358,8 +358,15 @@ struct Expected {
     explained: bool,
 }
 
-/// Streaming verifier. Feed the chain entries in position order, then the records in id order,
-/// then `finish`. Keeps one small entry per chain entry in memory.
+/// Streaming verifier, in three passes:
+///
+/// 1. `check_ids` for every record, in id order (ids and counts only);
+/// 2. in chunks: `add_entry` for some chain entries (in position order), `add_record` for every
+///    record whose txid lies in those entries' horizons (in id order), then `end_chunk`;
+/// 3. `add_record` for the records outside every entry's horizons (not sealed yet, or forged),
+///    then `finish`.
+///
+/// Memory is one small entry per transaction of the current chunk.
 ///
 /// Every problem is attached to an audit event id; the verdict names the smallest. A record
 /// that fails its own digest is reported at its first event's id (exact for single-row
@@ -372,6 +379,7 @@ pub struct Verifier {
     previous: Option<(i64, AuditDigest)>,
     /// The horizon of the previous entry fed: the next one starts there.
     previous_horizon: Option<u64>,
+    /// The transactions of the current chunk.
     by_txid: HashMap<u64, Expected>,
     /// Records below this id belong to entries before the verified range and are not checked.
     from_id: Option<i64>,
@@ -385,9 +393,13 @@ pub struct Verifier {
     worst: Option<(i64, String)>,
     /// A problem that has no audit id (e.g. the tail was cut off).
     unplaced: Option<String>,
-    positions: HashMap<i64, AuditDigest>,
-    /// The last event id of the previous record fed (records come in id order).
+    /// The position of a stored head, and what the chain has there: its digest and first id.
+    watched: Option<i64>,
+    at_watched: Option<(AuditDigest, Option<i64>)>,
+    /// The last event id of the previous record (`check_ids` takes them in id order).
     previous_last_id: Option<i64>,
+    /// Records (id, last_id, txid) whose ids are wrong: reported once, left out of the chain.
+    misnumbered: std::collections::HashSet<(i64, i64, u64)>,
     /// The highest event id reserved so far: no genuine record goes beyond it.
     max_id: i64,
 }
@@ -412,11 +424,13 @@ impl Verifier {
             sealed_below: u64::MAX,
             next_txid: u64::MAX,
             previous_last_id: None,
+            misnumbered: std::collections::HashSet::new(),
             max_id: i64::MAX,
             checked: 0,
             worst: None,
             unplaced: None,
-            positions: HashMap::new(),
+            watched: None,
+            at_watched: None,
         }
     }
 
@@ -431,6 +445,12 @@ impl Verifier {
     /// The highest event id reserved so far (the id sequence's last value).
     pub fn with_max_id(mut self, max_id: i64) -> Self {
         self.max_id = max_id;
+        self
+    }
+
+    /// The position of a stored head that `finish` will be given.
+    pub fn watching(mut self, position: i64) -> Self {
+        self.watched = Some(position);
         self
     }
 
@@ -497,7 +517,9 @@ impl Verifier {
         let next = stored_chain.unwrap_or(GENESIS);
         self.previous = Some((e.position, next));
         self.previous_horizon = Some(e.horizon);
-        self.positions.insert(e.position, next);
+        if self.watched == Some(e.position) {
+            self.at_watched = Some((next, place));
+        }
         let mut previous_txid = None;
         for t in e.txns {
             if t.txid < e.from_horizon || t.txid >= e.horizon {
@@ -542,35 +564,36 @@ impl Verifier {
         }
     }
 
-    /// Feed one stored record (in id order) with its stored `record_digest`.
+    /// Pass 1: one record's ids (records in id order). Ids are reserved in disjoint consecutive
+    /// ranges: records never overlap, and none goes beyond what was reserved.
+    pub fn check_ids(&mut self, id: i64, last_id: i64, event_count: i64, txid: u64) {
+        let overlaps = self.previous_last_id.is_some_and(|p| id <= p);
+        self.previous_last_id = Some(last_id.max(self.previous_last_id.unwrap_or(i64::MIN)));
+        if overlaps || last_id < id || last_id - id + 1 != event_count || last_id > self.max_id {
+            if self.from_id.is_none_or(|from| last_id >= from) {
+                self.checked += event_count.max(1);
+                self.problem(
+                    id,
+                    format!(
+                        "audit record {id}..{last_id} ({event_count} events) overlaps another record or ids that were never reserved: it was inserted or renumbered"
+                    ),
+                );
+            }
+            self.misnumbered.insert((id, last_id, txid));
+        }
+    }
+
+    /// Feed one stored record with its stored `record_digest` (passes 2 and 3, in id order).
     ///
     /// The transaction digest is built from the *stored* record digests: a record whose
     /// contents no longer match its own digest is reported at its id; a record whose digest was
     /// recomputed by a forger is caught by its transaction's digest.
     pub fn add_record(&mut self, record: &AuditRecord, stored_digest: &[u8]) {
-        // Ids are reserved in disjoint consecutive ranges: records never overlap, and none
-        // goes beyond what was reserved.
-        let overlaps = self.previous_last_id.is_some_and(|p| record.id <= p);
-        self.previous_last_id = Some(
-            record
-                .last_id
-                .max(self.previous_last_id.unwrap_or(i64::MIN)),
-        );
-        if overlaps
-            || record.last_id < record.id
-            || record.last_id - record.id + 1 != record.event_count
-            || record.last_id > self.max_id
+        if self
+            .misnumbered
+            .contains(&(record.id, record.last_id, record.txid))
         {
-            if self.from_id.is_none_or(|from| record.last_id >= from) {
-                self.checked += record.event_count.max(1);
-                self.problem(
-                    record.id,
-                    format!(
-                        "audit record {}..{} ({} events) overlaps another record or ids that were never reserved: it was inserted or renumbered",
-                        record.id, record.last_id, record.event_count
-                    ),
-                );
-            }
+            // Reported by check_ids.
             return;
         }
         if Some(record.txid) == self.own_txid {
@@ -629,7 +652,8 @@ impl Verifier {
         }
     }
 
-    pub fn finish(mut self, head: Option<&Head>) -> Verdict {
+    /// End of a chunk: every transaction of its entries has had all its records.
+    pub fn end_chunk(&mut self) {
         let mut pending: Vec<(i64, String)> = Vec::new();
         for expected in self.by_txid.values() {
             let e = &expected.txn;
@@ -662,16 +686,21 @@ impl Verifier {
         for (id, reason) in pending {
             self.problem(id, reason);
         }
+        self.by_txid.clear();
+    }
+
+    /// `head`: a stored head, whose position was given to `watching`.
+    pub fn finish(mut self, head: Option<&Head>) -> Verdict {
+        self.end_chunk();
         if let Some(head) = head {
-            match self.positions.get(&head.position) {
-                Some(d) if d.as_slice() == head.digest.as_slice() => {}
-                Some(_) => {
-                    let id = self
-                        .by_txid
-                        .values()
-                        .filter(|x| x.position == head.position)
-                        .map(|x| x.txn.first_id)
-                        .min();
+            let seen = if self.watched == Some(head.position) {
+                self.at_watched
+            } else {
+                None
+            };
+            match seen {
+                Some((d, _)) if d.as_slice() == head.digest.as_slice() => {}
+                Some((_, id)) => {
                     let reason = format!(
                         "audit chain position {} does not have the stored head digest {}…: the chain was rewritten",
                         head.position,

@@ -1409,7 +1409,9 @@ struct VerifyPlans {
     start: SavedPlan,
     anchor: SavedPlan,
     chain: SavedPlan,
-    records: SavedPlan,
+    ids: SavedPlan,
+    records_in: SavedPlan,
+    records_out: SavedPlan,
     horizon: SavedPlan,
 }
 
@@ -1429,15 +1431,22 @@ unsafe fn verify_plans() -> AuthResult<VerifyPlans> {
              SELECT chain_digest FROM pgauth.audit_checkpoints WHERE position = $1 LIMIT 1",
             &[pg_sys::INT8OID],
         )?,
+        // A chunk of entries (at most $2), one row per sealed transaction.
         chain: prepare_kept(
             "SELECT c.position, c.from_horizon::text, c.horizon::text, c.chain_digest,
                     t.txid::text, t.first_id, t.last_id, t.record_count, t.txn_digest, t.n
-               FROM pgauth.audit_chain c
+               FROM (SELECT * FROM pgauth.audit_chain WHERE position >= $1
+                      ORDER BY position LIMIT $2) c
                LEFT JOIN LATERAL unnest(c.txids, c.first_ids, c.last_ids, c.record_counts,
                                         c.txn_digests)
                     WITH ORDINALITY t(txid, first_id, last_id, record_count, txn_digest, n)
                  ON true
-              WHERE c.position >= $1 ORDER BY c.position, t.n",
+              ORDER BY c.position, t.n",
+            &[pg_sys::INT8OID, pg_sys::INT8OID],
+        )?,
+        ids: prepare_kept(
+            "SELECT id, last_id, event_count, txid FROM pgauth.audit_records
+              WHERE last_id >= $1 ORDER BY id, txid",
             &[pg_sys::INT8OID],
         )?,
         horizon: prepare_kept(
@@ -1448,17 +1457,71 @@ unsafe fn verify_plans() -> AuthResult<VerifyPlans> {
                  '0')",
             &[],
         )?,
-        records: prepare_kept(
-            "SELECT id, last_id, event_count, occurred_at, txid, db_user, app_user_id,
-                    client_addr, event, table_name, shape, rows, events, record_digest
-               FROM pgauth.audit_records WHERE last_id >= $1 ORDER BY id",
-            &[pg_sys::INT8OID],
+        // The records of the transactions in a chunk's horizons [$1, $2).
+        records_in: prepare_kept(
+            &format!(
+                "SELECT {RECORD_COLUMNS} FROM pgauth.audit_records
+                  WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8 ORDER BY id"
+            ),
+            &[pg_sys::TEXTOID, pg_sys::TEXTOID],
+        )?,
+        // The records outside every verified entry's horizons: not sealed yet, or forged.
+        records_out: prepare_kept(
+            &format!(
+                "SELECT {RECORD_COLUMNS} FROM pgauth.audit_records
+                  WHERE (txid < $1::text::xid8 OR txid >= $2::text::xid8) AND last_id >= $3
+                  ORDER BY id"
+            ),
+            &[pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::INT8OID],
         )?,
     })
 }
 
+/// Every column a record digest covers, and the stored digest (`stored_record`).
+const RECORD_COLUMNS: &str = "id, last_id, event_count, occurred_at, txid, db_user, app_user_id,
+    client_addr, event, table_name, shape, rows, events, record_digest";
+
+/// A record read with RECORD_COLUMNS, and its stored digest. The same conversions as
+/// audit_record_digest: xid8 as u64, inet through its output function, text as stored.
+unsafe fn stored_record(t: pg_sys::HeapTuple, d: pg_sys::TupleDesc) -> (AuditRecord, Vec<u8>) {
+    let app_user_id = column(t, d, 7).map(|v| {
+        let mut u = [0u8; 16];
+        u.copy_from_slice(std::slice::from_raw_parts(v.cast_mut_ptr::<u8>(), 16));
+        u
+    });
+    let owned = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let record = AuditRecord {
+        id: col_i64(t, d, 1).unwrap_or(0),
+        last_id: col_i64(t, d, 2).unwrap_or(0),
+        event_count: column(t, d, 3).map_or(0, |v| i64::from(v.value() as i32)),
+        occurred_at: col_i64(t, d, 4).unwrap_or(0),
+        txid: column(t, d, 5).map_or(0, |v| v.value() as u64),
+        db_user: col_text(t, d, 6),
+        app_user_id,
+        client_addr: column(t, d, 8).map(|v| owned(inet_text(v))),
+        event: col_text(t, d, 9).unwrap_or_default(),
+        table_name: col_text(t, d, 10),
+        shape: col_text(t, d, 11),
+        rows: col_bytes(t, d, 12),
+        events: col_text(t, d, 13),
+    };
+    (record, col_bytes(t, d, 14).unwrap_or_default())
+}
+
+/// Chain entries verified together: their transactions are kept in memory until their records
+/// have been read.
+const VERIFY_CHUNK_ENTRIES: i64 = 64;
+
 unsafe fn free_plans(p: VerifyPlans) {
-    for plan in [p.start, p.anchor, p.chain, p.records, p.horizon] {
+    for plan in [
+        p.start,
+        p.anchor,
+        p.chain,
+        p.ids,
+        p.records_in,
+        p.records_out,
+        p.horizon,
+    ] {
         pg_sys::SPI_freeplan(plan.0);
     }
 }
@@ -1545,55 +1608,90 @@ fn verify(from_id: Option<i64>, mut head: Option<Head>) -> AuthResult<Verdict> {
         if let Some(reason) = head_problem {
             verifier.report_unplaced(reason);
         }
-        let mut first_entry_id: Option<i64> = None;
-        let mut scan_from = from_id.unwrap_or(i64::MIN);
-        let mut malformed = None;
-        // One row per sealed transaction (or one with NULLs for an entry without any),
-        // grouped into entries by position.
-        let mut pending: Option<ChainEntry> = None;
-        let mut feed = |verifier: &mut Verifier, e: ChainEntry| {
-            if let Some(first) = e.first_id() {
-                first_entry_id.get_or_insert(first);
-                scan_from = scan_from.min(first);
-            }
-            verifier.add_entry(e);
-        };
-        for_each_row(plans.chain, &mut [pg_sys::Datum::from(start)], |t, d| {
-            let Some(position) = col_i64(t, d, 1) else {
-                malformed = Some(0);
-                return;
-            };
-            if pending.as_ref().is_some_and(|e| e.position != position) {
-                if let Some(e) = pending.take() {
-                    feed(&mut verifier, e);
-                }
-            }
-            let entry = pending.get_or_insert_with(|| ChainEntry {
-                position,
-                from_horizon: col_text(t, d, 2).and_then(|h| h.parse().ok()).unwrap_or(0),
-                horizon: col_text(t, d, 3).and_then(|h| h.parse().ok()).unwrap_or(0),
-                txns: Vec::new(),
-                chain_digest: col_bytes(t, d, 4).unwrap_or_default(),
-            });
-            let txn = (|| {
-                Some(SealedTxn {
-                    txid: col_text(t, d, 5)?.parse().ok()?,
-                    first_id: col_i64(t, d, 6)?,
-                    last_id: col_i64(t, d, 7)?,
-                    record_count: col_i64(t, d, 8)?,
-                    txn_digest: col_bytes(t, d, 9)?,
-                })
-            })();
-            match txn {
-                Some(txn) => entry.txns.push(txn),
-                // An entry with no transactions at all is one row of NULLs; it fails its
-                // chain digest. Anything else with NULLs is malformed.
-                None if col_i64(t, d, 10).unwrap_or(0) > 0 => malformed = Some(position),
-                None => {}
-            }
+        if let Some(h) = &head {
+            verifier = verifier.watching(h.position);
+        }
+        let from_arg = pg_sys::Datum::from(from_id.unwrap_or(i64::MIN));
+        // Pass 1: ids only, in id order.
+        for_each_row(plans.ids, &mut [from_arg], |t, d| {
+            verifier.check_ids(
+                col_i64(t, d, 1).unwrap_or(0),
+                col_i64(t, d, 2).unwrap_or(0),
+                column(t, d, 3).map_or(0, |v| i64::from(v.value() as i32)),
+                column(t, d, 4).map_or(0, |v| v.value() as u64),
+            );
         })?;
-        if let Some(e) = pending.take() {
-            feed(&mut verifier, e);
+        // Pass 2: the chain in chunks of entries, each with the records in its horizons.
+        let mut first_entry_id: Option<i64> = None;
+        let mut malformed = None;
+        let mut covered: Option<(u64, u64)> = None;
+        let mut position = start;
+        loop {
+            let mut entries: Vec<ChainEntry> = Vec::new();
+            let mut args = [
+                pg_sys::Datum::from(position),
+                pg_sys::Datum::from(VERIFY_CHUNK_ENTRIES),
+            ];
+            // One row per sealed transaction (or one with NULLs for an entry without any).
+            for_each_row(plans.chain, &mut args, |t, d| {
+                let Some(p) = col_i64(t, d, 1) else {
+                    malformed = Some(0);
+                    return;
+                };
+                if entries.last().is_none_or(|e| e.position != p) {
+                    entries.push(ChainEntry {
+                        position: p,
+                        from_horizon: col_text(t, d, 2).and_then(|h| h.parse().ok()).unwrap_or(0),
+                        horizon: col_text(t, d, 3).and_then(|h| h.parse().ok()).unwrap_or(0),
+                        txns: Vec::new(),
+                        chain_digest: col_bytes(t, d, 4).unwrap_or_default(),
+                    });
+                }
+                let txn = (|| {
+                    Some(SealedTxn {
+                        txid: col_text(t, d, 5)?.parse().ok()?,
+                        first_id: col_i64(t, d, 6)?,
+                        last_id: col_i64(t, d, 7)?,
+                        record_count: col_i64(t, d, 8)?,
+                        txn_digest: col_bytes(t, d, 9)?,
+                    })
+                })();
+                match (txn, entries.last_mut()) {
+                    (Some(txn), Some(entry)) => entry.txns.push(txn),
+                    // An entry with no transactions at all is one row of NULLs; it fails its
+                    // chain digest. Anything else with NULLs is malformed.
+                    (None, _) if col_i64(t, d, 10).unwrap_or(0) > 0 => malformed = Some(p),
+                    _ => {}
+                }
+            })?;
+            let Some(last) = entries.last() else {
+                break;
+            };
+            position = last.position + 1;
+            let low = entries.iter().map(|e| e.from_horizon.min(e.horizon)).min();
+            let high = entries.iter().map(|e| e.horizon.max(e.from_horizon)).max();
+            let (low, high) = (low.unwrap_or(0), high.unwrap_or(0));
+            covered = Some(match covered {
+                None => (low, high),
+                Some((l, h)) => (l.min(low), h.max(high)),
+            });
+            for e in entries {
+                if let Some(first) = e.first_id() {
+                    first_entry_id.get_or_insert(first);
+                }
+                verifier.add_entry(e);
+            }
+            let (low, high) = (low.to_string(), high.to_string());
+            let zero = pg_sys::Datum::from(0);
+            let mut args = [
+                low.as_str().into_datum().unwrap_or(zero),
+                high.as_str().into_datum().unwrap_or(zero),
+            ];
+            for_each_row(plans.records_in, &mut args, |t, d| {
+                let (record, stored) = stored_record(t, d);
+                verifier.add_record(&record, &stored);
+            })?;
+            verifier.end_chunk();
         }
         if let Some(position) = malformed {
             verifier.report(
@@ -1609,37 +1707,19 @@ fn verify(from_id: Option<i64>, mut head: Option<Head>) -> AuthResult<Verdict> {
                 ),
             );
         }
-        for_each_row(
-            plans.records,
-            &mut [pg_sys::Datum::from(scan_from)],
-            |t, d| {
-                let app_user_id = column(t, d, 7).map(|v| {
-                    let mut u = [0u8; 16];
-                    u.copy_from_slice(std::slice::from_raw_parts(v.cast_mut_ptr::<u8>(), 16));
-                    u
-                });
-                // The same conversions as audit_record_digest: xid8 as u64, inet through its
-                // output function, text as stored.
-                let owned = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-                let record = AuditRecord {
-                    id: col_i64(t, d, 1).unwrap_or(0),
-                    last_id: col_i64(t, d, 2).unwrap_or(0),
-                    event_count: column(t, d, 3).map_or(0, |v| i64::from(v.value() as i32)),
-                    occurred_at: col_i64(t, d, 4).unwrap_or(0),
-                    txid: column(t, d, 5).map_or(0, |v| v.value() as u64),
-                    db_user: col_text(t, d, 6),
-                    app_user_id,
-                    client_addr: column(t, d, 8).map(|v| owned(inet_text(v))),
-                    event: col_text(t, d, 9).unwrap_or_default(),
-                    table_name: col_text(t, d, 10),
-                    shape: col_text(t, d, 11),
-                    rows: col_bytes(t, d, 12),
-                    events: col_text(t, d, 13),
-                };
-                let stored = col_bytes(t, d, 14).unwrap_or_default();
-                verifier.add_record(&record, &stored);
-            },
-        )?;
+        // Pass 3: the records outside every verified entry's horizons.
+        let (low, high) = covered.unwrap_or((sealed_below, sealed_below));
+        let (low, high) = (low.to_string(), high.to_string());
+        let zero = pg_sys::Datum::from(0);
+        let mut args = [
+            low.as_str().into_datum().unwrap_or(zero),
+            high.as_str().into_datum().unwrap_or(zero),
+            from_arg,
+        ];
+        for_each_row(plans.records_out, &mut args, |t, d| {
+            let (record, stored) = stored_record(t, d);
+            verifier.add_record(&record, &stored);
+        })?;
         pg_sys::PopActiveSnapshot();
         free_plans(plans);
         Ok(verifier.finish(head.as_ref()))

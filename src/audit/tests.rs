@@ -98,17 +98,24 @@ fn sample() -> (Vec<ChainEntry>, Vec<(AuditRecord, Vec<u8>)>) {
     ])
 }
 
-/// Feed `v` the chain entries, then the records, and finish.
+/// Feed `v` the records' ids, the chain entries and the records (one chunk), and finish.
 fn feed<'a>(
     mut v: Verifier,
     chain: &[ChainEntry],
     rows: impl IntoIterator<Item = &'a (AuditRecord, Vec<u8>)>,
     head: Option<&Head>,
 ) -> Verdict {
+    let rows: Vec<_> = rows.into_iter().collect();
+    if let Some(h) = head {
+        v = v.watching(h.position);
+    }
+    for (r, _) in &rows {
+        v.check_ids(r.id, r.last_id, r.event_count, r.txid);
+    }
     for e in chain {
         v.add_entry(e.clone());
     }
-    for (r, d) in rows {
+    for (r, d) in &rows {
         v.add_record(r, d);
     }
     v.finish(head)
@@ -612,4 +619,60 @@ fn overlapping_or_unreserved_ids_are_found() {
     rows.push((late, d));
     assert!(run(&rows, 9).ok);
     assert_eq!(run(&rows, 8).first_bad_id, Some(9));
+}
+
+#[test]
+fn verification_in_chunks_gives_the_same_verdict() {
+    let (chain, rows) = build_batches(&[
+        vec![
+            (
+                700,
+                vec![row(1, 700, "insert", None), row(4, 700, "insert", None)],
+            ),
+            (702, vec![row(2, 702, "insert", None)]),
+        ],
+        vec![(705, vec![row(3, 705, "delete", None)])],
+        vec![(710, vec![row(5, 710, "insert", None)])],
+    ]);
+    // What the SQL layer does: each chunk's entries, then the records in their horizons.
+    let chunked = |rows: &[(AuditRecord, Vec<u8>)]| {
+        let mut v = Verifier::new(GENESIS, None, None).with_unsealed(1000, 2000);
+        for (r, _) in rows {
+            v.check_ids(r.id, r.last_id, r.event_count, r.txid);
+        }
+        for chunk in [&chain[..2], &chain[2..]] {
+            let (from, to) = (chunk[0].from_horizon, chunk[chunk.len() - 1].horizon);
+            for e in chunk {
+                v.add_entry(e.clone());
+            }
+            for (r, d) in rows.iter().filter(|(r, _)| r.txid >= from && r.txid < to) {
+                v.add_record(r, d);
+            }
+            v.end_chunk();
+        }
+        for (r, d) in rows.iter().filter(|(r, _)| r.txid >= 1000) {
+            v.add_record(r, d);
+        }
+        v.finish(None)
+    };
+    let v = chunked(&rows);
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.checked, 5);
+    assert_eq!(v, verify(&chain, &rows, None));
+    // A record deleted from the first chunk is found when that chunk ends.
+    let kept: Vec<_> = rows.iter().filter(|(r, _)| r.id != 4).cloned().collect();
+    let v = chunked(&kept);
+    assert_eq!(v.first_bad_id, Some(1));
+    assert!(v
+        .reason
+        .unwrap()
+        .contains("committed 2 audit records, 1 remain"));
+    // A record not sealed yet is checked by its own digest.
+    let mut late = rows.clone();
+    let r = row(6, 1500, "insert", None);
+    let d = r.digest().to_vec();
+    late.push((r, d));
+    assert!(chunked(&late).ok);
+    late[5].0.event = "delete".into();
+    assert_eq!(chunked(&late).first_bad_id, Some(6));
 }

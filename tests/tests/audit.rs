@@ -315,6 +315,56 @@ fn tampering_by_a_superuser_is_found_at_the_right_row() {
 }
 
 #[test]
+fn verification_reads_the_chain_in_chunks_and_finds_tampering_in_any() {
+    // 200 transactions, one chain entry each: verification reads them in chunks of 64 entries.
+    let mut db = database_with_audited_table("pgauth_it_audit_chunks", "c");
+    db.batch_execute("SET pgauth.audit_seal_interval = 0")
+        .unwrap();
+    for i in 1..=200 {
+        db.batch_execute(&format!("INSERT INTO c VALUES ({i})"))
+            .unwrap();
+    }
+    seal(&mut db);
+    let entries: i64 = db
+        .query_one("SELECT count(*) FROM pgauth.audit_chain", &[])
+        .unwrap()
+        .get(0);
+    assert!(entries > 130, "{entries} entries: more than two chunks");
+    let v = verify(&mut db);
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.checked, 201, "200 inserts and audit_enabled");
+    let id_of_c = |db: &mut Client, key: i32| -> i64 {
+        db.query_one(
+            "SELECT id FROM pgauth.audit_log WHERE table_name = 'public.c' AND row_key = jsonb_build_object('id', $1::int)",
+            &[&key],
+        )
+        .unwrap()
+        .get(0)
+    };
+    // A record changed in the third chunk, one deleted in the second: each found at its id.
+    let late = id_of_c(&mut db, 170);
+    let v = tampered(
+        &mut db,
+        &format!("UPDATE pgauth.audit_records SET event = 'delete' WHERE id = {late}"),
+    );
+    assert_eq!(v.first_bad_id, Some(late), "{v:?}");
+    let middle = id_of_c(&mut db, 100);
+    let v = tampered(
+        &mut db,
+        &format!("DELETE FROM pgauth.audit_records WHERE id = {middle}"),
+    );
+    assert_eq!(v.first_bad_id, Some(middle), "{v:?}");
+    assert!(
+        v.reason.as_deref().unwrap_or("").contains("0 remain"),
+        "{v:?}"
+    );
+    // From an id on: the entries before it are not read, the rest verifies.
+    let v = verify_sql(&mut db, "SELECT * FROM auth_audit_verify($1)", &[&middle]);
+    assert!(v.ok, "{v:?}");
+    assert!(v.checked >= 101 && v.checked < 201, "{v:?}");
+}
+
+#[test]
 fn a_cut_tail_is_found_against_a_stored_head() {
     let mut db = audited_database("pgauth_it_audit_tail");
     let head = db
