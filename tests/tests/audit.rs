@@ -424,7 +424,7 @@ fn concurrent_writers_with_rollbacks_keep_one_verifiable_chain() {
                 let mut txn = c.transaction().unwrap();
                 txn.execute(
                     "INSERT INTO events SELECT $1::bigint + g, $2, g FROM generate_series(0, 2) g",
-                    &[&base, &(w as i32)],
+                    &[&base, &w],
                 )
                 .unwrap();
                 // Overlap with the other writers' transactions.
@@ -432,7 +432,7 @@ fn concurrent_writers_with_rollbacks_keep_one_verifiable_chain() {
                 txn.batch_execute("SAVEPOINT s").unwrap();
                 txn.execute(
                     "INSERT INTO events VALUES ($1::bigint + 50, $2, 50)",
-                    &[&base, &(w as i32)],
+                    &[&base, &w],
                 )
                 .unwrap();
                 if t % 3 == 0 {
@@ -557,16 +557,16 @@ fn wait_for_server(db: &str) -> Client {
     }
 }
 
-/// Audited writers that record which ids they saw committed, until told to stop or their
-/// connection dies.
-fn start_writers(
-    db: &str,
-    n: usize,
-) -> (
+/// The writers: a stop flag, the committed ids, their threads.
+type Writers = (
     Arc<AtomicBool>,
     Arc<Mutex<BTreeSet<i64>>>,
     Vec<thread::JoinHandle<()>>,
-) {
+);
+
+/// Audited writers that record which ids they saw committed, until told to stop or their
+/// connection dies.
+fn start_writers(db: &str, n: usize) -> Writers {
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(Mutex::new(BTreeSet::new()));
     let mut handles = Vec::new();
@@ -985,4 +985,128 @@ fn a_failing_seal_does_not_fail_the_applications_commit() {
         .expect_err("sealing onto a damaged head");
     assert!(db_message(&err).contains("malformed digest"), "{err:?}");
     assert!(!verify(&mut db).ok);
+}
+
+/// Run a PostgreSQL binary as the postgres user; panic with its stderr on failure.
+fn as_postgres(bin: &str, args: &[&str]) {
+    let out = Command::new("sudo")
+        .args(["-u", "postgres", bin])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{bin}: {e}"));
+    assert!(
+        out.status.success(),
+        "{bin} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_hot_standby_reports_the_primarys_head_and_verifies() {
+    let name = "pgauth_it_audit_standby";
+    let mut db = database_with_audited_table(name, "s");
+    db.batch_execute("SET pgauth.audit_seal_interval = '1h'; INSERT INTO s VALUES (1)")
+        .unwrap();
+    let head = db
+        .query_one("SELECT id, digest FROM auth_audit_head()", &[])
+        .unwrap();
+    let (head_id, head_digest): (i64, Vec<u8>) = (head.get(0), head.get(1));
+    // Committed after the head: not sealed yet when the standby reads it.
+    db.batch_execute("INSERT INTO s VALUES (2)").unwrap();
+
+    // A real streaming standby of the test cluster, on its own port.
+    let (root, bin) = cluster();
+    let standby = format!("{root}-standby");
+    let data = format!("{standby}/data");
+    let port = "5496";
+    let _ = Command::new("sudo")
+        .args([
+            "-u",
+            "postgres",
+            &format!("{bin}/pg_ctl"),
+            "-D",
+            &data,
+            "-m",
+            "immediate",
+            "stop",
+        ])
+        .output();
+    let _ = std::fs::remove_dir_all(&standby);
+    std::fs::create_dir_all(&standby).unwrap();
+    Command::new("chown")
+        .args(["postgres:", &standby])
+        .status()
+        .unwrap();
+    let primary_port = dsn_port();
+    as_postgres(
+        &format!("{bin}/pg_basebackup"),
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary_port,
+            "-U",
+            "postgres",
+            "-D",
+            &data,
+            "-R",
+            "-X",
+            "stream",
+            // An immediate checkpoint, not a spread one.
+            "-c",
+            "fast",
+        ],
+    );
+    let log = format!("{standby}/server.log");
+    let options = format!("-p {port} -c unix_socket_directories={standby}");
+    as_postgres(
+        &format!("{bin}/pg_ctl"),
+        &[
+            "-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start",
+        ],
+    );
+    let result = std::panic::catch_unwind(|| {
+        let mut replica = {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match Client::connect(
+                    &format!("host=127.0.0.1 port={port} user=postgres dbname={name}"),
+                    NoTls,
+                ) {
+                    Ok(c) => break c,
+                    Err(e) if Instant::now() > deadline => panic!("standby: {e}"),
+                    Err(_) => thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        };
+        let in_recovery: bool = replica
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get(0);
+        assert!(in_recovery, "a standby");
+        // The standby cannot seal: it reports the head the primary sealed.
+        let row = replica
+            .query_one("SELECT id, digest FROM auth_audit_head()", &[])
+            .expect("auth_audit_head() on a hot standby");
+        assert_eq!(
+            (row.get::<_, i64>(0), row.get::<_, Vec<u8>>(1)),
+            (head_id, head_digest.clone())
+        );
+        // It verifies, the unsealed record by its own digest, and against the stored head.
+        let v = verify_sql(
+            &mut replica,
+            "SELECT * FROM auth_audit_verify(NULL, $1, $2)",
+            &[&head_id, &head_digest],
+        );
+        assert!(v.ok, "{v:?}");
+        assert_eq!(v.checked, 3, "audit_enabled and two inserts");
+    });
+    as_postgres(
+        &format!("{bin}/pg_ctl"),
+        &["-D", &data, "-m", "fast", "-w", "stop"],
+    );
+    let _ = std::fs::remove_dir_all(&standby);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }

@@ -263,7 +263,7 @@ fn change_password_applies_policy_and_history() {
         .map(|r| r.get::<_, bool>(0))
     };
     // Wrong old password: false, and it counts as a failed login.
-    assert_eq!(change(&mut db, "wrong", passwords[1]).unwrap(), false);
+    assert!(!change(&mut db, "wrong", passwords[1]).unwrap());
     assert_eq!(failed_count(&mut db, &user), 1);
     assert_eq!(events(&mut db, "password_change_failed", "quinn"), 1);
     // Policy: the username is context, weak passwords are refused with 22023.
