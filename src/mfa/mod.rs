@@ -25,11 +25,19 @@ pub fn new_totp_secret() -> AuthResult<Zeroizing<Vec<u8>>> {
     Ok(s)
 }
 
+/// The otpauth label is "issuer:account", so neither may contain a colon (Google's Key URI
+/// format): in the label only, a colon becomes U+A789 (modifier letter colon), which looks the
+/// same in an authenticator app. The secret and the codes do not depend on the label.
+fn label(name: &str) -> String {
+    name.replace(':', "\u{A789}")
+}
+
 fn totp(secret: &[u8], account: &str, issuer: Option<&str>) -> AuthResult<totp_rs::Totp> {
+    let issuer = issuer.map(label);
     totp_rs::Builder::new()
         .with_secret(secret.to_vec())
-        .with_account_name(account)
-        .with_issuer(issuer)
+        .with_account_name(label(account))
+        .with_issuer(issuer.as_deref())
         .build()
         .map_err(|e| AuthError::InvalidRequest(format!("cannot set up TOTP: {e}")))
 }
@@ -144,6 +152,24 @@ mod tests {
             "{uri}"
         );
         assert!(uri.contains("alice"), "{uri}");
+    }
+
+    #[test]
+    fn a_colon_in_the_account_or_issuer_does_not_break_the_uri() {
+        let uri = totp_uri(RFC_SECRET, "corp:alice", Some("acme:eu")).unwrap();
+        assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+        assert!(
+            uri.contains("secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
+            "{uri}"
+        );
+        // One label separator only; the names are still recognisable.
+        let label = uri["otpauth://totp/".len()..].split('?').next().unwrap();
+        assert_eq!(
+            label.matches(':').count() + label.matches("%3A").count(),
+            1,
+            "{uri}"
+        );
+        assert!(label.contains("alice") && label.contains("corp"), "{uri}");
     }
 
     #[test]
