@@ -6,6 +6,9 @@ RESET client_min_messages;
 SELECT auth_create_user('mfa-user') AS uid \gset
 SELECT auth_totp_enroll(:'uid', 'pgauth demo') AS uri \gset
 SELECT :'uri' ~ '^otpauth://totp/pgauth%20demo:mfa-user\?secret=[A-Z2-7]{32}&issuer=pgauth%20demo$' AS otpauth_uri;
+-- A colon in the username or issuer (the label's separator) is shown as U+A789.
+SELECT auth_create_user('corp:ann') AS colon_uid \gset
+SELECT auth_totp_enroll(:'colon_uid', 'acme:eu') ~ '^otpauth://totp/acme%EA%9E%89eu:corp%EA%9E%89ann\?secret=' AS colon_label;
 -- The secret is stored only encrypted (an auth_encrypt envelope bound to the user).
 SELECT get_byte(secret, 0) = 1 AS encrypted, length(secret) = 45 + 20 AS envelope_of_20_bytes,
        position(convert_to(substring(:'uri' from 'secret=([A-Z2-7]+)'), 'UTF8') in secret) = 0 AS not_in_clear
