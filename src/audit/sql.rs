@@ -1270,6 +1270,10 @@ unsafe fn seal_range(
     let last_id = txns.iter().map(|t| t.last_id).max().unwrap_or(0);
     let chained = txns.len() as i64;
     let datum = |d: Option<pg_sys::Datum>| d.unwrap_or(zero);
+    // One int8[] of a field of every transaction.
+    let ints = |field: fn(&SealedTxn) -> i64| {
+        datum(txns.iter().map(field).collect::<Vec<_>>().into_datum())
+    };
     let (from_text, horizon_text) = (from.to_string(), horizon.to_string());
     let mut args = [
         pg_sys::Datum::from(position),
@@ -1277,33 +1281,13 @@ unsafe fn seal_range(
         datum(horizon_text.as_str().into_datum()),
         pg_sys::Datum::from(first_id),
         pg_sys::Datum::from(last_id),
+        ints(|t| t.txid as i64),
+        ints(|t| t.first_id),
+        ints(|t| t.last_id),
+        ints(|t| t.record_count),
         datum(
             txns.iter()
-                .map(|t| t.txid as i64)
-                .collect::<Vec<_>>()
-                .into_datum(),
-        ),
-        datum(
-            txns.iter()
-                .map(|t| t.first_id)
-                .collect::<Vec<_>>()
-                .into_datum(),
-        ),
-        datum(
-            txns.iter()
-                .map(|t| t.last_id)
-                .collect::<Vec<_>>()
-                .into_datum(),
-        ),
-        datum(
-            txns.iter()
-                .map(|t| t.record_count)
-                .collect::<Vec<_>>()
-                .into_datum(),
-        ),
-        datum(
-            txns.into_iter()
-                .map(|t| t.txn_digest)
+                .map(|t| t.txn_digest.as_slice())
                 .collect::<Vec<_>>()
                 .into_datum(),
         ),
