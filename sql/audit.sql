@@ -1,5 +1,5 @@
--- pgauth audit: an append-only event log, a hash chain with one entry per committed transaction,
--- and checkpoints left by retention. See README "Audit" for the digests and the design.
+-- pgauth audit: an append-only event log, a hash chain with one entry per seal (covering the
+-- transactions that finished since the previous one), and checkpoints left by retention. See README "Audit" for the digests and the design.
 
 -- Internal functions written in C-ABI Rust (src/audit/sql.rs), declared by hand because their
 -- arguments are read as raw datums.
@@ -108,8 +108,9 @@ SELECT e.id, r.occurred_at, r.txid, r.db_user, r.app_user_id, r.client_addr, r.e
 COMMENT ON VIEW pgauth.audit_log IS
     'pgauth audit events: table changes (insert/update/delete/truncate) and security events, one row each; append-only, verified by auth_audit_verify()';
 
--- One entry per committed transaction that wrote audit records, appended by the sealer
--- (auth_audit_seal, and commits every pgauth.audit_seal_interval) in transaction id order.
+-- One entry per seal, appended by the sealer (auth_audit_seal, and commits every
+-- pgauth.audit_seal_interval): the transactions that wrote audit records and finished since the
+-- previous entry, in transaction id order.
 CREATE TABLE pgauth.audit_chain (
     position      bigint PRIMARY KEY,
     from_horizon  xid8 NOT NULL,

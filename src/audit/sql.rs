@@ -921,7 +921,7 @@ pub unsafe extern "C-unwind" fn pgauth_audit_capture(
 // commits. Sealing takes the chain lock without waiting (another sealer means this one has
 // nothing to do), reads the head with a fresh snapshot, and takes that snapshot's xmin as the
 // new horizon: every transaction below it has finished, so the records of the committed ones
-// are all visible and no more can appear. It appends one chain entry per transaction in
+// are all visible and no more can appear. It appends one chain entry for the transactions in
 // [previous horizon, new horizon) that wrote records, in transaction id order.
 
 pub(crate) fn install_xact_callback() {
