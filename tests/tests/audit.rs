@@ -541,6 +541,20 @@ fn cluster() -> (String, String) {
     (root, bin)
 }
 
+/// Run a PostgreSQL binary as the postgres user; panic with its stderr on failure.
+fn as_postgres(bin: &str, args: &[&str]) {
+    let out = Command::new("sudo")
+        .args(["-u", "postgres", bin])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{bin}: {e}"));
+    assert!(
+        out.status.success(),
+        "{bin} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn wait_for_server(db: &str) -> Client {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -696,42 +710,14 @@ fn immediate_shutdown_under_load() {
     let (root, bin) = cluster();
     let data = format!("{root}/data");
     let ctl = format!("{bin}/pg_ctl");
-    let out = Command::new("sudo")
-        .args([
-            "-u",
-            "postgres",
-            &ctl,
-            "-D",
-            &data,
-            "-m",
-            "immediate",
-            "-w",
-            "stop",
-        ])
-        .output()
-        .expect("pg_ctl stop");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    as_postgres(&ctl, &["-D", &data, "-m", "immediate", "-w", "stop"]);
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
     }
     drop(db);
     let log = format!("{root}/server.log");
-    let out = Command::new("sudo")
-        .args([
-            "-u", "postgres", &ctl, "-D", &data, "-w", "-t", "60", "-l", &log, "start",
-        ])
-        .output()
-        .expect("pg_ctl start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    as_postgres(&ctl, &["-D", &data, "-w", "-t", "60", "-l", &log, "start"]);
     let mut db = wait_for_server(name);
     let committed = committed.lock().unwrap();
     assert!(committed.len() > 100, "the writers did write");
@@ -835,12 +821,12 @@ fn repeatable_read_and_serializable_writers_chain_after_later_commits() {
     seal(&mut db);
     let v = verify(&mut db);
     assert!(v.ok, "{v:?}");
-    let positions: i64 = db
+    let sealed: i64 = db
         .query_one("SELECT count(*) FROM pgauth.audit_chain_txns", &[])
         .unwrap()
         .get(0);
     assert_eq!(
-        positions, 4,
+        sealed, 4,
         "sealed: the audit_enabled event and three inserts"
     );
 }
@@ -985,20 +971,6 @@ fn a_failing_seal_does_not_fail_the_applications_commit() {
         .expect_err("sealing onto a damaged head");
     assert!(db_message(&err).contains("malformed digest"), "{err:?}");
     assert!(!verify(&mut db).ok);
-}
-
-/// Run a PostgreSQL binary as the postgres user; panic with its stderr on failure.
-fn as_postgres(bin: &str, args: &[&str]) {
-    let out = Command::new("sudo")
-        .args(["-u", "postgres", bin])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{bin}: {e}"));
-    assert!(
-        out.status.success(),
-        "{bin} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
