@@ -283,6 +283,17 @@ impl SealedTxn {
             txn_digest: hasher.finish().to_vec(),
         }
     }
+
+    /// The sealed form of a transaction from all its records (id, last_id, record_digest), in
+    /// any order: the digest takes them in id order.
+    pub fn of_records(txid: u64, records: &mut [(i64, i64, AuditDigest)]) -> Self {
+        records.sort_unstable_by_key(|r| r.0);
+        let mut h = TxnHasher::new(txid);
+        for (id, last_id, digest) in records.iter() {
+            h.add(*id, *last_id, digest);
+        }
+        SealedTxn::sealed(txid, h)
+    }
 }
 
 /// `chain_digest` of an entry; None when a stored transaction digest is not 64 bytes.

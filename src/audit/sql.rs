@@ -19,7 +19,7 @@ use pgrx::{pg_sys, FromDatum, IntoDatum, PgRelation};
 
 use super::{
     chain_digest, record_digest, AuditDigest, AuditRecord, ChainEntry, Head, RecordFields,
-    SealedTxn, TxnHasher, Verdict, Verifier, GENESIS, RECORD_EVENTS,
+    SealedTxn, Verdict, Verifier, GENESIS, RECORD_EVENTS,
 };
 use crate::backend::{as_owner, as_owner_unpinned, caller, json_string, record_event};
 use crate::error::{AuthError, AuthResult, OrRaise};
@@ -1169,15 +1169,8 @@ unsafe fn read_txns(
     // The transaction being read: its txid and its records (id, last_id, digest).
     let mut current: Option<(u64, Vec<RecordRef>)> = None;
     let mut txns: Vec<SealedTxn> = Vec::new();
-    // A transaction's digest takes its records in id order.
-    let sealed = |(txid, mut records): (u64, Vec<RecordRef>)| {
-        records.sort_unstable_by_key(|r| r.0);
-        let mut h = TxnHasher::new(txid);
-        for (id, last, digest) in &records {
-            h.add(*id, *last, digest);
-        }
-        SealedTxn::sealed(txid, h)
-    };
+    let sealed =
+        |(txid, mut records): (u64, Vec<RecordRef>)| SealedTxn::of_records(txid, &mut records);
     for_each_row(plan, &mut args, |t, d| {
         read += 1;
         // xid8 is a 64-bit pass-by-value type.

@@ -676,3 +676,15 @@ fn verification_in_chunks_gives_the_same_verdict() {
     late[5].0.event = "delete".into();
     assert_eq!(chunked(&late).first_bad_id, Some(6));
 }
+
+#[test]
+fn a_sealed_transaction_takes_its_records_in_id_order() {
+    let (a, b) = ([1u8; 64], [2u8; 64]);
+    let mut shuffled = [(7, 9, b), (3, 3, a)];
+    let t = SealedTxn::of_records(42, &mut shuffled);
+    assert_eq!(
+        t.txn_digest,
+        txn_digest(42, [(3, 3, &a), (7, 9, &b)]).to_vec()
+    );
+    assert_eq!((t.first_id, t.last_id, t.record_count), (3, 9, 2));
+}
