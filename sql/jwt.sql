@@ -57,8 +57,6 @@ BEGIN
     DELETE FROM pgauth.sessions s
      WHERE s.expires_at < now() - keep OR s.revoked_at < now() - keep;
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
-    DELETE FROM pgauth.login_attempts a WHERE a.window_start < now() - interval '1 minute';
-    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     PERFORM pgauth.record_event('expired_purged', '*', jsonb_build_object('rows', total));
     RETURN total;
 END

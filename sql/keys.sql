@@ -29,7 +29,11 @@ CREATE TABLE pgauth.key_grants (
     PRIMARY KEY (key_name, grantee)
 );
 
--- Bumped by every change to keys or grants; backends compare it once per transaction.
+-- Set by every change to keys or grants; backends compare it once per statement. Each change
+-- takes a new value from a sequence, which a rollback does not rewind: a value a rolled-back
+-- change used (and a backend may have cached keys under) is never seen again, so no later
+-- commit can land on it ("generation + 1" could, and revived a rolled-back grant).
+CREATE SEQUENCE pgauth.key_generation_seq START 2;
 CREATE TABLE pgauth.key_state (
     singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     generation bigint NOT NULL DEFAULT 1
@@ -37,9 +41,9 @@ CREATE TABLE pgauth.key_state (
 INSERT INTO pgauth.key_state DEFAULT VALUES;
 
 CREATE FUNCTION pgauth.bump_key_generation() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 BEGIN
-    UPDATE pgauth.key_state SET generation = generation + 1;
+    UPDATE pgauth.key_state SET generation = pg_catalog.nextval('pgauth.key_generation_seq');
     RETURN NULL;
 END
 $$;
@@ -82,6 +86,7 @@ SELECT pg_catalog.pg_extension_config_dump('pgauth.keys', '');
 SELECT pg_catalog.pg_extension_config_dump('pgauth.key_grants', '');
 
 REVOKE ALL ON pgauth.keys, pgauth.key_grants, pgauth.key_state FROM PUBLIC;
+REVOKE ALL ON SEQUENCE pgauth.key_generation_seq FROM PUBLIC;
 GRANT SELECT ON pgauth.keys, pgauth.key_grants TO pgauth_admin;
 
 -- Key events go to pgauth.record_event(), defined with the audit log (sql/audit.sql).

@@ -2,30 +2,27 @@
 -- statistics, and the administrative unlock/block. auth_login and auth_change_password are
 -- Rust (src/login/sql.rs).
 
--- Consecutive failures and the temporary lockout of a user. Kept apart from pgauth.users: a
--- login writes here, and a write to users would invalidate every backend's permission cache.
--- users.status = 'locked' stays the administrative block (auth_block_user); a temporary lockout
--- only refuses password logins until locked_until and leaves sessions and permissions alone.
-CREATE TABLE pgauth.login_state (
-    user_id         uuid PRIMARY KEY REFERENCES pgauth.users ON DELETE CASCADE,
-    failed_count    integer NOT NULL DEFAULT 0 CHECK (failed_count >= 0),
-    locked_until    timestamptz,
-    last_failure_at timestamptz,
-    last_success_at timestamptz
-);
-COMMENT ON TABLE pgauth.login_state IS
-    'pgauth: consecutive failed logins and temporary lockouts (pgauth.max_failed_logins, pgauth.lockout_duration)';
-
--- Login attempts per client address (an IPv4 address or an IPv6 /64) in a one-minute window.
--- UNLOGGED: windows last a minute, a crash may forget them.
-CREATE UNLOGGED TABLE pgauth.login_attempts (
-    client       inet PRIMARY KEY,
-    window_start timestamptz NOT NULL,
-    attempts     integer NOT NULL CHECK (attempts >= 0)
-);
-CREATE INDEX login_attempts_window ON pgauth.login_attempts (window_start);
-COMMENT ON TABLE pgauth.login_attempts IS
-    'pgauth: login attempts per client address and minute (pgauth.login_attempts_per_minute)';
+-- Consecutive failures, temporary lockouts and the per-address rate windows are counted in
+-- shared memory (src/login/shared.rs), not in rows: a failed attempt must count whatever the
+-- caller's transaction does afterwards (a rollback would undo a row), and a row locked by one
+-- caller's open transaction would hold up everyone else's sign-in. They need pgauth in
+-- shared_preload_libraries and last until the server stops. users.status = 'locked' stays the
+-- administrative block (auth_block_user), stored and permanent.
+REVOKE ALL ON FUNCTION pgauth.attempt_counters(), pgauth.attempt_counters_reset(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgauth.attempt_counters(), pgauth.attempt_counters_reset(uuid)
+    TO pgauth_admin;
+CREATE VIEW pgauth.login_state AS
+SELECT c.user_id, c.failed_count, c.locked_until, c.last_failure_at, c.last_success_at
+  FROM pgauth.attempt_counters() c
+ WHERE c.kind = 'password';
+COMMENT ON VIEW pgauth.login_state IS
+    'pgauth: consecutive failed logins and temporary lockouts (pgauth.max_failed_logins, pgauth.lockout_duration), from shared memory';
+CREATE VIEW pgauth.second_factor_state AS
+SELECT c.user_id, c.failed_count, c.locked_until, c.last_failure_at, c.last_success_at
+  FROM pgauth.attempt_counters() c
+ WHERE c.kind = 'second_factor';
+COMMENT ON VIEW pgauth.second_factor_state IS
+    'pgauth: consecutive wrong TOTP and recovery codes and the resulting blocks, from shared memory';
 
 -- Hashes a user had before, for the history rule of the password policy (newest first by id).
 CREATE TABLE pgauth.password_history (
@@ -36,12 +33,10 @@ CREATE TABLE pgauth.password_history (
 );
 CREATE INDEX password_history_user ON pgauth.password_history (user_id, id);
 
-SELECT pg_catalog.pg_extension_config_dump('pgauth.login_state', '');
 SELECT pg_catalog.pg_extension_config_dump('pgauth.password_history', '');
 SELECT pg_catalog.pg_extension_config_dump('pgauth.password_history_id_seq', '');
-REVOKE ALL ON pgauth.login_state, pgauth.login_attempts, pgauth.password_history FROM PUBLIC;
-GRANT SELECT, UPDATE, DELETE ON pgauth.login_state TO pgauth_admin;
-GRANT SELECT, DELETE ON pgauth.login_attempts TO pgauth_admin;
+REVOKE ALL ON pgauth.login_state, pgauth.second_factor_state, pgauth.password_history FROM PUBLIC;
+GRANT SELECT ON pgauth.login_state, pgauth.second_factor_state TO pgauth_admin;
 GRANT SELECT ON pgauth.password_history TO pgauth_admin;
 
 -- The counters are the audit log's events, so they agree with it and survive restarts; they
@@ -75,8 +70,8 @@ DECLARE
     was_blocked boolean;
 BEGIN
     PERFORM pgauth.require_user(user_id);
-    UPDATE pgauth.login_state s SET failed_count = 0, locked_until = NULL
-     WHERE s.user_id = auth_unlock_user.user_id;
+    -- Immediate, not transactional: the counters are in shared memory.
+    PERFORM pgauth.attempt_counters_reset(user_id);
     UPDATE pgauth.users u SET status = 'active', updated_at = now()
      WHERE u.id = auth_unlock_user.user_id AND u.status = 'locked';
     was_blocked := FOUND;

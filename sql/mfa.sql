@@ -5,9 +5,8 @@ CREATE TABLE pgauth.totp (
     secret      bytea NOT NULL,
     issuer      text,
     last_step   bigint,
-    -- Consecutive wrong codes; at 5, verification is refused until blocked_until.
-    failures      integer NOT NULL DEFAULT 0,
-    blocked_until timestamptz,
+    -- Wrong codes are counted in shared memory (src/login/shared.rs), not here: a row written
+    -- by the caller's transaction is undone by its rollback.
     enrolled_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 CREATE TABLE pgauth.recovery_codes (

@@ -121,8 +121,12 @@ $$;
 CREATE TRIGGER role_inherits_acyclic BEFORE INSERT OR UPDATE ON pgauth.role_inherits
     FOR EACH ROW EXECUTE FUNCTION pgauth.refuse_role_cycles();
 
--- Every change that can alter a permission check bumps the generation; backends compare it at
--- every statement and drop their cached permissions when it moved.
+-- Every change that can alter a permission check sets a new generation; backends compare it at
+-- every statement and drop their cached permissions when it moved. New values come from a
+-- sequence (never rewound by a rollback, see pgauth.key_state): a generation a backend cached
+-- a rolled-back grant under can never be committed by another change.
+CREATE SEQUENCE pgauth.rbac_generation_seq START 2;
+REVOKE ALL ON SEQUENCE pgauth.rbac_generation_seq FROM PUBLIC;
 CREATE TABLE pgauth.rbac_state (
     singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     generation bigint NOT NULL DEFAULT 1
@@ -132,7 +136,7 @@ INSERT INTO pgauth.rbac_state DEFAULT VALUES;
 CREATE FUNCTION pgauth.bump_rbac_generation() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 BEGIN
-    UPDATE pgauth.rbac_state SET generation = generation + 1;
+    UPDATE pgauth.rbac_state SET generation = pg_catalog.nextval('pgauth.rbac_generation_seq');
     RETURN NULL;
 END
 $$;

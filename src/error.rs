@@ -167,6 +167,11 @@ pub enum AuthError {
     #[error("permission denied: {0}")]
     StepUpRequired(String),
 
+    /// A function whose attempt limits live in shared memory, called while pgauth is not in
+    /// `shared_preload_libraries`: refused rather than unprotected.
+    #[error("{0} needs pgauth in shared_preload_libraries")]
+    NotPreloaded(String),
+
     #[error("internal error in pgauth: {0}")]
     Internal(String),
 }
@@ -210,6 +215,7 @@ impl AuthError {
             NoSession => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             TooManyChallenges => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             NoSuchSigningKey(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            NotPreloaded(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -312,6 +318,11 @@ impl AuthError {
                  pgauth.webauthn_challenge_ttl (limit: pgauth.webauthn_pending_challenges).",
             ),
             NoSession => Some("Bind the signed-in user first with auth_set_session(access_token)."),
+            NotPreloaded(_) => Some(
+                "Failed attempts are counted in shared memory, so that no rollback can undo them: \
+                 add pgauth to shared_preload_libraries in postgresql.conf and restart the server \
+                 (make install does this).",
+            ),
             NoSuchSigningKey(_) => Some(
                 "Create it with auth_create_signing_key(name, algorithm) (a member of \
                  pgauth_admin); the access-token key (pgauth.jwt_key, default \"jwt\") is \
@@ -401,6 +412,7 @@ mod tests {
             (KeyRevoked("x".into()), "22000"),
             (NoSuchKeyName("x".into()), "42704"),
             (PlaintextTooLong { max: 1 }, "54000"),
+            (NotPreloaded("auth_login".into()), "55000"),
         ];
         for (err, sqlstate) in cases {
             let code = err.sqlstate() as isize;

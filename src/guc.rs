@@ -1,5 +1,6 @@
-//! `pgauth.*` settings. The prefix is reserved so a typo (`SET pgauth.argon2_memroy_kib`) is an
-//! error instead of a silently ignored placeholder.
+//! `pgauth.*` settings. The prefix is reserved (by `reserve_prefix`, after every capability has
+//! defined its settings) so a typo (`SET pgauth.argon2_memroy_kib`) is an error instead of a
+//! silently ignored placeholder.
 
 use std::ffi::CString;
 
@@ -94,6 +95,14 @@ pub fn register() {
             GucFlags::SUPERUSER_ONLY,
         );
     }
+}
+
+/// Reserve the `pgauth` prefix: a misspelled `pgauth.*` name becomes an error. PostgreSQL deletes
+/// every placeholder under the prefix that is not defined at this moment, with the value it
+/// carried (from `ALTER DATABASE/ROLE … SET`, postgresql.conf or a SET before the library was
+/// loaded), so this must run after every capability has defined its settings: `_PG_init` calls
+/// it last.
+pub fn reserve_prefix() {
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pgauth".as_ptr()) };
 }
 

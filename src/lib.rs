@@ -42,7 +42,11 @@ extension_sql_file!(
         auth_current_user_id
     ]
 );
-extension_sql_file!("../sql/login.sql", name = "login", requires = ["rbac"]);
+extension_sql_file!(
+    "../sql/login.sql",
+    name = "login",
+    requires = ["rbac", attempt_counters, attempt_counters_reset]
+);
 extension_sql_file!(
     "../sql/api_keys.sql",
     name = "api_keys",
@@ -65,9 +69,12 @@ pub extern "C-unwind" fn _PG_init() {
     jwt::sql::register_settings();
     jwt::install_provider();
     webauthn::sql::register_settings();
+    // Last of the settings: reserving the prefix deletes every placeholder not defined by now.
+    guc::reserve_prefix();
     error::install_log_hook();
     audit::sql::install_xact_callback();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        login::shared::install();
         password::role_check::install();
     }
 }
@@ -80,6 +87,10 @@ pub mod pg_test {
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         // A fixed master key for the #[pg_test] cluster only.
-        vec!["pgauth.master_key_command = 'echo 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'"]
+        vec![
+            "pgauth.master_key_command = 'echo 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'",
+            // Attempt counters live in shared memory (src/login/shared.rs).
+            "shared_preload_libraries = 'pgauth'",
+        ]
     }
 }

@@ -29,7 +29,7 @@ start)
 port = $TEST_PORT
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$SOCK'
-shared_preload_libraries = 'pgauth'
+shared_preload_libraries = '${TEST_PRELOAD-pgauth}'
 max_connections = 100
 fsync = ${TEST_FSYNC:-off}
 log_min_messages = warning

@@ -48,9 +48,9 @@ struct CryptoState {
     previous: Option<LoadedMaster>,
     /// (transaction, command, statement start) at which the key generation was last read.
     checked_at: Option<(u32, u32, i64)>,
-    /// Identity of the master key settings' strings when last checked: PostgreSQL allocates a
-    /// new string on every SET, so a changed pointer means "look again".
-    checked_settings: [usize; 2],
+    /// The master key settings' values when last checked (by content: an address of a freed
+    /// and reused string says nothing).
+    checked_settings: MasterSettings,
     /// This backend changed keys: reload at the next check even if its transaction rolled back
     /// (the generation would not show it).
     changed_keys: bool,
@@ -60,25 +60,23 @@ thread_local! {
     static STATE: RefCell<CryptoState> = RefCell::new(CryptoState::default());
 }
 
-/// Once per statement: drop cached keys when pgauth.keys or key_grants changed since, or when
-/// the master key setting changed.
-pub(crate) fn master_setting_identity() -> [usize; 2] {
-    // SAFETY: reading the GUC variables' current pointers; they are only written by the GUC
-    // machinery of this same backend thread.
-    unsafe {
-        [
-            *guc::MASTER_KEY_FILE.as_ptr() as usize,
-            *guc::MASTER_KEY_COMMAND.as_ptr() as usize,
-        ]
-    }
+/// `pgauth.master_key_file` and `pgauth.master_key_command`, as set now.
+pub(crate) type MasterSettings = [Option<std::ffi::CString>; 2];
+
+pub(crate) fn master_settings() -> MasterSettings {
+    [guc::MASTER_KEY_FILE.get(), guc::MASTER_KEY_COMMAND.get()]
 }
 
+/// Once per statement: drop cached keys when pgauth.keys or key_grants changed since, or when
+/// the master key setting changed.
 fn refresh_key_state() -> AuthResult<()> {
     let position = current_position();
-    let settings = master_setting_identity();
-    let (checked, checked_settings) =
-        STATE.with(|s| (s.borrow().checked_at, s.borrow().checked_settings));
-    if checked == Some(position) && checked_settings == settings {
+    let settings = master_settings();
+    let unchanged = STATE.with(|s| {
+        let s = s.borrow();
+        s.checked_at == Some(position) && s.checked_settings == settings
+    });
+    if unchanged {
         return Ok(());
     }
     // A removed or changed master key takes effect here: nothing stays usable from the cache.

@@ -105,7 +105,7 @@ struct JwtState {
     generation: Option<i64>,
     /// The master key settings when last checked (see crypto::sql): a changed or removed master
     /// key drops every parsed key, as it does for data keys.
-    master_settings: [usize; 2],
+    master_settings: crate::crypto::sql::MasterSettings,
     /// key name → its active version, ready to sign.
     signers: HashMap<String, Rc<SignKey>>,
     /// kid → verification key (None: no usable key with that id; also cached).
@@ -121,9 +121,12 @@ thread_local! {
 /// Once per statement: drop cached keys when signing keys or the master key setting changed.
 fn refresh() -> AuthResult<()> {
     let position = current_position();
-    let master = crate::crypto::sql::master_setting_identity();
-    let (checked, settings) = STATE.with(|s| (s.borrow().checked_at, s.borrow().master_settings));
-    if checked == Some(position) && settings == master {
+    let master = crate::crypto::sql::master_settings();
+    let unchanged = STATE.with(|s| {
+        let s = s.borrow();
+        s.checked_at == Some(position) && s.master_settings == master
+    });
+    if unchanged {
         return Ok(());
     }
     let generation = as_owner(|| {

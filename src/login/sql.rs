@@ -12,9 +12,10 @@ use pgrx::prelude::*;
 use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, Uuid};
 use serde_json::json;
 
+use super::attempts::{Begin, Kind, Limits};
 use super::{
-    hash_scheme, parse_inet, password_expired, rate_limit_key, status_reason, LockState,
-    LoginSettings, RateWindow, Reason, MICROS_PER_SECOND, RATE_WINDOW_MICROS,
+    hash_scheme, parse_inet, password_expired, rate_limit_key, shared, status_reason,
+    LoginSettings, Reason, MICROS_PER_SECOND,
 };
 use crate::backend::{as_owner, read_one, record_event, spi_err};
 use crate::error::{AuthError, AuthResult, OrRaise};
@@ -71,11 +72,6 @@ pub(crate) fn settings() -> LoginSettings {
 /// Transaction start (what now() returns), in PostgreSQL's microseconds.
 pub(crate) fn now() -> i64 {
     unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
-}
-
-fn timestamp(micros: i64) -> AuthResult<TimestampWithTimeZone> {
-    TimestampWithTimeZone::try_from(micros)
-        .map_err(|_| AuthError::Internal("timestamp out of range".into()))
 }
 
 thread_local! {
@@ -158,125 +154,49 @@ pub(crate) fn find_account(
     .map_err(spi_err)
 }
 
-/// The user's lockout state, with its row locked until the end of the transaction: concurrent
-/// attempts for one user take turns, so none of their failures is lost and none gets past a
-/// lockout that another one just started.
-pub(crate) fn lock_state(user: Uuid) -> AuthResult<LockState> {
-    as_owner(|| {
-        Spi::connect_mut(|client| {
-            let rows = client.update(
-                "INSERT INTO pgauth.login_state AS s (user_id) VALUES ($1)
-                 ON CONFLICT (user_id) DO UPDATE SET failed_count = s.failed_count
-                 RETURNING s.failed_count, s.locked_until",
-                None,
-                &[user.into()],
-            )?;
-            let row = rows.first();
-            Ok(LockState {
-                failed_count: row.get::<i32>(1)?.unwrap_or(0).max(0) as u32,
-                locked_until: row
-                    .get::<TimestampWithTimeZone>(2)?
-                    .map(TimestampWithTimeZone::into_inner),
-            })
-        })
-    })
-    .map_err(spi_err)
-}
-
-pub(crate) fn save_state(
-    user: Uuid,
-    state: &LockState,
-    now: i64,
-    succeeded: bool,
-) -> AuthResult<()> {
-    let locked_until = state.locked_until.map(timestamp).transpose()?;
-    let at = timestamp(now)?;
-    as_owner(|| {
-        Spi::run_with_args(
-            "UPDATE pgauth.login_state
-                SET failed_count = $2, locked_until = $3,
-                    last_success_at = CASE WHEN $4 THEN $5 ELSE last_success_at END,
-                    last_failure_at = CASE WHEN $4 THEN last_failure_at ELSE $5 END
-              WHERE user_id = $1",
-            &[
-                user.into(),
-                (state.failed_count.min(i32::MAX as u32) as i32).into(),
-                locked_until.into(),
-                succeeded.into(),
-                at.into(),
-            ],
-        )
-    })
-    .map_err(spi_err)
-}
-
-/// Count one failed password for `account`; records `account_locked` when this failure starts
-/// a lockout. Returns the new count.
-pub(crate) fn record_failure(account: &Account, state: &LockState, now: i64) -> AuthResult<u32> {
+fn password_limits() -> Limits {
     let settings = settings();
-    let (next, newly_locked) = state.after_failure(now, &settings);
-    save_state(account.id, &next, now, false)?;
+    Limits {
+        max_failures: settings.max_failed_logins,
+        lockout: settings.lockout_micros,
+    }
+}
+
+/// Charge one sign-in attempt (password or passkey) of `user` before its proof is checked:
+/// false when the user is locked out. The counter lives in shared memory (`shared.rs`), so no
+/// rollback gives the attempt back and no open transaction holds a lock on it. `what` names the
+/// SQL function for the error raised when pgauth is not preloaded.
+pub(crate) fn begin_attempt(what: &str, user: Uuid) -> AuthResult<bool> {
+    let key = shared::user_key(Kind::Password, &user);
+    Ok(shared::begin(what, &key, password_limits())? == Begin::Charged)
+}
+
+/// The proof was right: the charged attempt is given back and consecutive failures end.
+pub(crate) fn record_success(what: &str, user: Uuid) -> AuthResult<()> {
+    shared::succeeded(what, &shared::user_key(Kind::Password, &user))
+}
+
+/// The proof was wrong: the charged attempt stays counted; records `account_locked` when this
+/// failure starts a lockout. Returns the failure count.
+pub(crate) fn record_failure(what: &str, account: &Account) -> AuthResult<u32> {
+    let limits = password_limits();
+    let key = shared::user_key(Kind::Password, &account.id);
+    let (count, newly_locked) = shared::failed(what, &key, limits)?;
     if newly_locked {
         let details = json!({
             "user_id": account.id.to_string(),
-            "failed_count": next.failed_count,
-            "lockout_seconds": settings.lockout_micros / MICROS_PER_SECOND,
+            "failed_count": count,
+            "lockout_seconds": limits.lockout / MICROS_PER_SECOND,
         });
         record_event("account_locked", &account.username, &details.to_string())?;
     }
-    Ok(next.failed_count)
+    Ok(count)
 }
 
-/// Count an attempt from `key` in its one-minute window; false when over the limit.
-pub(crate) fn rate_limit_allows(key: &str, now: i64, per_minute: u32) -> AuthResult<bool> {
-    if per_minute == 0 {
-        return Ok(true);
-    }
-    let at = timestamp(now)?;
-    let stale = timestamp(now - 2 * RATE_WINDOW_MICROS)?;
-    as_owner(|| {
-        Spi::connect_mut(|client| {
-            // The row is locked until the end of the transaction: attempts from one address
-            // are counted one after the other.
-            let rows = client.update(
-                "INSERT INTO pgauth.login_attempts AS a (client, window_start, attempts)
-                 VALUES ($1::inet, $2, 0)
-                 ON CONFLICT (client) DO UPDATE SET attempts = a.attempts
-                 RETURNING a.window_start, a.attempts",
-                None,
-                &[key.into(), at.into()],
-            )?;
-            let row = rows.first();
-            let stored = RateWindow {
-                window_start: row
-                    .get::<TimestampWithTimeZone>(1)?
-                    .map_or(now, TimestampWithTimeZone::into_inner),
-                attempts: row.get::<i32>(2)?.unwrap_or(0).max(0) as u32,
-            };
-            let (window, allowed) = RateWindow::record_attempt(Some(stored), now, per_minute);
-            let start = TimestampWithTimeZone::try_from(window.window_start).unwrap_or(at);
-            client.update(
-                "UPDATE pgauth.login_attempts SET window_start = $2, attempts = $3
-                  WHERE client = $1::inet",
-                None,
-                &[
-                    key.into(),
-                    start.into(),
-                    (window.attempts.min(i32::MAX as u32) as i32).into(),
-                ],
-            )?;
-            // Forget other addresses' old windows, skipping rows in use.
-            client.update(
-                "DELETE FROM pgauth.login_attempts WHERE ctid = ANY (ARRAY(
-                     SELECT ctid FROM pgauth.login_attempts WHERE window_start < $1
-                      LIMIT 100 FOR UPDATE SKIP LOCKED))",
-                None,
-                &[stale.into()],
-            )?;
-            Ok(allowed)
-        })
-    })
-    .map_err(spi_err)
+/// Count an attempt from the address bucket `key` in its one-minute window; false when over
+/// the limit. Shared memory, like the lockout counters: a rollback does not give it back.
+pub(crate) fn rate_limit_allows(what: &str, key: &str, per_minute: u32) -> AuthResult<bool> {
+    shared::rate(what, &shared::text_key(Kind::Address, key), per_minute)
 }
 
 /// The policy that applies to `account`'s password: `default` (there is no per-user policy yet).
@@ -365,7 +285,7 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
     };
 
     // 1. The address's rate limit, before any lookup or hashing; not a failure of any user.
-    if !rate_limit_allows(&key, now, limits.attempts_per_minute)? {
+    if !rate_limit_allows("auth_login", &key, limits.attempts_per_minute)? {
         let mut details = base(Reason::RateLimited, None);
         details["rate_limit_key"] = json!(key);
         record_event("rate_limited", &subject_of(None), &details.to_string())?;
@@ -395,8 +315,7 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
     let subject = subject_of(Some(&account));
 
     // 3. A temporary lockout refuses without looking at the password.
-    let state = lock_state(account.id)?;
-    if state.is_locked(now) {
+    if !begin_attempt("auth_login", account.id)? {
         record_event(
             "login_failed",
             &subject,
@@ -407,7 +326,7 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
 
     // 4. The password.
     if !verify_stored(password, account.hash.as_deref()) {
-        let failed = record_failure(&account, &state, now)?;
+        let failed = record_failure("auth_login", &account)?;
         let mut details = base(Reason::InvalidCredentials, Some(&account));
         details["failed_count"] = json!(failed);
         if account.hash.is_none() {
@@ -416,7 +335,7 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
         record_event("login_failed", &subject, &details.to_string())?;
         return Ok(outcome(Reason::InvalidCredentials, None, None));
     }
-    save_state(account.id, &LockState::after_success(), now, true)?;
+    record_success("auth_login", account.id)?;
 
     // 5. Right password: administrative status, then expiry (only now, so neither tells
     //    anything to someone without the password).
@@ -495,7 +414,6 @@ fn auth_change_password(user_id: Uuid, old_password: &str, new_password: &str) -
 }
 
 fn change_password(user_id: Uuid, old_password: &str, new_password: &str) -> AuthResult<bool> {
-    let now = now();
     let refuse = |account: Option<&Account>, reason: Reason| -> AuthResult<bool> {
         let details = json!({"user_id": user_id.to_string(), "reason": reason.as_str()});
         let subject = account.map_or_else(|| user_id.to_string(), |a| a.username.clone());
@@ -506,15 +424,14 @@ fn change_password(user_id: Uuid, old_password: &str, new_password: &str) -> Aut
         verify_nothing(old_password);
         return refuse(None, Reason::InvalidCredentials);
     };
-    let state = lock_state(account.id)?;
-    if state.is_locked(now) {
+    if !begin_attempt("auth_change_password", account.id)? {
         return refuse(Some(&account), Reason::Locked);
     }
     if !verify_stored(old_password, account.hash.as_deref()) {
-        record_failure(&account, &state, now)?;
+        record_failure("auth_change_password", &account)?;
         return refuse(Some(&account), Reason::InvalidCredentials);
     }
-    save_state(account.id, &LockState::after_success(), now, true)?;
+    record_success("auth_change_password", account.id)?;
     if let Some(reason) = status_reason(&account.status) {
         return refuse(Some(&account), reason);
     }

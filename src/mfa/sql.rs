@@ -7,6 +7,8 @@ use pgrx::Uuid;
 use super::{check_totp, new_recovery_codes, new_totp_secret, recovery_code_hash, totp_uri};
 use crate::backend::{as_owner, caller, has_role, read_one, record_event, spi_err};
 use crate::error::{AuthError, AuthResult, OrRaise};
+use crate::login::attempts::{Begin, Kind, Limits};
+use crate::login::shared;
 
 fn require_service(action: &str) {
     let me = caller();
@@ -84,18 +86,56 @@ pub(crate) fn verify_second_factor(user_id: Uuid, code: &str) -> AuthResult<bool
     }
 }
 
-/// Consecutive wrong TOTP codes after which verification is refused for
-/// [`TOTP_BLOCK_SECONDS`] (a six-digit code must not be guessable by trying).
-const TOTP_MAX_FAILURES: i32 = 5;
-const TOTP_BLOCK_SECONDS: f64 = 300.0;
+/// Consecutive wrong second factors (TOTP codes and recovery codes together) after which
+/// verification is refused for [`SECOND_FACTOR_BLOCK_MICROS`]: a six-digit code must not be
+/// guessable by trying. The counter is in shared memory (`login::shared`): a rollback, a
+/// savepoint or an exception block after a wrong code does not give the attempt back.
+const SECOND_FACTOR_LIMITS: Limits = Limits {
+    max_failures: 5,
+    lockout: SECOND_FACTOR_BLOCK_MICROS,
+};
+const SECOND_FACTOR_BLOCK_MICROS: i64 = 300 * 1_000_000;
+
+/// Check one second factor of `user_id` under the attempt limit: `check` runs only when the
+/// limit allows, its attempt is charged first and given back when it was right. `event_prefix`
+/// names the events (`totp` → totp_verified / totp_failed / totp_rate_limited).
+fn limited(
+    what: &str,
+    user_id: Uuid,
+    event_prefix: &str,
+    check: impl FnOnce() -> AuthResult<bool>,
+) -> AuthResult<bool> {
+    let key = shared::user_key(Kind::SecondFactor, &user_id);
+    if shared::begin(what, &key, SECOND_FACTOR_LIMITS)? == Begin::Locked {
+        record_event(
+            &format!("{event_prefix}_rate_limited"),
+            &user_id.to_string(),
+            "{}",
+        )?;
+        return Ok(false);
+    }
+    // Whatever `check` does (also when it raises), the charge stays until it says "right".
+    if check()? {
+        shared::succeeded(what, &key)?;
+        Ok(true)
+    } else {
+        let (failures, newly_locked) = shared::failed(what, &key, SECOND_FACTOR_LIMITS)?;
+        let details = serde_json::json!({"failed_count": failures, "blocked": newly_locked});
+        record_event(
+            &format!("{event_prefix}_failed"),
+            &user_id.to_string(),
+            &details.to_string(),
+        )?;
+        Ok(false)
+    }
+}
 
 pub(crate) fn verify_totp(user_id: Uuid, code: &str) -> AuthResult<bool> {
     // FOR UPDATE: two concurrent uses of one code cannot both pass.
     let row = as_owner(|| {
         Spi::connect_mut(|client| {
             let rows = client.update(
-                "SELECT secret, last_step, coalesce(blocked_until > pg_catalog.now(), false)
-                   FROM pgauth.totp WHERE user_id = $1 FOR UPDATE",
+                "SELECT secret, last_step FROM pgauth.totp WHERE user_id = $1 FOR UPDATE",
                 None,
                 &[user_id.into()],
             )?;
@@ -103,53 +143,29 @@ pub(crate) fn verify_totp(user_id: Uuid, code: &str) -> AuthResult<bool> {
                 return Ok(None);
             }
             let r = rows.first();
-            let blocked = r.get::<bool>(3)?.unwrap_or(false);
             Ok(r.get::<Vec<u8>>(1)?
-                .map(|s| (s, r.get::<i64>(2).ok().flatten(), blocked)))
+                .map(|s| (s, r.get::<i64>(2).ok().flatten())))
         })
     })
     .map_err(spi_err)?;
-    let Some((sealed, last_step, blocked)) = row else {
+    let Some((sealed, last_step)) = row else {
         return Ok(false);
     };
-    if blocked {
-        record_event("totp_rate_limited", &user_id.to_string(), "{}")?;
-        return Ok(false);
-    }
-    let secret = as_owner(|| crate::crypto::sql::decrypt(&sealed, Some(user_id.as_bytes())))?;
-    match check_totp(&secret, code, unix_now(), last_step) {
-        Some(step) => {
-            as_owner(|| {
-                Spi::run_with_args(
-                    "UPDATE pgauth.totp SET last_step = $2, failures = 0, blocked_until = NULL
-                      WHERE user_id = $1",
-                    &[user_id.into(), (step as i64).into()],
-                )
-            })
-            .map_err(spi_err)?;
-            record_event("totp_verified", &user_id.to_string(), "{}")?;
-            Ok(true)
-        }
-        None => {
-            as_owner(|| {
-                Spi::run_with_args(
-                    "UPDATE pgauth.totp
-                        SET failures = failures + 1,
-                            blocked_until = CASE WHEN failures + 1 >= $2
-                                THEN pg_catalog.now() + pg_catalog.make_interval(secs => $3) END
-                      WHERE user_id = $1",
-                    &[
-                        user_id.into(),
-                        TOTP_MAX_FAILURES.into(),
-                        TOTP_BLOCK_SECONDS.into(),
-                    ],
-                )
-            })
-            .map_err(spi_err)?;
-            record_event("totp_failed", &user_id.to_string(), "{}")?;
-            Ok(false)
-        }
-    }
+    limited("auth_totp_verify", user_id, "totp", || {
+        let secret = as_owner(|| crate::crypto::sql::decrypt(&sealed, Some(user_id.as_bytes())))?;
+        let Some(step) = check_totp(&secret, code, unix_now(), last_step) else {
+            return Ok(false);
+        };
+        as_owner(|| {
+            Spi::run_with_args(
+                "UPDATE pgauth.totp SET last_step = $2 WHERE user_id = $1",
+                &[user_id.into(), (step as i64).into()],
+            )
+        })
+        .map_err(spi_err)?;
+        record_event("totp_verified", &user_id.to_string(), "{}")?;
+        Ok(true)
+    })
 }
 
 #[pg_extern(volatile, strict, parallel_unsafe)]
@@ -184,23 +200,22 @@ fn auth_use_recovery_code(user_id: Uuid, code: &str) -> bool {
 }
 
 pub(crate) fn use_recovery_code(user_id: Uuid, code: &str) -> AuthResult<bool> {
-    let used = as_owner(|| {
-        Spi::connect_mut(|client| {
-            let rows = client.update(
-                "UPDATE pgauth.recovery_codes SET used_at = pg_catalog.now()
-                  WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL RETURNING 1",
-                None,
-                &[user_id.into(), recovery_code_hash(code).as_slice().into()],
-            )?;
-            Ok::<_, pgrx::spi::Error>(!rows.is_empty())
+    limited("auth_use_recovery_code", user_id, "recovery_code", || {
+        let used = as_owner(|| {
+            Spi::connect_mut(|client| {
+                let rows = client.update(
+                    "UPDATE pgauth.recovery_codes SET used_at = pg_catalog.now()
+                      WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL RETURNING 1",
+                    None,
+                    &[user_id.into(), recovery_code_hash(code).as_slice().into()],
+                )?;
+                Ok::<_, pgrx::spi::Error>(!rows.is_empty())
+            })
         })
+        .map_err(spi_err)?;
+        if used {
+            record_event("recovery_code_used", &user_id.to_string(), "{}")?;
+        }
+        Ok(used)
     })
-    .map_err(spi_err)?;
-    let event = if used {
-        "recovery_code_used"
-    } else {
-        "recovery_code_failed"
-    };
-    record_event(event, &user_id.to_string(), "{}")?;
-    Ok(used)
 }

@@ -133,7 +133,8 @@ fn check(
 /// makes a per-row call a comparison plus a binary search.
 struct Memo {
     position: (u32, u32, i64),
-    binding: usize,
+    /// The binding the answer was computed for, by content (see session::sql::current_binding).
+    binding: Option<crate::session::Binding>,
     permission: String,
     applicable: Applicable,
 }
@@ -142,17 +143,12 @@ thread_local! {
     static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
 }
 
-/// The binding changed: no answer computed for the previous one may be reused.
-pub(crate) fn forget_memo() {
-    MEMO.with(|m| *m.borrow_mut() = None);
-}
-
 fn check_bound(permission: Option<&str>, scope: Scope<'_>) -> bool {
     let Some(permission) = permission else {
         return false;
     };
     let position = current_position();
-    let binding = crate::session::sql::binding_identity();
+    let binding = current_binding();
     let hit = MEMO.with(|m| {
         m.borrow().as_ref().and_then(|m| {
             (m.position == position && m.binding == binding && m.permission == permission)
@@ -162,7 +158,7 @@ fn check_bound(permission: Option<&str>, scope: Scope<'_>) -> bool {
     if let Some(answer) = hit {
         return answer;
     }
-    let applicable = match current_binding() {
+    let applicable = match &binding {
         None => Applicable::default(),
         Some(b) => permissions_of(b.user_id).or_raise().applicable(
             permission,

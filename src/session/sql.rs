@@ -23,8 +23,10 @@ pub static STEP_UP_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(600);
 thread_local! {
     /// Set only while this module changes the binding; the check hook refuses all else.
     static CHANGING_BINDING: Cell<bool> = const { Cell::new(false) };
-    /// The parsed binding for the setting's current string (compared by address).
-    static PARSED: RefCell<(usize, Option<Binding>)> = const { RefCell::new((0, None)) };
+    /// The last binding string parsed and what it means. Compared by content, never by the
+    /// string's address: PostgreSQL frees the old string on every change and malloc hands the
+    /// same address to the next one, which once bound another client's identity.
+    static PARSED: RefCell<(Vec<u8>, Option<Binding>)> = const { RefCell::new((Vec::new(), None)) };
 }
 
 #[pg_guard]
@@ -114,25 +116,24 @@ pub(crate) fn register_settings() {
     );
 }
 
-/// Identity of the binding setting's current string: changes whenever the binding does.
-pub(crate) fn binding_identity() -> usize {
-    unsafe { BINDING_VALUE as usize }
-}
-
-/// The binding of this transaction, if any (also inside parallel workers).
+/// The binding of this transaction, if any (also inside parallel workers): the setting's
+/// current text, parsed once per distinct text.
 pub(crate) fn current_binding() -> Option<Binding> {
-    let ptr = unsafe { BINDING_VALUE } as usize;
+    // SAFETY: the GUC machinery of this backend owns the string and keeps it alive and
+    // NUL-terminated while it is the setting's value; we only read it here.
+    let text: &[u8] = unsafe {
+        let ptr = BINDING_VALUE;
+        if ptr.is_null() {
+            b""
+        } else {
+            CStr::from_ptr(ptr).to_bytes()
+        }
+    };
     PARSED.with(|p| {
         let mut p = p.borrow_mut();
-        if p.0 != ptr {
-            let text = if ptr == 0 {
-                String::new()
-            } else {
-                unsafe { CStr::from_ptr(ptr as *const c_char) }
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            *p = (ptr, Binding::decode(&text));
+        if p.0 != text {
+            let binding = std::str::from_utf8(text).ok().and_then(Binding::decode);
+            *p = (text.to_vec(), binding);
         }
         p.1.clone()
     })
@@ -141,7 +142,6 @@ pub(crate) fn current_binding() -> Option<Binding> {
 fn set_binding(value: &str) {
     let name = c"pgauth.session_binding";
     let value = CString::new(value).expect("binding has no NUL");
-    crate::rbac::sql::forget_memo();
     CHANGING_BINDING.with(|c| c.set(true));
     // Transaction-local, like SET LOCAL: reverted at COMMIT/ROLLBACK (and subtransaction abort).
     let result = PgTryBuilder::new(|| unsafe {
@@ -703,7 +703,44 @@ fn auth_verify_api_key_for_scope(api_key: &str, scope: &str) -> Option<Uuid> {
     verify_api_key(api_key, Some(scope))
 }
 
+/// Wrong API keys one client address may present before it is refused for a minute.
+const API_KEY_LIMITS: crate::login::attempts::Limits = crate::login::attempts::Limits {
+    max_failures: 20,
+    lockout: 60 * 1_000_000,
+};
+
 fn verify_api_key(api_key: &str, scope: Option<&str>) -> Option<Uuid> {
+    use crate::login::attempts::{Begin, Kind};
+    use crate::login::shared;
+    const WHAT: &str = "auth_verify_api_key";
+    // Counted per client address in shared memory, charged before the check: a rollback does
+    // not give a wrong guess back. A right key refunds its own charge only (an attacker holding
+    // a key of their own cannot wipe their failures with it).
+    let (client_text, bucket) = crate::login::sql::client_key(None);
+    let counter = shared::text_key(Kind::ApiKey, &bucket);
+    if shared::begin(WHAT, &counter, API_KEY_LIMITS).or_raise() == Begin::Locked {
+        let details = serde_json::json!({"reason": "rate_limited", "client_ip": client_text});
+        record_event("api_key_failed", "", &details.to_string()).or_raise();
+        return None;
+    }
+    let user = check_api_key(api_key, scope);
+    if user.is_some() {
+        shared::refund(WHAT, &counter).or_raise();
+    } else {
+        let (failures, _) = shared::failed(WHAT, &counter, API_KEY_LIMITS).or_raise();
+        let prefix = super::api_keys::api_key_prefix(api_key).unwrap_or_default();
+        let details = serde_json::json!({
+            "reason": "invalid_credentials",
+            "prefix": prefix,
+            "client_ip": client_text,
+            "failed_count": failures,
+        });
+        record_event("api_key_failed", prefix, &details.to_string()).or_raise();
+    }
+    user
+}
+
+fn check_api_key(api_key: &str, scope: Option<&str>) -> Option<Uuid> {
     use subtle::ConstantTimeEq;
     let prefix = super::api_keys::api_key_prefix(api_key)?;
     let row = as_owner(|| {
@@ -738,9 +775,13 @@ fn verify_api_key(api_key: &str, scope: Option<&str>) -> Option<Uuid> {
     if !super::api_keys::scope_allowed(scopes.as_deref(), scope) {
         return None;
     }
+    // SKIP LOCKED: a transaction still open after using this key must not make the next use
+    // of it wait (the timestamp is then left to that transaction).
     as_owner(|| {
         Spi::run_with_args(
-            "UPDATE pgauth.api_keys SET last_used_at = pg_catalog.now() WHERE prefix = $1",
+            "UPDATE pgauth.api_keys SET last_used_at = pg_catalog.now()
+              WHERE prefix = $1 AND ctid = ANY (ARRAY(
+                    SELECT ctid FROM pgauth.api_keys WHERE prefix = $1 FOR UPDATE SKIP LOCKED))",
             &[prefix.into()],
         )
     })

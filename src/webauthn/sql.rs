@@ -29,10 +29,10 @@ use super::{
 use crate::backend::{as_owner, caller, has_role, read_one, record_event, spi_err};
 use crate::error::{AuthError, AuthResult, OrRaise};
 use crate::login::sql::{
-    client_key, find_account, issue_login_tokens, lock_state, now, rate_limit_allows,
-    record_failure, save_state, settings, Account,
+    begin_attempt, client_key, find_account, issue_login_tokens, rate_limit_allows, record_failure,
+    record_success, settings, Account,
 };
-use crate::login::{status_reason, LockState, Reason};
+use crate::login::{status_reason, Reason};
 
 static mut RP_ID: *mut c_char = std::ptr::null_mut();
 static mut ORIGINS: *mut c_char = std::ptr::null_mut();
@@ -708,7 +708,6 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
     let rp = relying_party()?;
     // Not a credential at all: raise (nothing to count, no challenge known).
     let response = parse_assertion(credential).map_err(webauthn_err)?;
-    let now = now();
     let (client_text, key) = client_key(client_ip);
     let credential_text = base64url_encode(&response.raw_id);
     let details = |reason: Reason, user: Option<&Account>, problem: Option<&str>| {
@@ -723,7 +722,11 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
     };
 
     // 1. The address's rate limit, shared with auth_login.
-    if !rate_limit_allows(&key, now, settings().attempts_per_minute)? {
+    if !rate_limit_allows(
+        "auth_webauthn_login_finish",
+        &key,
+        settings().attempts_per_minute,
+    )? {
         let mut d: Value =
             serde_json::from_str(&details(Reason::RateLimited, None, None)).unwrap_or_default();
         d["rate_limit_key"] = json!(key);
@@ -763,8 +766,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
     let subject = account.username.clone();
 
     // 4. A temporary lockout refuses without looking further.
-    let state = lock_state(account.id)?;
-    if state.is_locked(now) {
+    if !begin_attempt("auth_webauthn_login_finish", account.id)? {
         record_event(
             "webauthn_login_failed",
             &subject,
@@ -809,7 +811,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
                 });
                 record_event("webauthn_counter_rollback", &subject, &d.to_string())?;
             }
-            let failed_count = record_failure(&account, &state, now)?;
+            let failed_count = record_failure("auth_webauthn_login_finish", &account)?;
             let text = e.to_string();
             let mut d: Value = serde_json::from_str(&details(
                 Reason::InvalidCredentials,
@@ -822,7 +824,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
             return Ok(failed(Reason::InvalidCredentials));
         }
     };
-    save_state(account.id, &LockState::after_success(), now, true)?;
+    record_success("auth_webauthn_login_finish", account.id)?;
     record_use(&cred, &outcome)?;
 
     // 6. Administrative status, only now (it tells nothing to someone without the passkey).

@@ -132,13 +132,109 @@ fn a_callers_search_path_cannot_hijack_pgauths_internal_queries() {
     root.batch_execute("DROP ROLE pgauth_it_evil").unwrap();
 }
 
-/// A real pgbouncer in transaction pooling mode with ONE server connection shared by two
-/// clients that bind different users in alternating transactions: nobody ever sees another's
-/// identity, and a transaction that binds nobody sees nobody.
+/// Every row of a simple query, first column, in order.
+fn simple_values(client: &mut Client, sql: &str) -> Vec<Option<String>> {
+    client
+        .simple_query(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_string)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Rebinding inside one transaction: the identity read afterwards is always the last one bound,
+/// also when the new binding string has the length of the old one (PostgreSQL frees the old
+/// string and malloc hands its address to the new one; a cache keyed by that address kept
+/// answering for the first user).
+#[test]
+fn rebinding_in_one_transaction_never_answers_for_the_previous_user() {
+    let mut db = fresh_database("pgauth_it_rebind");
+    let (ann, ben) = setup_model(&mut db);
+    for aal in [1, 2] {
+        let got = simple_values(
+            &mut db,
+            &format!(
+                "BEGIN;
+                 SELECT auth_bind_user('{ann}', {aal})::text;
+                 SELECT auth_current_user_id()::text || auth_current_aal() || auth_has_permission('doc.read', 'tenant-1');
+                 SELECT auth_bind_user('{ben}', 1)::text;
+                 SELECT auth_bind_user('{ben}', 1)::text;
+                 SELECT auth_current_user_id()::text || auth_current_aal() || auth_has_permission('doc.read', 'tenant-1');
+                 SELECT auth_bind_user('{ben}', 1)::text;
+                 SELECT auth_bind_user('{ben}', 1)::text;
+                 SELECT count(*)::text FROM (SELECT auth_current_user_id() u FROM generate_series(1, 3)) s WHERE u::text = '{ann}';
+                 COMMIT"
+            ),
+        );
+        let got: Vec<String> = got.into_iter().map(Option::unwrap_or_default).collect();
+        assert_eq!(got[1], format!("{ann}{aal}true"), "first binding");
+        assert_eq!(got[4], format!("{ben}1false"), "after rebinding to ben");
+        assert_eq!(got[7], "0", "ann's identity must be gone");
+    }
+}
+
+/// A grant made and rolled back in one backend is never granted there afterwards, whatever
+/// other sessions commit meanwhile (the cache generation used to be `generation + 1`: another
+/// commit reached the rolled-back value and the backend kept its cached answer).
+#[test]
+fn a_rolled_back_grant_is_never_granted_later() {
+    let mut admin = fresh_database("pgauth_it_rbac_rollback");
+    let (_, ben) = setup_model(&mut admin);
+    let mut x = connect_to("pgauth_it_rbac_rollback");
+    let q = format!("SELECT auth_user_has_permission('{ben}', 'doc.read', 'tenant-1')");
+    x.batch_execute(&format!(
+        "BEGIN; SELECT auth_assign_role('{ben}', 'reader', 'tenant-1')"
+    ))
+    .unwrap();
+    assert_eq!(simple_value(&mut x, &q).as_deref(), Some("t"));
+    x.batch_execute("ROLLBACK").unwrap();
+    for i in 0..8 {
+        admin
+            .batch_execute(&format!("SELECT auth_create_role('unrelated{i}')"))
+            .unwrap();
+        assert_eq!(
+            simple_value(&mut x, &q).as_deref(),
+            Some("f"),
+            "rolled-back grant answered after {} other commits",
+            i + 1
+        );
+    }
+}
+
+/// A real pgbouncer in transaction pooling mode with ONE server connection shared by three
+/// clients. A victim binds with its session token; the others bind with session tokens, access
+/// JWTs and auth_bind_user (binding strings of different lengths), clear and rebind, or bind
+/// nobody, in thousands of interleaved transactions. Every transaction asserts its own identity,
+/// assurance level and permission answer.
 #[test]
 fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
     let mut admin = fresh_database("pgauth_it_pool");
     let (ann, ben) = setup_model(&mut admin);
+    admin
+        .batch_execute(
+            "SELECT auth_create_user('cyd', 'Tr4vel-Quartz-Mango-71');
+             ALTER DATABASE pgauth_it_pool SET pgauth.login_attempts_per_minute = 0;",
+        )
+        .unwrap();
+    let cyd = simple_value(&mut admin, "SELECT id FROM pgauth.users WHERE username = 'cyd'").unwrap();
+    let token = |c: &mut Client, user: &str| {
+        simple_value(c, &format!("SELECT auth_create_session('{user}')")).unwrap()
+    };
+    let (ann_token, ben_token, cyd_token) = (
+        token(&mut admin, &ann),
+        token(&mut admin, &ben),
+        token(&mut admin, &cyd),
+    );
+    let mut fresh = connect_to("pgauth_it_pool");
+    let cyd_jwt = simple_value(
+        &mut fresh,
+        "SELECT access_token FROM auth_login('cyd', 'Tr4vel-Quartz-Mango-71', '10.1.2.3') WHERE ok",
+    )
+    .expect("cyd signs in");
+
     let dir = "/tmp/pgauth-pgbouncer";
     let port = dsn_port();
     let sh = |cmd: &str| {
@@ -168,41 +264,75 @@ fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
     ));
     std::thread::sleep(std::time::Duration::from_millis(500));
 
-    let rounds = 1500;
-    let run = |me: String| {
+    // What a transaction reads about itself: user, aal, doc.read in tenant-1.
+    const WHO: &str = "SELECT coalesce(auth_current_user_id()::text, 'nobody') || '/' || coalesce(auth_current_aal()::text, '-') || '/' || auth_has_permission('doc.read', 'tenant-1')";
+    let rounds = 1200;
+    // (label, the statements that bind, the expected answer) by round.
+    type Plan = Box<dyn Fn(usize) -> (String, String) + Send>;
+    let run = |plan: Plan| {
         std::thread::spawn(move || {
             let mut c = Client::connect(
                 "host=127.0.0.1 port=6499 user=postgres dbname=pgauth_it_pool",
                 NoTls,
             )
             .expect("connect through pgbouncer");
-            let mut leaks = 0;
+            let mut wrong = Vec::new();
             for i in 0..rounds {
-                if i % 2 == 0 {
-                    let bound = simple_value(
-                        &mut c,
-                        &format!("BEGIN; SELECT auth_bind_user('{me}', 2) IS NOT NULL; SELECT auth_current_user_id()::text = '{me}' AND auth_current_aal() = 2; COMMIT"),
-                    );
-                    assert_eq!(bound.as_deref(), Some("t"));
-                } else {
-                    let nobody = simple_value(
-                        &mut c,
-                        // Neither the user nor the assurance level (step-up) carries over.
-                        "SELECT coalesce(auth_current_user_id()::text, 'nobody') || coalesce(auth_current_aal()::text, '')",
-                    );
-                    if nobody.as_deref() != Some("nobody") {
-                        leaks += 1;
-                    }
+                let (bind, expected) = plan(i);
+                let got = simple_values(&mut c, &format!("BEGIN; {bind}; {WHO}; COMMIT"));
+                let got = got.last().cloned().flatten().unwrap_or_default();
+                if got != expected && wrong.len() < 5 {
+                    wrong.push(format!("round {i}: {bind} -> {got}, expected {expected}"));
                 }
             }
-            leaks
+            wrong
         })
     };
-    let a = run(ann.clone());
-    let b = run(ben.clone());
-    let leaks = a.join().unwrap() + b.join().unwrap();
+    // The victim: ann, bound by her session token every time.
+    let victim = {
+        let (t, a) = (ann_token.clone(), ann.clone());
+        run(Box::new(move |_| {
+            (
+                format!("SELECT auth_set_session('{t}')"),
+                format!("{a}/1/true"),
+            )
+        }))
+    };
+    // ben: set/clear/set with his session token, auth_bind_user at aal 2, nobody.
+    let other = {
+        let (t, b) = (ben_token.clone(), ben.clone());
+        run(Box::new(move |i| match i % 3 {
+            0 => (
+                format!("SELECT auth_set_session('{t}'); SELECT auth_clear_session(); SELECT auth_set_session('{t}')"),
+                format!("{b}/1/false"),
+            ),
+            1 => (
+                format!("SELECT auth_bind_user('{b}', 2); SELECT auth_bind_user('{b}', 2)"),
+                format!("{b}/2/false"),
+            ),
+            _ => ("SELECT 1".to_string(), "nobody/-/false".to_string()),
+        }))
+    };
+    // cyd: a session token (a binding as long as ann's), an access JWT, cleared.
+    let third = {
+        let (t, j, c) = (cyd_token.clone(), cyd_jwt.clone(), cyd.clone());
+        run(Box::new(move |i| match i % 3 {
+            0 => (
+                format!("SELECT auth_set_session('{t}'); SELECT auth_clear_session(); SELECT auth_set_session('{t}')"),
+                format!("{c}/1/false"),
+            ),
+            1 => (
+                format!("SELECT auth_set_session('{j}'); SELECT auth_clear_session(); SELECT auth_set_session('{j}')"),
+                format!("{c}/1/false"),
+            ),
+            _ => ("SELECT auth_clear_session()".to_string(), "nobody/-/false".to_string()),
+        }))
+    };
+    let mut wrong = victim.join().unwrap();
+    wrong.extend(other.join().unwrap());
+    wrong.extend(third.join().unwrap());
     sh(&format!("kill $(cat {dir}/pgbouncer.pid)"));
-    assert_eq!(leaks, 0, "identity leaked across pooled transactions");
+    assert!(wrong.is_empty(), "identity leaked across pooled transactions: {wrong:#?}");
 }
 
 /// Users, groups, roles, assignments, credentials and the audit chain are extension

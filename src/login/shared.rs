@@ -1,0 +1,228 @@
+//! The attempt table (`attempts.rs`) in shared memory: reserved at server start when pgauth is
+//! in `shared_preload_libraries`, one lightweight lock held only while a counter is read and
+//! changed (never across a password check or a transaction). Without preload the table does
+//! not exist and every function that needs it raises 55000: refused, never unprotected.
+
+use std::mem::size_of;
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, Uuid};
+use sha2::{Digest, Sha256};
+
+use super::attempts::{AttemptTable, Begin, Key, Kind, Limits, Slot, WAYS};
+use super::RATE_WINDOW_MICROS;
+use crate::error::{AuthError, AuthResult};
+
+/// 4096 sets of 8: 32,768 counters (about 2.3 MB).
+const SETS: usize = 4096;
+const SLOTS: usize = SETS * WAYS;
+const NAME: &std::ffi::CStr = c"pgauth attempt counters";
+
+#[repr(C)]
+struct Shared {
+    lock: *mut pg_sys::LWLock,
+    seed: [u8; 16],
+    slots: [Slot; SLOTS],
+}
+
+static mut SHARED: *mut Shared = std::ptr::null_mut();
+static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
+
+/// From `_PG_init` while preloading: ask for the memory and the lock, and map them at startup.
+pub(crate) fn install() {
+    unsafe {
+        PREV_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(request);
+        PREV_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(startup);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn request() {
+    unsafe {
+        if let Some(prev) = PREV_REQUEST {
+            prev();
+        }
+        pg_sys::RequestAddinShmemSpace(size_of::<Shared>());
+        pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn startup() {
+    unsafe {
+        if let Some(prev) = PREV_STARTUP {
+            prev();
+        }
+        // AddinShmemInitLock (lwlocknames.h: 21), as every extension's startup hook takes it.
+        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut found = false;
+        let shared = pg_sys::ShmemInitStruct(NAME.as_ptr(), size_of::<Shared>(), &mut found)
+            .cast::<Shared>();
+        if !found {
+            // All zeros is an empty table (Slot's layout promises it).
+            std::ptr::write_bytes(shared.cast::<u8>(), 0, size_of::<Shared>());
+            (*shared).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock;
+            let mut seed = [0u8; 16];
+            if getrandom::fill(&mut seed).is_err() {
+                // Still a working table; only the set a key lands in becomes predictable.
+                seed = (pg_sys::GetCurrentTimestamp() as u128).to_le_bytes();
+            }
+            (*shared).seed = seed;
+        }
+        SHARED = shared;
+        pg_sys::LWLockRelease(init_lock);
+    }
+}
+
+/// Run `f` on the table under its lock. `what` names the caller for the 55000 error.
+fn with_table<R>(what: &str, f: impl FnOnce(&mut AttemptTable<'_>) -> R) -> AuthResult<R> {
+    let shared = unsafe { SHARED };
+    if shared.is_null() {
+        return Err(AuthError::NotPreloaded(what.to_string()));
+    }
+    struct Release(*mut pg_sys::LWLock);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            unsafe { pg_sys::LWLockRelease(self.0) };
+        }
+    }
+    // SAFETY: the struct was mapped at server start and lives as long as the server; the lock
+    // serialises every access to it. Nothing inside `f` can raise a PostgreSQL error (plain
+    // Rust on the table), so the guard always releases.
+    unsafe {
+        pg_sys::LWLockAcquire((*shared).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _release = Release((*shared).lock);
+        let slots: &mut [Slot] = &mut (*shared).slots;
+        let mut table = AttemptTable::new((*shared).seed, RATE_WINDOW_MICROS, slots);
+        Ok(f(&mut table))
+    }
+}
+
+fn database() -> u32 {
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+/// The counter of a user.
+pub(crate) fn user_key(kind: Kind, user: &Uuid) -> Key {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(user.as_bytes());
+    Key {
+        database: database(),
+        kind,
+        id,
+    }
+}
+
+/// The counter of a text key (a client address bucket, an API key prefix).
+pub(crate) fn text_key(kind: Kind, text: &str) -> Key {
+    let digest = Sha256::digest(text.as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    Key {
+        database: database(),
+        kind,
+        id,
+    }
+}
+
+/// The clock of the counters: the wall clock, not the transaction's start (`now()`), which a
+/// caller can hold back by keeping a transaction open, and which differs between the backends
+/// that share a counter.
+fn clock() -> i64 {
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// Charge an attempt on a lockout counter; `Begin::Locked` refuses it.
+pub(crate) fn begin(what: &str, key: &Key, limits: Limits) -> AuthResult<Begin> {
+    with_table(what, |t| t.begin(key, clock(), limits))
+}
+
+/// The charged attempt failed: (failures, whether this one started a lockout).
+pub(crate) fn failed(what: &str, key: &Key, limits: Limits) -> AuthResult<(u32, bool)> {
+    with_table(what, |t| t.failed(key, clock(), limits))
+}
+
+/// The charged attempt succeeded.
+pub(crate) fn succeeded(what: &str, key: &Key) -> AuthResult<()> {
+    with_table(what, |t| t.succeeded(key, clock()))
+}
+
+/// The charged attempt succeeded; earlier failures stay counted.
+pub(crate) fn refund(what: &str, key: &Key) -> AuthResult<()> {
+    with_table(what, |t| t.refund(key, clock()))
+}
+
+/// One attempt in a rate window; false when over the limit.
+pub(crate) fn rate(what: &str, key: &Key, per_window: u32) -> AuthResult<bool> {
+    with_table(what, |t| {
+        t.rate(key, clock(), RATE_WINDOW_MICROS, per_window)
+    })
+}
+
+/// Forget every counter of a user (an administrator's unlock).
+pub(crate) fn reset_user(what: &str, user: &Uuid) -> AuthResult<()> {
+    with_table(what, |t| {
+        for kind in [Kind::Password, Kind::SecondFactor] {
+            t.reset(&user_key(kind, user));
+        }
+    })
+}
+
+fn timestamp(micros: i64) -> Option<pgrx::datum::TimestampWithTimeZone> {
+    (micros != 0)
+        .then(|| pgrx::datum::TimestampWithTimeZone::try_from(micros).ok())
+        .flatten()
+}
+
+/// The password and second-factor counters of this database's users, for `pgauth.login_state`.
+#[pg_extern(volatile, parallel_unsafe, schema = "pgauth")]
+#[allow(clippy::type_complexity)] // the row type is spelled out for pgrx's SQL generation
+fn attempt_counters() -> TableIterator<
+    'static,
+    (
+        name!(kind, String),
+        name!(user_id, Uuid),
+        name!(failed_count, i32),
+        name!(locked_until, Option<pgrx::datum::TimestampWithTimeZone>),
+        name!(last_failure_at, Option<pgrx::datum::TimestampWithTimeZone>),
+        name!(last_success_at, Option<pgrx::datum::TimestampWithTimeZone>),
+    ),
+> {
+    use crate::error::OrRaise;
+    let db = database();
+    let rows = with_table("pgauth.login_state", |t| {
+        let mut rows = Vec::new();
+        for (kind, name) in [
+            (Kind::Password, "password"),
+            (Kind::SecondFactor, "second_factor"),
+        ] {
+            for s in t.entries(db, kind) {
+                rows.push((
+                    name.to_string(),
+                    Uuid::from_bytes(s.id),
+                    s.failures.min(i32::MAX as u32) as i32,
+                    s.locked_until,
+                    s.last_failure,
+                    s.last_success,
+                ));
+            }
+        }
+        rows
+    })
+    .or_raise();
+    TableIterator::new(
+        rows.into_iter()
+            .map(|(k, u, f, l, lf, ls)| (k, u, f, timestamp(l), timestamp(lf), timestamp(ls))),
+    )
+}
+
+/// End a user's temporary lockouts (password and second factor). Used by auth_unlock_user.
+#[pg_extern(volatile, strict, parallel_unsafe, schema = "pgauth")]
+fn attempt_counters_reset(user_id: Uuid) {
+    use crate::error::OrRaise;
+    reset_user("auth_unlock_user", &user_id).or_raise();
+}
