@@ -60,8 +60,12 @@ demo:
 	  echo "generated the master key $(MASTER_KEY) (back it up: data encrypted under it is lost without it)"; \
 	fi
 	@mkdir -p /etc/postgresql/$(PG_MAJOR)/main/conf.d
-	@echo "pgauth.master_key_file = '$(MASTER_KEY)'" > /etc/postgresql/$(PG_MAJOR)/main/conf.d/pgauth.conf
-	@pg_lsclusters -h | grep -q "^$(PG_MAJOR) *main .*online" && pg_ctlcluster $(PG_MAJOR) main reload || pg_ctlcluster $(PG_MAJOR) main start
+	@# pgauth must be preloaded: its attempt counters live in shared memory (README, Security model).
+	@printf "shared_preload_libraries = 'pgauth'\npgauth.master_key_file = '$(MASTER_KEY)'\n" > /etc/postgresql/$(PG_MAJOR)/main/conf.d/pgauth.conf
+	@if pg_lsclusters -h | grep -q "^$(PG_MAJOR) *main .*online"; then \
+	  if sudo -u postgres psql -XAtq -c "SHOW shared_preload_libraries" | grep -qw pgauth; then \
+	    pg_ctlcluster $(PG_MAJOR) main reload; else pg_ctlcluster $(PG_MAJOR) main restart; fi; \
+	else pg_ctlcluster $(PG_MAJOR) main start; fi
 	@sudo -u postgres psql -XAtq -c "SELECT 1 FROM pg_database WHERE datname = '$(DEMO_DB)'" | grep -q 1 || \
 	  sudo -u postgres createdb $(DEMO_DB)
 	@sudo -u postgres psql -Xq -v ON_ERROR_STOP=1 -d $(DEMO_DB) \

@@ -8,6 +8,12 @@
 -- caller's open transaction would hold up everyone else's sign-in. They need pgauth in
 -- shared_preload_libraries and last until the server stops. users.status = 'locked' stays the
 -- administrative block (auth_block_user), stored and permanent.
+CREATE FUNCTION pgauth.attempt_counters()
+RETURNS TABLE (kind text, user_id uuid, failed_count integer, locked_until timestamptz,
+               last_failure_at timestamptz, last_success_at timestamptz)
+LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'attempt_counters_wrapper';
+CREATE FUNCTION pgauth.attempt_counters_reset(user_id uuid) RETURNS void
+LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'attempt_counters_reset_wrapper';
 REVOKE ALL ON FUNCTION pgauth.attempt_counters(), pgauth.attempt_counters_reset(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgauth.attempt_counters(), pgauth.attempt_counters_reset(uuid)
     TO pgauth_admin;

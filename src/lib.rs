@@ -42,11 +42,7 @@ extension_sql_file!(
         auth_current_user_id
     ]
 );
-extension_sql_file!(
-    "../sql/login.sql",
-    name = "login",
-    requires = ["rbac", attempt_counters, attempt_counters_reset]
-);
+extension_sql_file!("../sql/login.sql", name = "login", requires = ["rbac"]);
 extension_sql_file!(
     "../sql/api_keys.sql",
     name = "api_keys",

@@ -179,7 +179,8 @@ fn timestamp(micros: i64) -> Option<pgrx::datum::TimestampWithTimeZone> {
 }
 
 /// The password and second-factor counters of this database's users, for `pgauth.login_state`.
-#[pg_extern(volatile, parallel_unsafe, schema = "pgauth")]
+/// Declared by hand in sql/login.sql, in schema pgauth (symbol `attempt_counters_wrapper`).
+#[pg_extern(sql = false)]
 #[allow(clippy::type_complexity)] // the row type is spelled out for pgrx's SQL generation
 fn attempt_counters() -> TableIterator<
     'static,
@@ -221,7 +222,8 @@ fn attempt_counters() -> TableIterator<
 }
 
 /// End a user's temporary lockouts (password and second factor). Used by auth_unlock_user.
-#[pg_extern(volatile, strict, parallel_unsafe, schema = "pgauth")]
+/// Declared by hand in sql/login.sql (symbol `attempt_counters_reset_wrapper`).
+#[pg_extern(sql = false)]
 fn attempt_counters_reset(user_id: Uuid) {
     use crate::error::OrRaise;
     reset_user("auth_unlock_user", &user_id).or_raise();

@@ -219,7 +219,11 @@ fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
              ALTER DATABASE pgauth_it_pool SET pgauth.login_attempts_per_minute = 0;",
         )
         .unwrap();
-    let cyd = simple_value(&mut admin, "SELECT id FROM pgauth.users WHERE username = 'cyd'").unwrap();
+    let cyd = simple_value(
+        &mut admin,
+        "SELECT id FROM pgauth.users WHERE username = 'cyd'",
+    )
+    .unwrap();
     let token = |c: &mut Client, user: &str| {
         simple_value(c, &format!("SELECT auth_create_session('{user}')")).unwrap()
     };
@@ -301,7 +305,8 @@ fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
     // ben: set/clear/set with his session token, auth_bind_user at aal 2, nobody.
     let other = {
         let (t, b) = (ben_token.clone(), ben.clone());
-        run(Box::new(move |i| match i % 3 {
+        run(Box::new(move |i| {
+            match i % 3 {
             0 => (
                 format!("SELECT auth_set_session('{t}'); SELECT auth_clear_session(); SELECT auth_set_session('{t}')"),
                 format!("{b}/1/false"),
@@ -311,12 +316,14 @@ fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
                 format!("{b}/2/false"),
             ),
             _ => ("SELECT 1".to_string(), "nobody/-/false".to_string()),
+        }
         }))
     };
     // cyd: a session token (a binding as long as ann's), an access JWT, cleared.
     let third = {
         let (t, j, c) = (cyd_token.clone(), cyd_jwt.clone(), cyd.clone());
-        run(Box::new(move |i| match i % 3 {
+        run(Box::new(move |i| {
+            match i % 3 {
             0 => (
                 format!("SELECT auth_set_session('{t}'); SELECT auth_clear_session(); SELECT auth_set_session('{t}')"),
                 format!("{c}/1/false"),
@@ -326,13 +333,17 @@ fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
                 format!("{c}/1/false"),
             ),
             _ => ("SELECT auth_clear_session()".to_string(), "nobody/-/false".to_string()),
+        }
         }))
     };
     let mut wrong = victim.join().unwrap();
     wrong.extend(other.join().unwrap());
     wrong.extend(third.join().unwrap());
     sh(&format!("kill $(cat {dir}/pgbouncer.pid)"));
-    assert!(wrong.is_empty(), "identity leaked across pooled transactions: {wrong:#?}");
+    assert!(
+        wrong.is_empty(),
+        "identity leaked across pooled transactions: {wrong:#?}"
+    );
 }
 
 /// Users, groups, roles, assignments, credentials and the audit chain are extension

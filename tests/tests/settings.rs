@@ -37,7 +37,7 @@ fn connect(db: &str) -> Client {
 
 /// Settings defined by every capability (session, login, jwt, webauthn and the general ones),
 /// each with a value that is not its default.
-const SETTINGS: &[(&str, &str, &str)] = &[
+const SETTINGS: &[Setting] = &[
     ("pgauth.argon2_iterations", "3", "4"),
     ("pgauth.session_ttl", "1234", "1300"),
     ("pgauth.max_failed_logins", "7", "9"),
@@ -45,7 +45,11 @@ const SETTINGS: &[(&str, &str, &str)] = &[
     ("pgauth.jwt_audience", "aud-x", "aud-y"),
     ("pgauth.jwt_issuer", "iss-x", "iss-y"),
     ("pgauth.webauthn_rp_id", "example.com", "example.org"),
-    ("pgauth.webauthn_user_verification", "required", "discouraged"),
+    (
+        "pgauth.webauthn_user_verification",
+        "required",
+        "discouraged",
+    ),
     ("pgauth.webauthn_challenge_ttl", "77", "78"),
 ];
 
@@ -62,7 +66,9 @@ fn shown(c: &mut Client) -> Vec<(String, String)> {
         .collect()
 }
 
-fn expected(pick: impl Fn(&(&str, &str, &str)) -> &'static str) -> Vec<(String, String)> {
+type Setting = (&'static str, &'static str, &'static str);
+
+fn expected(pick: fn(&'static Setting) -> &'static str) -> Vec<(String, String)> {
     SETTINGS
         .iter()
         .map(|s| (s.0.to_string(), pick(s).to_string()))
@@ -104,7 +110,23 @@ fn settings_survive_alter_database_without_preload_and_postgresql_conf_with_prel
     assert!(!preloaded, "this part runs without preload");
     // The first pgauth call loads the library and defines the settings.
     app.batch_execute("SELECT auth_digest('load')").unwrap();
-    assert_eq!(shown(&mut app), expected(|s| s.1), "ALTER DATABASE values without preload");
+    assert_eq!(
+        shown(&mut app),
+        expected(|s| s.1),
+        "ALTER DATABASE values without preload"
+    );
+    // Without preload there are no attempt counters: sign-in is refused, never unprotected.
+    for call in [
+        "SELECT * FROM auth_login('someone', 'password')",
+        "SELECT auth_verify_api_key('pgk_x')",
+    ] {
+        let err = app.query(call, &[]).unwrap_err();
+        assert_eq!(
+            pgauth_integration_tests::sqlstate(&err),
+            Some("55000"),
+            "{call}: {err}"
+        );
+    }
 
     // 2. Preload: values from postgresql.conf, read at server start before the library is loaded.
     let conf: String = SETTINGS
@@ -121,7 +143,11 @@ fn settings_survive_alter_database_without_preload_and_postgresql_conf_with_prel
     let mark = server_log().len();
     cluster("start", "pgauth"); // restarts
     let mut app = connect("app");
-    assert_eq!(shown(&mut app), expected(|s| s.2), "postgresql.conf values with preload");
+    assert_eq!(
+        shown(&mut app),
+        expected(|s| s.2),
+        "postgresql.conf values with preload"
+    );
     // A reload keeps them too, and nothing was reported as invalid.
     app.batch_execute("SELECT pg_reload_conf()").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
