@@ -1,6 +1,33 @@
 -- pgauth bootstrap: the state schema, the roles and the password policy table.
 -- Runs before any generated function is created.
 
+-- The schema of the auth_* functions must not be one where other roles can create objects:
+-- there, anyone could add an overload that wins for some argument types (an
+-- auth_verify(varchar, varchar) catches what JDBC sends) and capture passwords. Databases
+-- created before PostgreSQL 15 keep CREATE on public for PUBLIC.
+DO $$
+DECLARE
+    creators text;
+BEGIN
+    SELECT pg_catalog.string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                      ELSE pg_catalog.quote_ident(r.rolname) END, ', ')
+      INTO creators
+      FROM pg_catalog.pg_namespace n
+     CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
+      LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+     WHERE n.nspname = '@extschema@' AND a.privilege_type = 'CREATE'
+       AND a.grantee <> n.nspowner AND NOT coalesce(r.rolsuper, false);
+    IF creators IS NOT NULL THEN
+        RAISE EXCEPTION 'pgauth cannot be installed in schema "%": other roles can create objects in it (%)',
+                        '@extschema@', creators
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Another role could add a function that shadows a pgauth function and captures passwords. '
+                      || 'Revoke it (REVOKE CREATE ON SCHEMA @extschema@ FROM PUBLIC) or install into a schema only its owner can write to: '
+                      || 'CREATE SCHEMA auth; CREATE EXTENSION pgauth SCHEMA auth; and put that schema first in search_path.';
+    END IF;
+END
+$$;
+
 CREATE SCHEMA pgauth;
 COMMENT ON SCHEMA pgauth IS 'pgauth state tables and internal helpers; not for direct use by applications';
 REVOKE ALL ON SCHEMA pgauth FROM PUBLIC;

@@ -17,6 +17,8 @@ pub static ARGON2_ITERATIONS: GucSetting<i32> =
     GucSetting::<i32>::new(Argon2Settings::OWASP.iterations as i32);
 pub static ARGON2_PARALLELISM: GucSetting<i32> =
     GucSetting::<i32>::new(Argon2Settings::OWASP.parallelism as i32);
+/// Largest Argon2 memory cost (KiB) of a hash given to auth_verify.
+pub static MAX_VERIFY_MEMORY_KIB: GucSetting<i32> = GucSetting::<i32>::new(65536);
 pub static CHECK_ROLE_PASSWORDS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static MASTER_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static MASTER_KEY_COMMAND: GucSetting<Option<CString>> =
@@ -69,6 +71,18 @@ pub fn register() {
         ARGON2_MAX_PARALLELISM as i32,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    // Superuser-only: any role may call auth_verify with a hash of its own making, and each
+    // verification allocates the memory the hash asks for.
+    GucRegistry::define_int_guc(
+        c"pgauth.max_verify_memory_kib",
+        c"Largest Argon2 memory cost (KiB) auth_verify accepts in a hash; larger ones are refused (22023).",
+        c"Keep it near pgauth.argon2_memory_kib: every concurrent verification allocates this much.",
+        &MAX_VERIFY_MEMORY_KIB,
+        ARGON2_MIN_MEMORY_KIB as i32,
+        ARGON2_MAX_MEMORY_KIB as i32,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
     );
     GucRegistry::define_bool_guc(
         c"pgauth.check_role_passwords",

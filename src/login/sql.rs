@@ -109,7 +109,7 @@ fn verify_nothing(password: &str) -> bool {
 /// log in) instead of raising, so the failure is counted and audited like any other.
 fn verify_stored(password: &str, hash: Option<&str>) -> bool {
     match hash {
-        Some(hash) => password::verify(password.as_bytes(), hash).unwrap_or(false),
+        Some(hash) => crate::password::sql::verify_interruptibly(password, hash).unwrap_or(false),
         None => verify_nothing(password),
     }
 }

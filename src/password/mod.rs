@@ -81,6 +81,25 @@ pub fn verify(password: &[u8], hash: &str) -> AuthResult<bool> {
     StoredHash::parse(hash)?.verify(password)
 }
 
+/// As [`verify`], refusing (before any work) an Argon2 hash that asks for more than
+/// `max_memory_kib` of memory: the bound for hashes a caller supplies (`pgauth.max_verify_memory_kib`).
+pub fn verify_bounded(password: &[u8], hash: &str, max_memory_kib: u32) -> AuthResult<bool> {
+    check_password_length(password)?;
+    let stored = StoredHash::parse(hash)?;
+    if let StoredHash::Argon2(h) = &stored {
+        if h.memory_kib > max_memory_kib {
+            return Err(AuthError::HostileHashParameter {
+                scheme: "argon2",
+                parameter: "m",
+                value: u64::from(h.memory_kib),
+                min: u64::from(limits::ARGON2_MIN_MEMORY_KIB),
+                max: u64::from(max_memory_kib),
+            });
+        }
+    }
+    stored.verify(password)
+}
+
 /// True unless `hash` is Argon2id (v1.3) with at least `settings`.
 pub fn needs_rehash(hash: &str, settings: &Argon2Settings) -> AuthResult<bool> {
     Ok(StoredHash::parse(hash)?.needs_rehash(settings))
@@ -89,6 +108,21 @@ pub fn needs_rehash(hash: &str, settings: &Argon2Settings) -> AuthResult<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verify_bounded_refuses_hashes_over_the_memory_bound() {
+        let settings = Argon2Settings {
+            memory_kib: 16384,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let hash = hash_password(b"pw", &settings).unwrap();
+        assert!(verify_bounded(b"pw", &hash, 16384).unwrap());
+        assert!(matches!(
+            verify_bounded(b"pw", &hash, 8192),
+            Err(AuthError::HostileHashParameter { parameter: "m", .. })
+        ));
+    }
 
     /// Every fixture made by a real third-party tool (tests/fixtures/make_fixtures.sh) verifies
     /// with its password and fails with a wrong one.

@@ -14,9 +14,50 @@ fn auth_hash_password(password: &str) -> String {
 }
 
 /// Does `password` match `hash`? Any supported scheme; malformed or hostile hashes raise 22023.
-#[pg_extern(immutable, strict, parallel_safe)]
+/// Stable, not immutable: `pgauth.max_verify_memory_kib` decides which hashes are refused.
+#[pg_extern(stable, strict, parallel_safe)]
 fn auth_verify(password: &str, hash: &str) -> bool {
-    super::verify(password.as_bytes(), hash).or_raise()
+    verify_interruptibly(password, hash).or_raise()
+}
+
+/// Verify on a helper thread while this backend keeps answering query cancel and
+/// `statement_timeout` (every 50 ms): a long hash ends the statement at once instead of when
+/// the hash is done. The helper runs pure Rust only (no palloc, no elog, no backend state) and,
+/// after a cancel, finishes its hash and exits on its own. Argon2 hashes over
+/// `pgauth.max_verify_memory_kib` are refused before any work.
+pub(crate) fn verify_interruptibly(password: &str, hash: &str) -> AuthResult<bool> {
+    use std::sync::mpsc::{channel, RecvTimeoutError};
+    let max_memory = crate::guc::MAX_VERIFY_MEMORY_KIB.get().max(0) as u32;
+    let password = Zeroizing::new(password.as_bytes().to_vec());
+    let hash = hash.to_string();
+    let (tx, rx) = channel();
+    // The helper must never run PostgreSQL's signal handlers: it starts with every signal
+    // blocked (a new thread inherits the mask), and this thread's mask is restored at once.
+    let spawned = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let spawned = std::thread::Builder::new()
+            .name("pgauth verify".into())
+            .spawn(move || {
+                let _ = tx.send(super::verify_bounded(&password, &hash, max_memory));
+            });
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        spawned
+    };
+    spawned.map_err(|e| AuthError::Internal(format!("cannot start a thread: {e}")))?;
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(result) => return result,
+            Err(RecvTimeoutError::Timeout) => {
+                pgrx::check_for_interrupts!();
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(AuthError::Internal("password verification failed".into()))
+            }
+        }
+    }
 }
 
 /// True unless `hash` is Argon2id with at least the current `pgauth.argon2_*` settings.

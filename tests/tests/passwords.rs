@@ -216,3 +216,50 @@ fn app_role_cannot_change_hash_settings_or_read_policies() {
         .unwrap();
     admin.batch_execute("DROP ROLE pgauth_it_app").unwrap();
 }
+
+/// A hash of the caller's making cannot ask for unbounded memory (refused before any work,
+/// 22023), and a long verification ends at statement_timeout instead of when the hash is done.
+#[test]
+fn hostile_hashes_are_bounded_and_cancellable() {
+    let mut db = fresh_database("pgauth_it_hostile_hash");
+    // 256 MiB, 4 passes: made by pgauth itself, so well formed.
+    db.batch_execute("SET pgauth.argon2_memory_kib = 262144; SET pgauth.argon2_iterations = 4")
+        .unwrap();
+    let big: String = db
+        .query_one("SELECT auth_hash_password('pw')", &[])
+        .unwrap()
+        .get(0);
+    // The default bound (64 MiB) refuses it before any work.
+    db.batch_execute("RESET pgauth.argon2_memory_kib; RESET pgauth.argon2_iterations")
+        .unwrap();
+    let err = db
+        .query_one("SELECT auth_verify('pw', $1)", &[&big])
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("22023"), "{err}");
+    // A superuser may raise the bound; the full verification is the yardstick …
+    db.batch_execute("SET pgauth.max_verify_memory_kib = '1GB'")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let ok: bool = db
+        .query_one("SELECT auth_verify('pw', $1)", &[&big])
+        .unwrap()
+        .get(0);
+    let full = started.elapsed();
+    assert!(ok);
+    assert!(
+        full > std::time::Duration::from_millis(300),
+        "the hash is too cheap to show cancellation ({full:?})"
+    );
+    // … and statement_timeout ends the statement well before the hash would be done.
+    db.batch_execute("SET statement_timeout = '50ms'").unwrap();
+    let started = std::time::Instant::now();
+    let err = db
+        .query_one("SELECT auth_verify('pw', $1)", &[&big])
+        .unwrap_err();
+    let cancelled = started.elapsed();
+    assert_eq!(sqlstate(&err), Some("57014"), "{err}");
+    assert!(
+        cancelled < full / 2,
+        "cancelled after {cancelled:?}, a full verification takes {full:?}"
+    );
+}

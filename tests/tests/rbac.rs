@@ -400,3 +400,32 @@ fn rbac_and_audit_survive_dump_and_restore() {
         "t"
     );
 }
+
+/// A schema where other roles may create objects is refused at CREATE EXTENSION: there, a
+/// `public.auth_verify(varchar, varchar)` overload of an attacker would win for JDBC's calls
+/// and capture passwords.
+#[test]
+fn pgauth_refuses_a_schema_others_can_create_in() {
+    let mut root = Client::connect(&dsn(), NoTls).unwrap();
+    root.batch_execute("DROP DATABASE IF EXISTS pgauth_it_schema WITH (FORCE)")
+        .unwrap();
+    root.batch_execute("CREATE DATABASE pgauth_it_schema")
+        .unwrap();
+    let mut db = connect_to("pgauth_it_schema");
+    db.batch_execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        .unwrap();
+    let err = db.batch_execute("CREATE EXTENSION pgauth").unwrap_err();
+    assert_eq!(sqlstate(&err), Some("55000"), "{err}");
+    assert!(db_message(&err).contains("PUBLIC"), "{err}");
+    // The safe installation from the hint works.
+    db.batch_execute("CREATE SCHEMA auth; CREATE EXTENSION pgauth SCHEMA auth")
+        .unwrap();
+    assert_eq!(
+        simple_value(
+            &mut db,
+            "SELECT auth.auth_verify('x', auth.auth_hash_password('x'))"
+        )
+        .as_deref(),
+        Some("t")
+    );
+}
