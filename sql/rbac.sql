@@ -354,38 +354,68 @@ BEGIN
 END
 $$;
 
--- One call for the common RLS case. Runs as the caller, who must own the table.
-CREATE FUNCTION @extschema@.auth_rls_enable(tbl regclass, permission text, scope_column name DEFAULT NULL)
+-- Row-level security for the common case, in one call. Runs as the caller, who must own the
+-- table. Reading never implies writing: `permission` gets a FOR SELECT policy only, and INSERT,
+-- UPDATE and DELETE are allowed by policies for `write_permission` alone (none given: no
+-- policy lets anyone subject to RLS write). The table's owner bypasses RLS unless `force` sets
+-- FORCE ROW LEVEL SECURITY; superusers and BYPASSRLS roles always do. Repeatable: the policies
+-- it creates are replaced (including the FOR ALL policy earlier builds made).
+CREATE FUNCTION @extschema@.auth_rls_enable(tbl regclass, permission text, scope_column name DEFAULT NULL,
+                                            write_permission text DEFAULT NULL, force boolean DEFAULT false)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     col_type regtype;
-    check_expr text;
-    policy_name text := left('pgauth_' || regexp_replace(permission, '[^A-Za-z0-9_]', '_', 'g'), 63);
+    scope_arg text := '';
+    write_check text;
+    policy_name text;
+    cmd text;
 BEGIN
     IF permission IS NULL OR permission !~ '^[A-Za-z0-9_.:*/-]{1,200}$' THEN
         RAISE EXCEPTION 'invalid permission name' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF scope_column IS NULL THEN
-        check_expr := format('@extschema@.auth_has_permission(%L)', permission);
-    ELSE
+    IF write_permission IS NOT NULL AND write_permission !~ '^[A-Za-z0-9_.:*/-]{1,200}$' THEN
+        RAISE EXCEPTION 'invalid write permission name' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF scope_column IS NOT NULL THEN
         SELECT a.atttypid::regtype INTO col_type FROM pg_attribute a
          WHERE a.attrelid = tbl AND a.attname = scope_column AND NOT a.attisdropped AND a.attnum > 0;
         IF col_type IS NULL THEN
             RAISE EXCEPTION 'column "%" does not exist in %', scope_column, tbl USING ERRCODE = 'undefined_column';
         END IF;
-        check_expr := CASE
+        scope_arg := CASE
             WHEN col_type IN ('bigint'::regtype, 'integer'::regtype, 'smallint'::regtype)
-                THEN format('@extschema@.auth_has_permission(%L, %I::bigint)', permission, scope_column)
+                THEN format(', %I::bigint', scope_column)
             WHEN col_type = 'uuid'::regtype
-                THEN format('@extschema@.auth_has_permission(%L, %I)', permission, scope_column)
-            ELSE format('@extschema@.auth_has_permission(%L, %I::text)', permission, scope_column)
+                THEN format(', %I', scope_column)
+            ELSE format(', %I::text', scope_column)
         END;
     END IF;
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    IF force THEN
+        EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+    END IF;
+    policy_name := left('pgauth_' || regexp_replace(permission, '[^A-Za-z0-9_]', '_', 'g'), 63);
     IF EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = tbl AND polname = policy_name) THEN
         EXECUTE format('DROP POLICY %I ON %s', policy_name, tbl);
     END IF;
-    EXECUTE format('CREATE POLICY %I ON %s USING (%s) WITH CHECK (%s)', policy_name, tbl, check_expr, check_expr);
+    EXECUTE format('CREATE POLICY %I ON %s FOR SELECT USING (@extschema@.auth_has_permission(%L%s))',
+                   policy_name, tbl, permission, scope_arg);
+    IF write_permission IS NOT NULL THEN
+        write_check := format('@extschema@.auth_has_permission(%L%s)', write_permission, scope_arg);
+        FOREACH cmd IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+            policy_name := left('pgauth_' || regexp_replace(write_permission, '[^A-Za-z0-9_]', '_', 'g'), 56)
+                           || '_' || cmd;
+            IF EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = tbl AND polname = policy_name) THEN
+                EXECUTE format('DROP POLICY %I ON %s', policy_name, tbl);
+            END IF;
+            EXECUTE format('CREATE POLICY %I ON %s FOR %s %s', policy_name, tbl, upper(cmd),
+                           CASE cmd
+                               WHEN 'insert' THEN format('WITH CHECK (%s)', write_check)
+                               WHEN 'update' THEN format('USING (%s) WITH CHECK (%s)', write_check, write_check)
+                               ELSE format('USING (%s)', write_check)
+                           END);
+        END LOOP;
+    END IF;
 END
 $$;
 

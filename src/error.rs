@@ -172,6 +172,11 @@ pub enum AuthError {
     #[error("{0} needs pgauth in shared_preload_libraries")]
     NotPreloaded(String),
 
+    /// Adding or removing a second factor of a user who has one, in a session of that user
+    /// below aal 2.
+    #[error("permission denied: {0}")]
+    FactorChangeNeedsStepUp(String),
+
     #[error("internal error in pgauth: {0}")]
     Internal(String),
 }
@@ -211,7 +216,9 @@ impl AuthError {
             WebAuthnPermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             WebAuthnNotConfigured(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             InvalidToken | TokenExpired => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            StepUpRequired(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            StepUpRequired(_) | FactorChangeNeedsStepUp(_) => {
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+            }
             NoSession => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             TooManyChallenges => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             NoSuchSigningKey(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
@@ -332,6 +339,11 @@ impl AuthError {
                 "This permission needs a stronger sign-in: call auth_step_up(code) with a TOTP \
                  or recovery code (or sign in with a passkey) and retry.",
             ),
+            FactorChangeNeedsStepUp(_) => Some(
+                "Step up first, in this transaction or while the session's step-up lasts: \
+                 auth_step_up(code) with a TOTP or recovery code, or auth_webauthn_step_up(credential) \
+                 with one of the user's passkeys.",
+            ),
             _ => None,
         }
     }
@@ -422,6 +434,17 @@ mod tests {
                 .collect();
             assert_eq!(text, sqlstate, "{err:?}");
         }
+    }
+
+    #[test]
+    fn factor_change_refusal_is_42501_and_points_at_step_up() {
+        let err = AuthError::FactorChangeNeedsStepUp("x".into());
+        assert_eq!(
+            err.sqlstate() as isize,
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as isize
+        );
+        let hint = err.hint().unwrap();
+        assert!(hint.contains("auth_step_up(") && hint.contains("auth_webauthn_step_up("));
     }
 
     #[test]

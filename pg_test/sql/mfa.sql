@@ -29,6 +29,48 @@ SET ROLE pgauth_regress_mfa;
 SELECT auth_totp_verify(:'uid', '123456');
 RESET ROLE;
 DROP ROLE pgauth_regress_mfa;
+
+-- Changing the second factors of a user who has one needs assurance level 2 of that user's
+-- binding: an application server (pgauth_service) acting in a transaction bound to the user at
+-- aal 1 (a password sign-in) may not replace the recovery codes, re-enroll or disable TOTP.
+CREATE ROLE pgauth_regress_mfa_svc IN ROLE pgauth_service;
+SELECT auth_create_user('mfa-new') AS new_uid \gset
+SET ROLE pgauth_regress_mfa_svc;
+BEGIN;
+SELECT auth_bind_user(:'uid') = :'uid' AS bound_at_aal_1;
+SELECT count(*) FROM auth_recovery_codes(:'uid');
+ROLLBACK;
+BEGIN;
+SELECT auth_bind_user(:'uid') = :'uid' AS bound_at_aal_1;
+SELECT auth_totp_enroll(:'uid', 'pgauth demo') IS NOT NULL AS reenrolled;
+ROLLBACK;
+BEGIN;
+SELECT auth_bind_user(:'uid') = :'uid' AS bound_at_aal_1;
+SELECT auth_totp_disable(:'uid');
+ROLLBACK;
+-- At aal 2 (after a step-up; here the service vouches for it) the same changes are allowed.
+BEGIN;
+SELECT auth_bind_user(:'uid', aal => 2) = :'uid' AS bound_at_aal_2;
+SELECT count(*) AS new_codes FROM auth_recovery_codes(:'uid');
+SELECT auth_totp_disable(:'uid') AS disabled;
+SELECT auth_totp_disable(:'uid') AS disabled_again;
+COMMIT;
+-- A user's first factor may be enrolled at aal 1 (the audit row says so); the next change
+-- needs aal 2.
+BEGIN;
+SELECT auth_bind_user(:'new_uid') = :'new_uid' AS bound_at_aal_1;
+SELECT auth_totp_enroll(:'new_uid') IS NOT NULL AS first_factor_enrolled;
+SELECT count(*) FROM auth_recovery_codes(:'new_uid');
+ROLLBACK;
+BEGIN;
+SELECT auth_bind_user(:'new_uid') = :'new_uid' AS bound_at_aal_1;
+SELECT auth_totp_enroll(:'new_uid') IS NOT NULL AS first_factor_enrolled;
+COMMIT;
+RESET ROLE;
+SELECT event, new_values->>'first_factor' AS first_factor, new_values->>'aal' AS aal
+  FROM pgauth.audit_log
+ WHERE event IN ('totp_enrolled', 'totp_disabled', 'recovery_codes_generated') ORDER BY id;
+DROP ROLE pgauth_regress_mfa_svc;
 SET client_min_messages = warning;
 DROP EXTENSION pgauth CASCADE;
 RESET client_min_messages;

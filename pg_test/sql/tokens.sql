@@ -58,6 +58,13 @@ SELECT auth_jwt_verify(signed || '.' || translate(encode(hmac(signed, :'rs_jwk',
 -- Audience: checked when the verifier names one.
 SELECT auth_jwt_verify(auth_jwt_sign('{"aud": "api"}', 't-hs256'), 't-hs256', 'api')->>'aud' AS aud_ok;
 SELECT auth_jwt_verify(auth_jwt_sign('{"aud": "api"}', 't-hs256'), 't-hs256', 'web');
+-- Issuer: checked when the verifier names one (no iss, or another, is refused).
+SELECT auth_jwt_verify(auth_jwt_sign('{"iss": "https://idp.example"}', 't-hs256'), 't-hs256', issuer => 'https://idp.example')->>'iss' AS iss_ok;
+SELECT auth_jwt_verify(auth_jwt_sign('{"iss": "https://evil.example"}', 't-hs256'), 't-hs256', issuer => 'https://idp.example');
+SET pgauth.jwt_issuer = '';
+SELECT auth_jwt_sign('{}', 't-hs256') AS no_iss_token \gset
+RESET pgauth.jwt_issuer;
+SELECT auth_jwt_verify(:'no_iss_token', 't-hs256', issuer => 'pgauth');
 -- Claims must be an object; lifetimes are bounded.
 SELECT auth_jwt_sign('[1, 2]', 't-hs256');
 SELECT auth_jwt_sign('{}', 't-hs256', '0 seconds');
@@ -113,6 +120,24 @@ COMMIT;
 SELECT auth_current_user_id() IS NULL AS unbound_after_commit, auth_current_aal() IS NULL AS no_aal;
 -- A token of another key, even a valid one, is not an access token.
 SELECT auth_set_session(auth_jwt_sign(jsonb_build_object('sub', :'uid', 'sid', gen_random_uuid()), 't-es256'));
+-- With pgauth.jwt_issuer set (default 'pgauth'), a token signed with the access-token key but
+-- with another iss, or none, is not an access token either; with the right iss it is.
+SELECT auth_jwt_verify(:'at1')->>'sid' AS sid1 \gset
+SELECT auth_set_session(auth_jwt_sign(jsonb_build_object('sub', :'uid', 'sid', :'sid1', 'iss', 'https://evil.example'), 'jwt'));
+SET pgauth.jwt_issuer = '';
+SELECT auth_jwt_sign(jsonb_build_object('sub', :'uid', 'sid', :'sid1'), 'jwt') AS at_no_iss \gset
+RESET pgauth.jwt_issuer;
+SELECT auth_jwt_verify(:'at_no_iss') ? 'iss' AS has_iss;
+SELECT auth_set_session(:'at_no_iss');
+BEGIN;
+SELECT auth_set_session(auth_jwt_sign(jsonb_build_object('sub', :'uid', 'sid', :'sid1'), 'jwt')) = :'uid'::uuid AS right_iss_binds;
+COMMIT;
+-- With pgauth.jwt_issuer empty, access tokens carry no iss and none is required.
+SET pgauth.jwt_issuer = '';
+BEGIN;
+SELECT auth_set_session(:'at_no_iss') = :'uid'::uuid AS no_issuer_configured_binds;
+COMMIT;
+RESET pgauth.jwt_issuer;
 
 -- Refresh: rotation; a second use of a used token revokes the whole chain.
 SELECT access_token AS at2, refresh_token AS rt2 FROM auth_refresh(:'rt1') \gset

@@ -144,10 +144,19 @@ SELECT * FROM pgauth.webauthn_credentials;
 SELECT * FROM pgauth.webauthn_challenges;
 BEGIN;
 SELECT auth_set_session(:'alice_token') = :'alice' AS bound;
-SELECT jsonb_typeof(auth_webauthn_register_begin(:'alice')) AS own_register_begin;
 SELECT count(*) AS own_passkeys FROM auth_webauthn_credentials(:'alice');
 SELECT auth_webauthn_rename(:'reg'::jsonb->>'id', 'Work key') AS renamed;
 SELECT auth_webauthn_register_begin(:'bob');
+ROLLBACK;
+-- A session at aal 1 (a password sign-in, auth_create_session) of a user who has a passkey
+-- may not add or remove passkeys: that needs a step-up first (42501).
+BEGIN;
+SELECT auth_set_session(:'alice_token') = :'alice' AS bound, auth_current_aal() AS aal;
+SELECT auth_webauthn_register_begin(:'alice');
+ROLLBACK;
+BEGIN;
+SELECT auth_set_session(:'alice_token') = :'alice' AS bound;
+SELECT auth_webauthn_revoke(:'reg'::jsonb->>'id');
 ROLLBACK;
 RESET ROLE;
 

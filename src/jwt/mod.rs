@@ -300,6 +300,8 @@ struct TimeClaims {
     exp: Option<f64>,
     nbf: Option<f64>,
     aud: Option<Audience>,
+    /// Any JSON: only compared when an issuer is expected (a non-string never matches).
+    iss: Option<Value>,
 }
 
 #[derive(serde::Deserialize)]
@@ -316,9 +318,17 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// What a token must say besides being signed and in date: `aud` (one of its audiences) and
+/// `iss`, each when given. A token without the claim is refused when one is expected.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expected<'a> {
+    pub audience: Option<&'a str>,
+    pub issuer: Option<&'a str>,
+}
+
 /// Verify signature (with exactly `alg`: no `none`, no HS/RS confusion — the signature is checked
 /// by the `jsonwebtoken` crate), `exp` (required) and `nbf` with [`LEEWAY_SECONDS`], and the
-/// audience when one is expected. Returns the claims as JSON text, exactly as signed.
+/// audience and issuer when expected. Returns the claims as JSON text, exactly as signed.
 ///
 /// The claims are parsed once, for the few fields checked here (the crate's `decode` parses the
 /// header twice and the claims twice, which is most of the cost of a verification).
@@ -326,7 +336,7 @@ pub fn verify_raw(
     token: &str,
     alg: Alg,
     key: &DecodingKey,
-    audience: Option<&str>,
+    expected: Expected<'_>,
 ) -> AuthResult<Vec<u8>> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     provider::install();
@@ -363,7 +373,12 @@ pub fn verify_raw(
     if exp < now - leeway || times.nbf.is_some_and(|nbf| nbf > now + leeway) {
         return Err(AuthError::TokenExpired);
     }
-    if let Some(expected) = audience {
+    if let Some(issuer) = expected.issuer {
+        if times.iss.as_ref().and_then(Value::as_str) != Some(issuer) {
+            return Err(AuthError::InvalidToken);
+        }
+    }
+    if let Some(expected) = expected.audience {
         let ok = match &times.aud {
             Some(Audience::One(a)) => a == expected,
             Some(Audience::Many(list)) => list.iter().any(|a| a == expected),
@@ -388,9 +403,9 @@ pub fn verify(
     token: &str,
     alg: Alg,
     key: &DecodingKey,
-    audience: Option<&str>,
+    expected: Expected<'_>,
 ) -> AuthResult<Map<String, Value>> {
-    let raw = verify_raw(token, alg, key, audience)?;
+    let raw = verify_raw(token, alg, key, expected)?;
     serde_json::from_slice(&raw).map_err(|_| AuthError::InvalidToken)
 }
 
@@ -438,7 +453,7 @@ mod tests {
             let claims = complete_claims(json!({"sub": "u1"}), now(), 60, Some("pgauth")).unwrap();
             let token = sign(alg, "k1", &k.enc, &claims).unwrap();
             assert_eq!(peek_header(&token).unwrap(), ("k1".to_string(), alg));
-            let back = verify(&token, alg, &k.dec, None).unwrap();
+            let back = verify(&token, alg, &k.dec, Expected::default()).unwrap();
             assert_eq!(back["sub"], "u1");
             assert_eq!(back["iss"], "pgauth");
             // A flipped signature bit is refused.
@@ -447,14 +462,14 @@ mod tests {
             bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
             let bad = String::from_utf8(bad).unwrap();
             assert_eq!(
-                verify(&bad, alg, &k.dec, None),
+                verify(&bad, alg, &k.dec, Expected::default()),
                 Err(AuthError::InvalidToken),
                 "{alg:?}"
             );
             // Another key of the same algorithm does not verify it.
             let other = key(alg);
             assert_eq!(
-                verify(&token, alg, &other.dec, None),
+                verify(&token, alg, &other.dec, Expected::default()),
                 Err(AuthError::InvalidToken)
             );
             assert_eq!(k.alg, alg);
@@ -469,7 +484,7 @@ mod tests {
         // Verifying an ES256 token as if the key were HS256 fails.
         let hs = key(Alg::Hs256);
         assert_eq!(
-            verify(&token, Alg::Hs256, &hs.dec, None),
+            verify(&token, Alg::Hs256, &hs.dec, Expected::default()),
             Err(AuthError::InvalidToken)
         );
         // alg none: header {"alg":"none","kid":"k1"}, no signature.
@@ -482,7 +497,7 @@ mod tests {
         );
         assert_eq!(peek_header(&none), Err(AuthError::InvalidToken));
         assert_eq!(
-            verify(&none, Alg::Hs256, &hs.dec, None),
+            verify(&none, Alg::Hs256, &hs.dec, Expected::default()),
             Err(AuthError::InvalidToken)
         );
     }
@@ -493,39 +508,78 @@ mod tests {
         let expired = json!({"exp": now() - 3600, "iat": now() - 7200});
         let token = sign(Alg::Hs256, "k1", &k.enc, &expired).unwrap();
         assert_eq!(
-            verify(&token, Alg::Hs256, &k.dec, None),
+            verify(&token, Alg::Hs256, &k.dec, Expected::default()),
             Err(AuthError::TokenExpired)
         );
         let future = json!({"exp": now() + 7200, "nbf": now() + 3600});
         let token = sign(Alg::Hs256, "k1", &k.enc, &future).unwrap();
         assert_eq!(
-            verify(&token, Alg::Hs256, &k.dec, None),
+            verify(&token, Alg::Hs256, &k.dec, Expected::default()),
             Err(AuthError::TokenExpired)
         );
         // Within the leeway: accepted.
         let skewed = json!({"exp": now() - 5});
         let token = sign(Alg::Hs256, "k1", &k.enc, &skewed).unwrap();
-        assert!(verify(&token, Alg::Hs256, &k.dec, None).is_ok());
+        assert!(verify(&token, Alg::Hs256, &k.dec, Expected::default()).is_ok());
         // No exp at all: refused.
         let token = sign(Alg::Hs256, "k1", &k.enc, &json!({"sub": "x"})).unwrap();
         assert_eq!(
-            verify(&token, Alg::Hs256, &k.dec, None),
+            verify(&token, Alg::Hs256, &k.dec, Expected::default()),
             Err(AuthError::InvalidToken)
         );
         // Audience.
         let claims = complete_claims(json!({"aud": "api"}), now(), 60, None).unwrap();
         let token = sign(Alg::Hs256, "k1", &k.enc, &claims).unwrap();
-        assert!(verify(&token, Alg::Hs256, &k.dec, Some("api")).is_ok());
+        assert!(verify(&token, Alg::Hs256, &k.dec, aud("api")).is_ok());
         assert_eq!(
-            verify(&token, Alg::Hs256, &k.dec, Some("web")),
+            verify(&token, Alg::Hs256, &k.dec, aud("web")),
             Err(AuthError::InvalidToken)
         );
         let claims = complete_claims(json!({}), now(), 60, None).unwrap();
         let token = sign(Alg::Hs256, "k1", &k.enc, &claims).unwrap();
         assert_eq!(
-            verify(&token, Alg::Hs256, &k.dec, Some("api")),
+            verify(&token, Alg::Hs256, &k.dec, aud("api")),
             Err(AuthError::InvalidToken)
         );
+    }
+
+    fn aud(audience: &str) -> Expected<'_> {
+        Expected {
+            audience: Some(audience),
+            issuer: None,
+        }
+    }
+
+    fn iss(issuer: &str) -> Expected<'_> {
+        Expected {
+            audience: None,
+            issuer: Some(issuer),
+        }
+    }
+
+    #[test]
+    fn issuer_is_checked_when_expected() {
+        let k = key(Alg::Hs256);
+        let signed = |claims: Value| {
+            let claims = complete_claims(claims, now(), 60, None).unwrap();
+            sign(Alg::Hs256, "k1", &k.enc, &claims).unwrap()
+        };
+        let right = signed(json!({"iss": "pgauth"}));
+        assert!(verify(&right, Alg::Hs256, &k.dec, iss("pgauth")).is_ok());
+        for wrong in [
+            signed(json!({"iss": "https://evil.example"})),
+            signed(json!({"iss": "PGAUTH"})),
+            signed(json!({"iss": ["pgauth"]})),
+            signed(json!({"iss": null})),
+            signed(json!({})),
+        ] {
+            assert_eq!(
+                verify(&wrong, Alg::Hs256, &k.dec, iss("pgauth")),
+                Err(AuthError::InvalidToken)
+            );
+            // Not checked when no issuer is expected.
+            assert!(verify(&wrong, Alg::Hs256, &k.dec, Expected::default()).is_ok());
+        }
     }
 
     #[test]
@@ -547,7 +601,7 @@ mod tests {
                 Err(AuthError::InvalidToken),
                 "{t:.40}"
             );
-            assert!(verify(t, Alg::Hs256, &k.dec, None).is_err());
+            assert!(verify(t, Alg::Hs256, &k.dec, Expected::default()).is_err());
         }
     }
 
@@ -599,7 +653,7 @@ mod tests {
         let dec = decoding_key(Alg::Es256, None, Some(&jwk)).unwrap();
         let claims = complete_claims(json!({}), now(), 60, None).unwrap();
         let token = sign(Alg::Es256, "ext", &enc, &claims).unwrap();
-        assert!(verify(&token, Alg::Es256, &dec, None).is_ok());
+        assert!(verify(&token, Alg::Es256, &dec, Expected::default()).is_ok());
         assert!(public_jwk_from_pem(
             Alg::Es256,
             "x",

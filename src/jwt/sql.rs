@@ -18,7 +18,7 @@ use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, JsonB, Uuid};
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use super::Alg;
+use super::{Alg, Expected};
 use crate::backend::{
     as_owner, caller, current_position, has_role, read_one, record_event, require_role, spi_err,
 };
@@ -270,17 +270,17 @@ fn sign_with(name: &str, claims: Value, ttl_seconds: i64) -> AuthResult<String> 
 
 /// Verify `token` with a key of `name` (its kid must be one of that name's versions); the claims
 /// as signed (JSON text).
-fn verify_raw_with(name: &str, token: &str, audience: Option<&str>) -> AuthResult<Vec<u8>> {
+fn verify_raw_with(name: &str, token: &str, expected: Expected<'_>) -> AuthResult<Vec<u8>> {
     let (kid, alg) = super::peek_header(token)?;
     let key = verifier(&kid)?.ok_or(AuthError::InvalidToken)?;
     if key.name != name || key.alg != alg {
         return Err(AuthError::InvalidToken);
     }
-    super::verify_raw(token, key.alg, &key.key, audience)
+    super::verify_raw(token, key.alg, &key.key, expected)
 }
 
-fn verify_with(name: &str, token: &str, audience: Option<&str>) -> AuthResult<Map<String, Value>> {
-    let raw = verify_raw_with(name, token, audience)?;
+fn verify_with(name: &str, token: &str, expected: Expected<'_>) -> AuthResult<Map<String, Value>> {
+    let raw = verify_raw_with(name, token, expected)?;
     serde_json::from_slice(&raw).map_err(|_| AuthError::InvalidToken)
 }
 
@@ -373,17 +373,19 @@ fn auth_jwt_sign(
 }
 
 /// Verify `token` with `key_name`'s keys: signature with the key's own algorithm, `exp`
-/// (required) and `nbf` with 30 s leeway, and `aud` when `audience` is given. Returns the claims;
-/// raises 22023 when the token is invalid or expired.
+/// (required) and `nbf` with 30 s leeway, `aud` when `audience` is given and `iss` when `issuer`
+/// is given. Returns the claims; raises 22023 when the token is invalid or expired.
 #[pg_extern(volatile, parallel_safe)]
 fn auth_jwt_verify(
     token: Option<&str>,
     key_name: default!(Option<&str>, "'jwt'"),
     audience: default!(Option<&str>, "NULL"),
+    issuer: default!(Option<&str>, "NULL"),
 ) -> Option<RawJsonb> {
     let (token, key_name) = (token?, key_name?);
+    let expected = Expected { audience, issuer };
     Some(RawJsonb(
-        verify_raw_with(key_name, token, audience).or_raise(),
+        verify_raw_with(key_name, token, expected).or_raise(),
     ))
 }
 
@@ -625,10 +627,15 @@ pub(crate) fn sign_access_token(
 }
 
 /// The claims of a valid access token (signed with the access-token key, unexpired, with the
-/// configured audience).
+/// configured issuer and audience: whatever a setting names must be in the token).
 pub(crate) fn verify_access_token(token: &str) -> AuthResult<Map<String, Value>> {
     let audience = setting(JWT_AUDIENCE.get());
-    verify_with(&access_key_name(), token, audience.as_deref())
+    let issuer = setting(JWT_ISSUER.get());
+    let expected = Expected {
+        audience: audience.as_deref(),
+        issuer: issuer.as_deref(),
+    };
+    verify_with(&access_key_name(), token, expected)
 }
 
 /// The session of an access token whose signature is valid, expired or not (for sign-out).

@@ -4,6 +4,9 @@
 
 pub(crate) mod sql;
 
+/// The check every change of a user's second factors passes, passkeys included.
+pub(crate) use sql::authorize_factor_change;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -107,9 +110,77 @@ pub fn fingerprint(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(&Sha256::digest(bytes)[..6])
 }
 
+/// Who asks to add or remove a second factor (TOTP, a passkey, recovery codes) of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FactorChangeRequest {
+    /// The assurance level of this transaction's binding, when it binds that very user.
+    pub own_session_aal: Option<u8>,
+    /// The caller is a member of pgauth_admin or pgauth_service (or a superuser).
+    pub privileged: bool,
+    /// The user already has a second factor.
+    pub has_factor: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorChangeDecision {
+    /// `first_factor`: the user had none (recorded in the audit row).
+    Allowed { first_factor: bool },
+    /// The user's own session must step up to aal 2 first.
+    NeedsStepUp,
+    /// Neither the user's own session nor an administrator.
+    NotPermitted,
+}
+
+/// A password alone must not reach aal 2: a session of the user below aal 2 may enroll the
+/// first factor only. Administrators and application servers acting without binding the user
+/// vouch for the change themselves.
+pub fn decide_factor_change(request: FactorChangeRequest) -> FactorChangeDecision {
+    let first_factor = !request.has_factor;
+    match request.own_session_aal {
+        Some(aal) if aal >= 2 || first_factor => FactorChangeDecision::Allowed { first_factor },
+        Some(_) => FactorChangeDecision::NeedsStepUp,
+        None if request.privileged => FactorChangeDecision::Allowed { first_factor },
+        None => FactorChangeDecision::NotPermitted,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn factor_changes_need_aal_2_once_the_user_has_a_factor() {
+        use FactorChangeDecision::*;
+        let ask = |own_session_aal, privileged, has_factor| {
+            decide_factor_change(FactorChangeRequest {
+                own_session_aal,
+                privileged,
+                has_factor,
+            })
+        };
+        // The user's own session: aal 1 only for the first factor; aal 2 always.
+        assert_eq!(ask(Some(1), false, false), Allowed { first_factor: true });
+        assert_eq!(ask(Some(1), false, true), NeedsStepUp);
+        assert_eq!(
+            ask(Some(2), false, true),
+            Allowed {
+                first_factor: false
+            }
+        );
+        assert_eq!(ask(Some(3), false, false), Allowed { first_factor: true });
+        // A privileged caller that binds the user is held to the user's level all the same.
+        assert_eq!(ask(Some(1), true, true), NeedsStepUp);
+        // Without binding the user: administrators and services only.
+        assert_eq!(
+            ask(None, true, true),
+            Allowed {
+                first_factor: false
+            }
+        );
+        assert_eq!(ask(None, true, false), Allowed { first_factor: true });
+        assert_eq!(ask(None, false, false), NotPermitted);
+        assert_eq!(ask(None, false, true), NotPermitted);
+    }
 
     // RFC 6238 appendix B, SHA-1 secret "12345678901234567890": at T=59 the 8-digit code is
     // 94287082, so the 6-digit code is 287082; at T=1111111109 it is 07081804 → 081804.

@@ -1,10 +1,16 @@
 //! SQL functions for TOTP and recovery codes. For pgauth_admin and pgauth_service (the
-//! application server that runs the sign-in flow).
+//! application server that runs the sign-in flow). Also the one check every change of a user's
+//! second factors passes (`authorize_factor_change`, used by the passkey functions too).
 
 use pgrx::prelude::*;
 use pgrx::Uuid;
 
-use super::{check_totp, new_recovery_codes, new_totp_secret, recovery_code_hash, totp_uri};
+use serde_json::{json, Value};
+
+use super::{
+    check_totp, decide_factor_change, new_recovery_codes, new_totp_secret, recovery_code_hash,
+    totp_uri, FactorChangeDecision, FactorChangeRequest,
+};
 use crate::backend::{as_owner, caller, has_role, read_one, record_event, spi_err};
 use crate::error::{AuthError, AuthResult, OrRaise};
 use crate::login::attempts::{Begin, Kind, Limits};
@@ -17,6 +23,77 @@ fn require_service(action: &str) {
             "{action} requires membership in pgauth_admin or pgauth_service"
         ))
         .raise();
+    }
+}
+
+/// A permitted change of a user's second factors, for its audit row.
+pub(crate) struct FactorChange {
+    first_factor: bool,
+    /// The level of the user's own bound session; None when an administrator or service acted
+    /// without binding the user.
+    aal: Option<u8>,
+}
+
+impl FactorChange {
+    /// `details` with `first_factor` and `aal` added.
+    pub(crate) fn audit(&self, mut details: Value) -> Value {
+        if let Some(map) = details.as_object_mut() {
+            map.insert("first_factor".into(), self.first_factor.into());
+            map.insert("aal".into(), self.aal.map_or(Value::Null, Value::from));
+        }
+        details
+    }
+}
+
+/// Before adding or removing a second factor (TOTP, a passkey, recovery codes) of `user_id`:
+/// a transaction bound to that user needs aal 2 unless the user has no factor yet (42501 with
+/// a hint to step up); otherwise the caller must be pgauth_admin or pgauth_service. Locks the
+/// user's row until the transaction ends, so two concurrent first enrollments cannot both be
+/// the first.
+pub(crate) fn authorize_factor_change(user_id: &Uuid, action: &str) -> AuthResult<FactorChange> {
+    let own_session_aal = crate::session::sql::current_binding()
+        .filter(|b| &b.user_id == user_id.as_bytes())
+        .map(|b| b.aal);
+    let me = caller();
+    let privileged = has_role(me, "pgauth_admin") || has_role(me, "pgauth_service");
+    let has_factor = as_owner(|| {
+        Spi::connect_mut(|client| {
+            client.update(
+                "SELECT 1 FROM pgauth.users WHERE id = $1 FOR NO KEY UPDATE",
+                None,
+                &[(*user_id).into()],
+            )?;
+            let rows = client.update(
+                "SELECT EXISTS (SELECT 1 FROM pgauth.totp WHERE user_id = $1)
+                     OR EXISTS (SELECT 1 FROM pgauth.webauthn_credentials WHERE user_id = $1)
+                     OR EXISTS (SELECT 1 FROM pgauth.recovery_codes
+                                 WHERE user_id = $1 AND used_at IS NULL)",
+                None,
+                &[(*user_id).into()],
+            )?;
+            rows.first().get::<bool>(1)
+        })
+    })
+    .map_err(spi_err)?
+    .unwrap_or(true);
+    let request = FactorChangeRequest {
+        own_session_aal,
+        privileged,
+        has_factor,
+    };
+    match decide_factor_change(request) {
+        FactorChangeDecision::Allowed { first_factor } => Ok(FactorChange {
+            first_factor,
+            aal: own_session_aal,
+        }),
+        FactorChangeDecision::NeedsStepUp => Err(AuthError::FactorChangeNeedsStepUp(format!(
+            "{action} changes the second factors of a user who has one, which needs \
+             authentication assurance level 2 of that user's session (this one is at level {})",
+            own_session_aal.unwrap_or(1)
+        ))),
+        FactorChangeDecision::NotPermitted => Err(AuthError::PermissionDenied(format!(
+            "{action} requires membership in pgauth_admin or pgauth_service, or a session of that user"
+        ))),
     }
 }
 
@@ -48,6 +125,7 @@ fn auth_totp_enroll(
     let user_id = user_id?;
     require_service("auth_totp_enroll");
     let username = username_of(&user_id).or_raise();
+    let change = authorize_factor_change(&user_id, "auth_totp_enroll").or_raise();
     let secret = new_totp_secret().or_raise();
     // Encrypted with pgauth's own rights: the application role need not be granted the key.
     let sealed =
@@ -64,7 +142,8 @@ fn auth_totp_enroll(
     })
     .map_err(spi_err)
     .or_raise();
-    record_event("totp_enrolled", &user_id.to_string(), "{}").or_raise();
+    let details = change.audit(json!({}));
+    record_event("totp_enrolled", &user_id.to_string(), &details.to_string()).or_raise();
     Some(totp_uri(&secret, &username, issuer).or_raise())
 }
 
@@ -172,6 +251,7 @@ pub(crate) fn verify_totp(user_id: Uuid, code: &str) -> AuthResult<bool> {
 fn auth_recovery_codes(user_id: Uuid) -> SetOfIterator<'static, String> {
     require_service("auth_recovery_codes");
     username_of(&user_id).or_raise();
+    let change = authorize_factor_change(&user_id, "auth_recovery_codes").or_raise();
     let codes = new_recovery_codes().or_raise();
     as_owner(|| {
         Spi::run_with_args(
@@ -188,8 +268,39 @@ fn auth_recovery_codes(user_id: Uuid) -> SetOfIterator<'static, String> {
     })
     .map_err(spi_err)
     .or_raise();
-    record_event("recovery_codes_generated", &user_id.to_string(), "{}").or_raise();
+    let details = change.audit(json!({}));
+    record_event(
+        "recovery_codes_generated",
+        &user_id.to_string(),
+        &details.to_string(),
+    )
+    .or_raise();
     SetOfIterator::new(codes)
+}
+
+/// Remove `user_id`'s TOTP; false when none was enrolled. Recovery codes and passkeys stay.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn auth_totp_disable(user_id: Uuid) -> bool {
+    require_service("auth_totp_disable");
+    username_of(&user_id).or_raise();
+    let change = authorize_factor_change(&user_id, "auth_totp_disable").or_raise();
+    let removed = as_owner(|| {
+        Spi::connect_mut(|client| {
+            let rows = client.update(
+                "DELETE FROM pgauth.totp WHERE user_id = $1 RETURNING 1",
+                None,
+                &[user_id.into()],
+            )?;
+            Ok::<_, pgrx::spi::Error>(!rows.is_empty())
+        })
+    })
+    .map_err(spi_err)
+    .or_raise();
+    if removed {
+        let details = change.audit(json!({}));
+        record_event("totp_disabled", &user_id.to_string(), &details.to_string()).or_raise();
+    }
+    removed
 }
 
 /// Use one recovery code: true once per code.

@@ -8,7 +8,9 @@
 //!   its argument is not shaped like a browser's credential JSON.
 //! - registering, listing, renaming and revoking a user's passkeys: members of pgauth_admin or
 //!   pgauth_service, or the user themself in a transaction bound with `auth_set_session` (or
-//!   `auth_bind_user`). PostgREST claims are not enough to add a credential.
+//!   `auth_bind_user`). PostgREST claims are not enough to add a credential. Registering and
+//!   revoking change the user's second factors, so they also pass
+//!   `mfa::authorize_factor_change` (aal 2 once the user has a factor).
 //!
 //! Tables are read and written inside `as_owner`; PUBLIC has no access to them.
 
@@ -33,6 +35,7 @@ use crate::login::sql::{
     record_success, settings, Account,
 };
 use crate::login::{status_reason, Reason};
+use crate::mfa::authorize_factor_change;
 
 static mut RP_ID: *mut c_char = std::ptr::null_mut();
 static mut ORIGINS: *mut c_char = std::ptr::null_mut();
@@ -401,6 +404,7 @@ fn auth_webauthn_register_begin(user_id: Uuid) -> JsonB {
 
 fn register_begin(user_id: Uuid) -> AuthResult<Value> {
     require_manage(&user_id, "auth_webauthn_register_begin")?;
+    authorize_factor_change(&user_id, "auth_webauthn_register_begin")?;
     let rp = relying_party()?;
     let username = username_of(&user_id)?;
     let handle = user_handle(&user_id)?;
@@ -447,6 +451,7 @@ fn auth_webauthn_register_finish(
 
 fn register_finish(user_id: Uuid, credential: &Value, name: Option<&str>) -> AuthResult<Uuid> {
     require_manage(&user_id, "auth_webauthn_register_finish")?;
+    let change = authorize_factor_change(&user_id, "auth_webauthn_register_finish")?;
     let name = check_name(name.unwrap_or("passkey"))?;
     let rp = relying_party()?;
     let username = username_of(&user_id)?;
@@ -514,6 +519,7 @@ fn register_finish(user_id: Uuid, credential: &Value, name: Option<&str>) -> Aut
         "user_verified": new.user_verified,
         "backup_eligible": new.backup_eligible,
     });
+    let details = change.audit(details);
     record_event("webauthn_registered", &username, &details.to_string())?;
     Ok(id)
 }
@@ -984,6 +990,7 @@ fn revoke(credential_id: &str) -> AuthResult<bool> {
         return Ok(false);
     };
     require_manage(&user, "auth_webauthn_revoke")?;
+    let change = authorize_factor_change(&user, "auth_webauthn_revoke")?;
     as_owner(|| {
         Spi::run_with_args(
             "DELETE FROM pgauth.webauthn_credentials WHERE id = $1",
@@ -991,15 +998,19 @@ fn revoke(credential_id: &str) -> AuthResult<bool> {
         )
     })
     .map_err(spi_err)?;
-    let details = json!({"user_id": user.to_string(), "credential": id.to_string(),
-                         "credential_id": credential_id});
+    let details = change.audit(
+        json!({"user_id": user.to_string(), "credential": id.to_string(),
+                                      "credential_id": credential_id}),
+    );
     record_event("webauthn_revoked", &username, &details.to_string())?;
     Ok(true)
 }
 
 /// Step up with a passkey: the browser's response to `auth_webauthn_login_begin(<the bound
 /// user's name>)`, made with user verification, raises the bound session to aal 2 like
-/// `auth_step_up(code)` does. False when the assertion is not the bound user's, is not
+/// `auth_step_up(code)` does. Only the bound user's own passkeys count, and those were added
+/// under `authorize_factor_change` (first factor, aal 2, or an administrator): an aal 1
+/// session cannot add the passkey it would step up with. False when the assertion is not the bound user's, is not
 /// user-verified, or fails any check (recorded as `step_up_failed`; the challenge is used up).
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_webauthn_step_up(credential: JsonB) -> bool {
