@@ -26,14 +26,6 @@ AS 'MODULE_PATHNAME', 'pgauth_audit_db_user';
 CREATE FUNCTION pgauth.audit_app_user() RETURNS uuid LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT NULL::uuid $$;
 
--- The keys of `a` whose values differ in `b`, with a's values: what an UPDATE changed.
-CREATE FUNCTION pgauth.audit_changed(a jsonb, b jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}'::jsonb)
-      FROM pg_catalog.jsonb_each(a) e
-     WHERE (b OPERATOR(pg_catalog.->) e.key) IS DISTINCT FROM e.value
-$$;
-
 -- Event ids. Every event of a statement gets its own id; a record is named by its first one.
 CREATE SEQUENCE pgauth.audit_event_id_seq;
 
@@ -70,33 +62,17 @@ CREATE INDEX audit_records_txid ON pgauth.audit_records (txid);
 COMMENT ON TABLE pgauth.audit_records IS
     'pgauth audit records: the events of one statement, TRUNCATE or security event each; append-only, verified by auth_audit_verify(); read them through pgauth.audit_log';
 
--- The stored rows of a record as JSON text, whole rows (src/audit/sql.rs).
-CREATE FUNCTION pgauth.audit_decode(shape text, rows bytea, first_id bigint)
-RETURNS TABLE (id bigint, row_key text, old_values text, new_values text)
-LANGUAGE c STABLE STRICT PARALLEL SAFE
-AS 'MODULE_PATHNAME', 'audit_decode_wrapper';
-
--- A record's events: (id, row_key, old_values, new_values); for UPDATE, the changed columns.
-CREATE FUNCTION pgauth.audit_expand(event text, shape text, rows bytea, events text, first_id bigint)
+-- A record's events (id, row_key, old_values, new_values; for UPDATE the changed columns),
+-- read by the function itself from the pgauth.audit_records row at `record` (its ctid) whose id
+-- is `record_id`, under the query's snapshot: it decodes no bytes a caller passes. Every stored
+-- value is checked before PostgreSQL reads it, and values are shown by pgauth and built-in
+-- output functions only (src/audit/sql.rs). A record that cannot be read gives one row with
+-- new_values {"pgauth_audit_error": why}. Needs SELECT on pgauth.audit_log (or audit_records).
+-- PARALLEL UNSAFE: each record is read in an internal subtransaction.
+CREATE FUNCTION pgauth.audit_record_events(record tid, record_id bigint)
 RETURNS TABLE (id bigint, row_key jsonb, old_values jsonb, new_values jsonb)
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT (e.value OPERATOR(pg_catalog.->>) 0)::bigint,
-           NULLIF(e.value OPERATOR(pg_catalog.->) 1, 'null'::jsonb),
-           NULLIF(e.value OPERATOR(pg_catalog.->) 2, 'null'::jsonb),
-           NULLIF(e.value OPERATOR(pg_catalog.->) 3, 'null'::jsonb)
-      FROM pg_catalog.jsonb_array_elements(audit_expand.events::jsonb) e
-     WHERE audit_expand.events IS NOT NULL
-    UNION ALL
-    SELECT d.id, d.row_key::jsonb,
-           CASE WHEN audit_expand.event = 'update'
-                THEN pgauth.audit_changed(d.old_values::jsonb, d.new_values::jsonb)
-                ELSE d.old_values::jsonb END,
-           CASE WHEN audit_expand.event = 'update'
-                THEN pgauth.audit_changed(d.new_values::jsonb, d.old_values::jsonb)
-                ELSE d.new_values::jsonb END
-      FROM pgauth.audit_decode(audit_expand.shape, audit_expand.rows, audit_expand.first_id) d
-     WHERE audit_expand.rows IS NOT NULL
-$$;
+LANGUAGE c STABLE STRICT PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'pgauth_audit_record_events';
 
 -- One row per event, as the API describes it.
 CREATE VIEW pgauth.audit_log AS
@@ -104,7 +80,7 @@ SELECT e.id, r.occurred_at, r.txid, r.db_user, r.app_user_id, r.client_addr, r.e
        r.table_name, e.row_key, e.old_values, e.new_values,
        r.id AS record_id, r.record_digest
   FROM pgauth.audit_records r
- CROSS JOIN LATERAL pgauth.audit_expand(r.event, r.shape, r.rows, r.events, r.id) e;
+ CROSS JOIN LATERAL pgauth.audit_record_events(r.ctid, r.id) e;
 COMMENT ON VIEW pgauth.audit_log IS
     'pgauth audit events: table changes (insert/update/delete/truncate) and security events, one row each; append-only, verified by auth_audit_verify()';
 
@@ -172,7 +148,7 @@ AS 'MODULE_PATHNAME', 'pgauth_record_event';
 
 -- "All deletes of the last 24 hours": SECURITY INVOKER, so it shows what the caller may read.
 CREATE FUNCTION auth_audit_events(event text DEFAULT NULL, since interval DEFAULT '24 hours')
-RETURNS SETOF pgauth.audit_log LANGUAGE sql STABLE PARALLEL SAFE
+RETURNS SETOF pgauth.audit_log LANGUAGE sql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pgauth, pg_temp AS $$
     SELECT l.* FROM pgauth.audit_log l
      WHERE l.occurred_at >= pg_catalog.now() - auth_audit_events.since
@@ -194,13 +170,9 @@ REVOKE ALL ON FUNCTION pgauth.audit_capture(), pgauth.audit_refuse_change(),
                        pgauth.audit_db_user(), pgauth.audit_app_user(),
                        pgauth.record_event(text, text, jsonb)
     FROM PUBLIC;
--- The view runs audit_expand and audit_decode with the reader's rights: pgauth_admin, and
--- whoever else is granted SELECT on pgauth.audit_log, needs EXECUTE on them. Not PUBLIC's:
--- decoding checks the row layout, but a value's bytes go to its type's output function.
-REVOKE ALL ON FUNCTION pgauth.audit_decode(text, bytea, bigint),
-                       pgauth.audit_expand(text, text, bytea, text, bigint)
-    FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgauth.audit_decode(text, bytea, bigint),
-                          pgauth.audit_expand(text, text, bytea, text, bigint)
-    TO pgauth_admin;
--- pgauth.audit_changed and audit_record_digest only compute from their arguments.
+-- The view reads records with the reader's rights: pgauth_admin, and whoever else is granted
+-- SELECT on pgauth.audit_log, needs EXECUTE on pgauth.audit_record_events (which checks that
+-- SELECT too).
+REVOKE ALL ON FUNCTION pgauth.audit_record_events(tid, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgauth.audit_record_events(tid, bigint) TO pgauth_admin;
+-- pgauth.audit_record_digest only computes from its arguments.

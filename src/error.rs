@@ -293,7 +293,7 @@ impl AuthError {
             ),
             AuditPermissionDenied(_) => Some(
                 "Audit administration is for members of pgauth_admin who own the table \
-                 (or superusers).",
+                 (or superusers); reading the log needs SELECT on pgauth.audit_log.",
             ),
             AuditAlreadyEnabled(_) => Some(
                 "To change the excluded columns, call auth_audit_disable() and then \

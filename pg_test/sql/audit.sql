@@ -180,7 +180,7 @@ SELECT auth_audit_enable('typed');
 SELECT auth_audit_enable('typed', '{pr}');
 INSERT INTO typed VALUES (1, 'happy', 5, '{a,b}', ROW(1, 2));
 SELECT new_values FROM pgauth.audit_log WHERE table_name = 'public.typed';
--- A type changed under a record is not guessed at.
+-- A type changed under a record is not guessed at: the record reads as a marked row.
 ALTER TYPE mood RENAME TO mood_old;
 SELECT new_values FROM pgauth.audit_log WHERE table_name = 'public.typed';
 ALTER TYPE mood_old RENAME TO mood;
@@ -193,16 +193,20 @@ ALTER TABLE secrets RENAME COLUMN pw TO password_hash;
 INSERT INTO secrets VALUES (1, 'a hash');
 SELECT new_values FROM pgauth.audit_log WHERE table_name = 'public.secrets';
 
--- Damaged stored rows give an error when read, never a read past their end.
+-- Damaged stored rows read as a marked row (one per record), never a read past their end.
 ALTER TABLE pgauth.audit_records DISABLE TRIGGER audit_records_append_only;
 -- No old row; a new row of 3 columns whose text value claims 127 bytes of the 1 left.
 UPDATE pgauth.audit_records SET rows = '\xffffffff0000000b030002001800' || '\x01000000ff'::bytea
  WHERE table_name = 'public.docs' AND event = 'insert';
-SELECT count(*) FROM pgauth.audit_log WHERE table_name = 'public.docs';
+SELECT count(*), count(*) FILTER (WHERE new_values ? 'pgauth_audit_error') AS marked
+  FROM pgauth.audit_log WHERE table_name = 'public.docs';
+SELECT new_values FROM pgauth.audit_log
+ WHERE table_name = 'public.docs' AND new_values ? 'pgauth_audit_error';
 -- A cut frame.
 UPDATE pgauth.audit_records SET rows = '\xffffffff000000'
  WHERE table_name = 'public.docs' AND event = 'insert';
-SELECT count(*) FROM pgauth.audit_log WHERE table_name = 'public.docs';
+SELECT new_values FROM pgauth.audit_log
+ WHERE table_name = 'public.docs' AND new_values ? 'pgauth_audit_error';
 ALTER TABLE pgauth.audit_records ENABLE TRIGGER audit_records_append_only;
 
 -- Security events are written without the executor: a read-only transaction still refuses them.
@@ -210,9 +214,9 @@ BEGIN READ ONLY;
 SELECT pgauth.record_event('read_only_event', 'nobody');
 ROLLBACK;
 
--- Decoding is not PUBLIC's.
-SELECT has_function_privilege('public', 'pgauth.audit_decode(text, bytea, bigint)', 'EXECUTE') AS public_decodes,
-       has_function_privilege('pgauth_admin', 'pgauth.audit_decode(text, bytea, bigint)', 'EXECUTE') AS admin_decodes;
+-- Reading records is not PUBLIC's.
+SELECT has_function_privilege('public', 'pgauth.audit_record_events(tid, bigint)', 'EXECUTE') AS public_reads,
+       has_function_privilege('pgauth_admin', 'pgauth.audit_record_events(tid, bigint)', 'EXECUTE') AS admin_reads;
 
 DROP TABLE accounts, no_key, other, docs, many, typed, secrets CASCADE;
 DROP TYPE mood, pair;

@@ -6,10 +6,12 @@
 //! frame = u32(0xFFFFFFFF)             absent (no old row for INSERT, no new row for DELETE)
 //!       | u32(len) || bytes[len]      a heap tuple from its t_infomask2 on (the 18 bytes
 //!                                     before it are never stored: datum fields and ctid)
-//! shape = {"columns": [[name, type, typmod, key, value, type_oid], …]}
+//! shape = {"columns": [[name, type, typmod, key, value, type_oid(, true)], …]}
 //!         type: the type's qualified name (format_type), key: part of the primary key,
 //!         value: shown in old/new values (false for a key column the DBA excluded),
-//!         type_oid: the type's OID when the record was written
+//!         type_oid: the type's OID when the record was written; a seventh element `true`:
+//!         the column is stored as its text form (type text), for types whose stored bytes
+//!         the reader cannot check (`values::Kind` lists those it can)
 //! ```
 //!
 //! Event ids are the record's `id` and the following ones, in order.
@@ -71,6 +73,8 @@ pub struct Column {
     pub key: bool,
     pub value: bool,
     pub type_oid: u32,
+    /// Stored as the value's text form (type text) instead of its own type's bytes.
+    pub text: bool,
 }
 
 /// The JSON text of a shape (stable: it is hashed with the record).
@@ -78,14 +82,18 @@ pub fn shape_json(columns: &[Column]) -> String {
     let cols: Vec<Value> = columns
         .iter()
         .map(|c| {
-            Value::Array(vec![
+            let mut a = vec![
                 Value::from(c.name.as_str()),
                 Value::from(c.type_name.as_str()),
                 Value::from(c.typmod),
                 Value::from(c.key),
                 Value::from(c.value),
                 Value::from(c.type_oid),
-            ])
+            ];
+            if c.text {
+                a.push(Value::from(true));
+            }
+            Value::Array(a)
         })
         .collect();
     serde_json::json!({ "columns": cols }).to_string()
@@ -97,7 +105,10 @@ pub fn parse_shape(text: &str) -> Result<Vec<Column>, String> {
     let cols = v.get("columns").and_then(Value::as_array).ok_or_else(bad)?;
     cols.iter()
         .map(|c| {
-            let a = c.as_array().filter(|a| a.len() == 6).ok_or_else(bad)?;
+            let a = c
+                .as_array()
+                .filter(|a| a.len() == 6 || a.len() == 7)
+                .ok_or_else(bad)?;
             Ok(Column {
                 name: a[0].as_str().ok_or_else(bad)?.to_string(),
                 type_name: a[1].as_str().ok_or_else(bad)?.to_string(),
@@ -111,6 +122,10 @@ pub fn parse_shape(text: &str) -> Result<Vec<Column>, String> {
                     .as_u64()
                     .and_then(|o| u32::try_from(o).ok())
                     .ok_or_else(bad)?,
+                text: match a.get(6) {
+                    None => false,
+                    Some(t) => t.as_bool().filter(|&t| t).ok_or_else(bad)?,
+                },
             })
         })
         .collect()
@@ -120,13 +135,18 @@ pub fn parse_shape(text: &str) -> Result<Vec<Column>, String> {
 /// `attalign` (`c`, `s`, `i`, `d`).
 pub type Layout = (i16, u8);
 
-/// Check that stored tuple bytes (from t_infomask2 on) are well formed for columns `layout`:
+/// The values of stored tuple bytes (from t_infomask2 on) for columns `layout`, each as it lies
+/// in the tuple (None: NULL, or a column the row predates), after checking that the bytes are
+/// well formed:
 /// the header, the null bitmap, and every value's length stay inside the bytes, no value is an
 /// out-of-line pointer, and a row with a variable-width value says so in its header
 /// (HEAP_HASVARWIDTH; without it PostgreSQL would read values at cached fixed offsets). Run before PostgreSQL reads a stored row, so damaged or forged bytes
 /// give an error rather than a read past the end. Little-endian varlena headers (x86-64,
 /// AArch64).
-pub fn check_tuple(bytes: &[u8], layout: &[Layout]) -> Result<(), String> {
+pub fn tuple_values<'a>(
+    bytes: &'a [u8],
+    layout: &[Layout],
+) -> Result<Vec<Option<&'a [u8]>>, String> {
     const SKIPPED: usize = 18; // t_choice and t_ctid, not stored
     let bad = |why: &str| Err(format!("malformed audit row: {why}"));
     if bytes.len() < 5 {
@@ -151,10 +171,12 @@ pub fn check_tuple(bytes: &[u8], layout: &[Layout]) -> Result<(), String> {
         return bad("out-of-line values");
     }
     let mut off = 0usize;
+    let mut values = vec![None; layout.len()];
     for (i, &(attlen, attalign)) in layout.iter().enumerate().take(natts) {
         if has_nulls && bytes[5 + i / 8] & (1 << (i % 8)) == 0 {
             continue;
         }
+        let start;
         let align = match attalign {
             b'd' => 8,
             b'i' => 4,
@@ -187,12 +209,14 @@ pub fn check_tuple(bytes: &[u8], layout: &[Layout]) -> Result<(), String> {
                 if len < if b0 & 0x01 == 1 { 1 } else { 4 } || off + len > data.len() {
                     return bad("value outside the row");
                 }
+                start = off;
                 off += len;
             }
             -2 => {
                 let Some(end) = data.get(off..).and_then(|d| d.iter().position(|&b| b == 0)) else {
                     return bad("unterminated string");
                 };
+                start = off;
                 off += end + 1;
             }
             n if n > 0 => {
@@ -200,12 +224,19 @@ pub fn check_tuple(bytes: &[u8], layout: &[Layout]) -> Result<(), String> {
                 if off + n as usize > data.len() {
                     return bad("value outside the row");
                 }
+                start = off;
                 off += n as usize;
             }
             _ => return bad("unknown column layout"),
         }
+        values[i] = Some(&data[start..off]);
     }
-    Ok(())
+    Ok(values)
+}
+
+/// Check stored tuple bytes without keeping their values (`tuple_values`).
+pub fn check_tuple(bytes: &[u8], layout: &[Layout]) -> Result<(), String> {
+    tuple_values(bytes, layout).map(|_| ())
 }
 
 #[cfg(test)]
@@ -298,6 +329,7 @@ mod tests {
                 key: true,
                 value: true,
                 type_oid: 20,
+                text: false,
             },
             Column {
                 name: "we\"ird\n".into(),
@@ -306,12 +338,13 @@ mod tests {
                 key: false,
                 value: false,
                 type_oid: 16500,
+                text: true,
             },
         ];
         let text = shape_json(&cols);
         assert_eq!(
             text,
-            r#"{"columns":[["id","bigint",-1,true,true,20],["we\"ird\n","public.mood",7,false,false,16500]]}"#
+            r#"{"columns":[["id","bigint",-1,true,true,20],["we\"ird\n","public.mood",7,false,false,16500,true]]}"#
         );
         assert_eq!(parse_shape(&text).unwrap(), cols);
         assert!(parse_shape("{}").is_err());

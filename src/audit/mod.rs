@@ -41,6 +41,7 @@ use sha3::{Digest, Sha3_512};
 
 pub mod frames;
 pub(crate) mod sql;
+pub mod values;
 
 /// Length of every digest in the audit log and chain, bytes.
 pub const DIGEST_LEN: usize = 64;

@@ -259,6 +259,7 @@ finfo_v1!(pg_finfo_pgauth_audit_record_digest);
 finfo_v1!(pg_finfo_pgauth_audit_capture);
 finfo_v1!(pg_finfo_pgauth_audit_refuse_change);
 finfo_v1!(pg_finfo_pgauth_audit_db_user);
+finfo_v1!(pg_finfo_pgauth_audit_record_events);
 
 unsafe fn arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<pg_sys::Datum> {
     (!pgrx::fcinfo::pg_arg_is_null(fcinfo, n)).then(|| pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, n))
@@ -430,8 +431,11 @@ struct StoredShape {
     desc: pg_sys::TupleDesc,
     /// 0-based attribute index in the table for each stored column.
     source: Vec<usize>,
-    /// Stored columns that may hold out-of-line (TOASTed) values.
+    /// Stored columns that may hold out-of-line (TOASTed) or compressed values.
     varlena: Vec<bool>,
+    /// For columns stored as their text form: the type's output function (in
+    /// TopMemoryContext).
+    text_output: Vec<Option<*mut pg_sys::FmgrInfo>>,
     shape: String,
     table: String,
     /// Hash state after this shape's digest prefix (table name and shape).
@@ -475,12 +479,34 @@ unsafe fn stored_shape(
             key: is_key,
             value,
             type_oid: (*att).atttypid.to_u32(),
+            // Types whose stored bytes the reader cannot check are stored as text.
+            text: value_kind((*att).atttypid).is_err(),
         });
     }
     let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
     let stored = pg_sys::CreateTemplateTupleDesc(source.len() as i32);
+    let mut text_output = Vec::with_capacity(source.len());
     for (n, &i) in source.iter().enumerate() {
-        pg_sys::TupleDescCopyEntry(stored, (n + 1) as i16, desc, (i + 1) as i16);
+        if columns[n].text {
+            let att = (*desc).attrs.as_ptr().add(i);
+            pg_sys::TupleDescInitEntry(
+                stored,
+                (n + 1) as i16,
+                (*att).attname.data.as_ptr(),
+                pg_sys::TEXTOID,
+                -1,
+                0,
+            );
+            let (mut func, mut varlena) = (pg_sys::InvalidOid, false);
+            pg_sys::getTypeOutputInfo((*att).atttypid, &mut func, &mut varlena);
+            let finfo =
+                pg_sys::palloc0(std::mem::size_of::<pg_sys::FmgrInfo>()).cast::<pg_sys::FmgrInfo>();
+            pg_sys::fmgr_info_cxt(func, finfo, pg_sys::TopMemoryContext);
+            text_output.push(Some(finfo));
+        } else {
+            pg_sys::TupleDescCopyEntry(stored, (n + 1) as i16, desc, (i + 1) as i16);
+            text_output.push(None);
+        }
     }
     pg_sys::MemoryContextSwitchTo(old);
     let varlena = source
@@ -500,6 +526,7 @@ unsafe fn stored_shape(
         desc: stored,
         source,
         varlena,
+        text_output,
         shape,
         table,
         prefix,
@@ -754,9 +781,19 @@ unsafe fn push_row(
     for (n, &i) in shape.source.iter().enumerate() {
         let null = *src_nulls.add(i);
         let mut v = *src_values.add(i);
-        // Out-of-line values point into the table's TOAST relation: store the value itself.
-        if !null && shape.varlena[n] && *v.cast_mut_ptr::<u8>() == 0x01 {
-            v = pg_sys::Datum::from(pg_sys::detoast_external_attr(v.cast_mut_ptr()));
+        if null {
+        } else if let Some(output) = shape.text_output[n] {
+            v = pg_sys::Datum::from(pg_sys::cstring_to_text(pg_sys::OutputFunctionCall(
+                output, v,
+            )));
+        } else if shape.varlena[n] {
+            // Out-of-line values point into the table's TOAST relation, and the reader checks
+            // only plain bytes: store the value itself, uncompressed (1: an out-of-line
+            // pointer; low bits 10: a compressed four-byte header).
+            let b0 = *v.cast_mut_ptr::<u8>();
+            if b0 == 0x01 || b0 & 0x03 == 0x02 {
+                v = pg_sys::Datum::from(pg_sys::detoast_attr(v.cast_mut_ptr()));
+            }
         }
         values[n] = v;
         nulls[n] = null;
@@ -2034,143 +2071,649 @@ fn auth_audit_purge(through_position: i64) -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading stored rows back: pgauth.audit_decode(shape, rows, first_id), used by the view
-// pgauth.audit_log.
+// Reading stored records back: pgauth.audit_record_events(record tid, record_id bigint), used by
+// the view pgauth.audit_log.
+//
+// The function reads the record itself, from pgauth.audit_records at the given row, under the
+// query's snapshot: no caller can hand it bytes to decode. Every stored value is checked
+// (`values`) before PostgreSQL reads it, and shown by pgauth or by a built-in output function
+// (never a cast or operator looked up by type, which the owner of a type could define). A record
+// that cannot be read (forged, or a type changed under it) becomes one marked row instead of an
+// error, so it never hides the rest of the log.
 
-/// A blessed record descriptor for the given columns of a shape.
-unsafe fn shape_desc(cols: &[&super::frames::Column]) -> AuthResult<pg_sys::TupleDesc> {
-    let desc = pg_sys::CreateTemplateTupleDesc(cols.len() as i32);
-    for (n, c) in cols.iter().enumerate() {
-        // By OID, and only if it is still the type the record was written with: a built-in
-        // type, or one with the same OID and name (a type dropped, renamed, or restored under
-        // another OID is not guessed at).
-        let oid = pg_sys::Oid::from(c.type_oid);
-        let same = oid.to_u32() < pg_sys::FirstNormalObjectId
-            || (pg_sys::SearchSysCacheExists(
-                pg_sys::SysCacheIdentifier::TYPEOID as i32,
-                pg_sys::Datum::from(oid),
-                pg_sys::Datum::from(0),
-                pg_sys::Datum::from(0),
-                pg_sys::Datum::from(0),
-            ) && cstr_owned(pg_sys::format_type_be_qualified(oid)) == c.type_name);
-        if !same || !storable_type(oid) {
-            return Err(AuthError::AuditUnsupportedType(format!(
-                "column \"{}\" of this audit record has type {}, which no longer exists under that name (dropped, renamed, or restored into another cluster)",
-                c.name, c.type_name
-            )));
-        }
-        let name = CString::new(c.name.as_str())
-            .map_err(|_| AuthError::Internal("NUL in an audit shape".into()))?;
-        pg_sys::TupleDescInitEntry(desc, (n + 1) as i16, name.as_ptr(), oid, c.typmod, 0);
+/// The key of the one value a record that could not be read shows in new_values.
+const READ_ERROR_KEY: &str = "pgauth_audit_error";
+
+use super::frames::{Column, Layout};
+use super::values::{self, Kind};
+
+/// The allow-list: how the stored values of type `oid` are checked and shown, or why they are
+/// not read from stored bytes (such columns are stored as their text form at capture).
+unsafe fn value_kind(oid: pg_sys::Oid) -> Result<Kind, String> {
+    let o = oid.to_u32();
+    let not_readable = || Err(format!("type {o} is not read from stored bytes"));
+    if o >= pg_sys::FirstNormalObjectId {
+        return match pg_sys::get_typtype(oid) as u8 {
+            b'e' => Ok(Kind::Enum { oid: o }),
+            b'd' => value_kind(pg_sys::getBaseType(oid)),
+            b'b' => match pg_sys::get_element_type(oid) {
+                e if e == pg_sys::InvalidOid => not_readable(),
+                e => array_kind(e),
+            },
+            _ => not_readable(),
+        };
     }
-    Ok(pg_sys::BlessTupleDesc(desc))
+    let fixed = || {
+        let (mut len, mut byval) = (0i16, false);
+        pg_sys::get_typlenbyval(oid, &mut len, &mut byval);
+        Ok(Kind::Fixed {
+            oid: o,
+            len: len as usize,
+            byval,
+        })
+    };
+    match oid {
+        pg_sys::BOOLOID => Ok(Kind::Bool),
+        pg_sys::INT2OID => Ok(Kind::Int2),
+        pg_sys::INT4OID => Ok(Kind::Int4),
+        pg_sys::INT8OID => Ok(Kind::Int8),
+        pg_sys::FLOAT4OID
+        | pg_sys::FLOAT8OID
+        | pg_sys::OIDOID
+        | pg_sys::MONEYOID
+        | pg_sys::DATEOID
+        | pg_sys::TIMEOID
+        | pg_sys::TIMETZOID
+        | pg_sys::TIMESTAMPOID
+        | pg_sys::TIMESTAMPTZOID
+        | pg_sys::INTERVALOID
+        | pg_sys::UUIDOID => fixed(),
+        pg_sys::NAMEOID => Ok(Kind::Name),
+        pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID | pg_sys::JSONOID => {
+            Ok(Kind::Text { oid: o })
+        }
+        pg_sys::BYTEAOID => Ok(Kind::Bytea),
+        pg_sys::NUMERICOID => Ok(Kind::Numeric),
+        pg_sys::JSONBOID => Ok(Kind::Jsonb),
+        pg_sys::INETOID | pg_sys::CIDROID => Ok(Kind::Inet { oid: o }),
+        _ => match pg_sys::get_element_type(oid) {
+            e if e == pg_sys::InvalidOid => not_readable(),
+            e => array_kind(e),
+        },
+    }
 }
 
-/// A stored frame as a composite datum of `desc`, after checking its header.
-unsafe fn frame_tuple(
-    bytes: &[u8],
-    desc: pg_sys::TupleDesc,
-    layout: &[super::frames::Layout],
-) -> AuthResult<pg_sys::HeapTupleData> {
-    super::frames::check_tuple(bytes, layout).map_err(AuthError::AuditCorrupted)?;
-    let total = STORED_FROM + bytes.len();
-    let data = pg_sys::palloc0(total).cast::<u8>();
-    std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(STORED_FROM), bytes.len());
-    let header = data.cast::<pg_sys::HeapTupleHeaderData>();
-    pgrx::varlena::set_varsize_4b(header.cast(), total as i32);
-    (*header).t_choice.t_datum.datum_typeid = pg_sys::RECORDOID;
-    (*header).t_choice.t_datum.datum_typmod = (*desc).tdtypmod;
-    Ok(pg_sys::HeapTupleData {
-        t_len: total as u32,
-        t_self: pg_sys::ItemPointerData::default(),
-        t_tableOid: pg_sys::InvalidOid,
-        t_data: header,
+unsafe fn array_kind(elem: pg_sys::Oid) -> Result<Kind, String> {
+    let kind = value_kind(elem)?;
+    if matches!(kind, Kind::Array { .. }) {
+        return Err("arrays of arrays are not read from stored bytes".into());
+    }
+    let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
+    pg_sys::get_typlenbyvalalign(elem, &mut len, &mut byval, &mut align);
+    Ok(Kind::Array {
+        elem_oid: elem.to_u32(),
+        elem_len: len,
+        elem_align: align as u8,
+        elem: Box::new(kind),
     })
 }
 
-/// `row_to_json` of the tuple, or of the chosen columns only.
-unsafe fn tuple_json(
-    tuple: &mut pg_sys::HeapTupleData,
-    desc: pg_sys::TupleDesc,
-    part: Option<(&[usize], pg_sys::TupleDesc)>,
-) -> String {
-    let datum = match part {
-        None => pg_sys::Datum::from(tuple.t_data),
-        Some((columns, part_desc)) => {
-            let n = (*desc).natts as usize;
-            let mut values = vec![pg_sys::Datum::from(0); n];
-            let mut nulls = vec![false; n];
-            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            let mut pv: Vec<pg_sys::Datum> = columns.iter().map(|&i| values[i]).collect();
-            let mut pn: Vec<bool> = columns.iter().map(|&i| nulls[i]).collect();
-            let t = pg_sys::heap_form_tuple(part_desc, pv.as_mut_ptr(), pn.as_mut_ptr());
-            pg_sys::heap_copy_tuple_as_datum(t, part_desc)
-        }
-    };
-    pgrx::fcinfo::direct_function_call_as_datum(pg_sys::row_to_json, &[Some(datum)])
-        .map(|d| String::from_utf8_lossy(varlena_bytes(d)).into_owned())
-        .unwrap_or_default()
+/// A stored column as the reader needs it.
+struct ReadColumn {
+    name: String,
+    key: bool,
+    value: bool,
+    kind: Kind,
 }
 
-type DecodedRow = (i64, Option<String>, Option<String>, Option<String>);
-
-fn decode(shape: &str, rows: &[u8], first_id: i64) -> AuthResult<Vec<DecodedRow>> {
-    let cols = super::frames::parse_shape(shape).map_err(AuthError::AuditCorrupted)?;
-    let events = super::frames::events(rows).map_err(AuthError::AuditCorrupted)?;
-    let all: Vec<&super::frames::Column> = cols.iter().collect();
-    let key_idx: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].key).collect();
-    let value_idx: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].value).collect();
-    unsafe {
-        let full = shape_desc(&all)?;
-        let layout: Vec<super::frames::Layout> = (0..(*full).natts as usize)
-            .map(|i| {
-                let att = (*full).attrs.as_ptr().add(i);
-                ((*att).attlen, (*att).attalign as u8)
-            })
-            .collect();
-        let key_desc = shape_desc(&key_idx.iter().map(|&i| &cols[i]).collect::<Vec<_>>())?;
-        let value_part = if value_idx.len() == cols.len() {
-            None
-        } else {
-            let d = shape_desc(&value_idx.iter().map(|&i| &cols[i]).collect::<Vec<_>>())?;
-            Some((value_idx.as_slice(), d))
-        };
-        let mut out = Vec::with_capacity(events.len());
-        for (n, (old, new)) in events.into_iter().enumerate() {
-            let mut old = old.map(|b| frame_tuple(b, full, &layout)).transpose()?;
-            let mut new = new.map(|b| frame_tuple(b, full, &layout)).transpose()?;
-            let key = match new.as_mut().or(old.as_mut()) {
-                Some(t) if !key_idx.is_empty() => {
-                    Some(tuple_json(t, full, Some((&key_idx, key_desc))))
-                }
-                _ => None,
-            };
-            let old_json = old.as_mut().map(|t| tuple_json(t, full, value_part));
-            let new_json = new.as_mut().map(|t| tuple_json(t, full, value_part));
-            out.push((first_id + n as i64, key, old_json, new_json));
-        }
-        Ok(out)
+/// The columns of a shape, with the layout of its stored tuples. A non-built-in type must still
+/// exist with the OID and name the record was written with (a type dropped, renamed, or
+/// restored under another OID is not guessed at), and be one `value_kind` reads.
+unsafe fn read_columns(cols: &[Column]) -> Result<(Vec<ReadColumn>, Vec<Layout>), String> {
+    if cols.len() > pg_sys::MaxTupleAttributeNumber as usize {
+        return Err("an audit record shape with too many columns".into());
     }
+    let mut read = Vec::with_capacity(cols.len());
+    let mut layout = Vec::with_capacity(cols.len());
+    for c in cols {
+        let (kind, l) = if c.text {
+            (
+                Kind::Text {
+                    oid: pg_sys::TEXTOID.to_u32(),
+                },
+                (-1, b'i'),
+            )
+        } else {
+            let oid = pg_sys::Oid::from(c.type_oid);
+            let same = oid.to_u32() < pg_sys::FirstNormalObjectId
+                || (pg_sys::SearchSysCacheExists(
+                    pg_sys::SysCacheIdentifier::TYPEOID as i32,
+                    pg_sys::Datum::from(oid),
+                    pg_sys::Datum::from(0),
+                    pg_sys::Datum::from(0),
+                    pg_sys::Datum::from(0),
+                ) && cstr_owned(pg_sys::format_type_be_qualified(oid)) == c.type_name);
+            if !same {
+                return Err(format!(
+                    "column \"{}\" of this audit record has type {}, which no longer exists under that name (dropped, renamed, or restored into another cluster)",
+                    c.name, c.type_name
+                ));
+            }
+            let kind = value_kind(oid).map_err(|_| {
+                format!(
+                    "column \"{}\" of this audit record has type {}, which pgauth does not read from stored bytes",
+                    c.name, c.type_name
+                )
+            })?;
+            let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
+            pg_sys::get_typlenbyvalalign(oid, &mut len, &mut byval, &mut align);
+            (kind, (len, align as u8))
+        };
+        layout.push(l);
+        read.push(ReadColumn {
+            name: c.name.clone(),
+            key: c.key,
+            value: c.value,
+            kind,
+        });
+    }
+    Ok((read, layout))
 }
 
-/// The events of a record's stored rows, as JSON text: (id, row_key, old_values, new_values).
-/// Old and new values are the whole rows (without excluded columns); the view
-/// pgauth.audit_log keeps only the changed columns of an UPDATE.
-/// Declared by hand in sql/audit.sql, in schema pgauth (symbol `audit_decode_wrapper`).
-#[pg_extern(sql = false)]
-#[allow(clippy::type_complexity)]
-fn audit_decode(
+/// A copy of a varlena payload with a 4-byte header, in the current memory context.
+unsafe fn varlena_datum(payload: &[u8]) -> pg_sys::Datum {
+    let total = payload.len() + 4;
+    let p = pg_sys::palloc(total).cast::<u8>();
+    pgrx::varlena::set_varsize_4b(p.cast(), total as i32);
+    std::ptr::copy_nonoverlapping(payload.as_ptr(), p.add(4), payload.len());
+    pg_sys::Datum::from(p)
+}
+
+/// The text of a checked value from its type's output function, which must be built in.
+unsafe fn builtin_output(oid: u32, datum: pg_sys::Datum) -> Result<Vec<u8>, String> {
+    let (mut func, mut varlena) = (pg_sys::InvalidOid, false);
+    pg_sys::getTypeOutputInfo(pg_sys::Oid::from(oid), &mut func, &mut varlena);
+    if func.to_u32() >= pg_sys::FirstNormalObjectId {
+        return Err(format!(
+            "type {oid} has an output function that is not built in"
+        ));
+    }
+    Ok(CStr::from_ptr(pg_sys::OidOutputFunctionCall(func, datum))
+        .to_bytes()
+        .to_vec())
+}
+
+fn is_json_number(text: &[u8]) -> bool {
+    !matches!(text, b"NaN" | b"Infinity" | b"-Infinity")
+}
+
+/// Append a checked value of `kind` as JSON, as row_to_json shows it for built-in types, but
+/// without looking up casts to json: user types (enums) are shown by pgauth.
+unsafe fn render(kind: &Kind, v: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    match kind {
+        Kind::Bool => out.extend_from_slice(if v[0] != 0 { b"true" } else { b"false" }),
+        Kind::Int2 => {
+            out.extend_from_slice(i16::from_le_bytes([v[0], v[1]]).to_string().as_bytes())
+        }
+        Kind::Int4 => out.extend_from_slice(
+            i32::from_le_bytes([v[0], v[1], v[2], v[3]])
+                .to_string()
+                .as_bytes(),
+        ),
+        Kind::Int8 => out.extend_from_slice(
+            i64::from_le_bytes(v.try_into().map_err(|_| "int8 length")?)
+                .to_string()
+                .as_bytes(),
+        ),
+        Kind::Fixed { oid, len, byval } => {
+            let datum = if *byval {
+                let mut b = [0u8; 8];
+                b[..*len].copy_from_slice(v);
+                pg_sys::Datum::from(u64::from_le_bytes(b))
+            } else {
+                let p = pg_sys::palloc(*len).cast::<u8>();
+                std::ptr::copy_nonoverlapping(v.as_ptr(), p, *len);
+                pg_sys::Datum::from(p)
+            };
+            match pg_sys::Oid::from(*oid) {
+                pg_sys::DATEOID | pg_sys::TIMESTAMPOID | pg_sys::TIMESTAMPTZOID => {
+                    let text = pg_sys::JsonEncodeDateTime(
+                        std::ptr::null_mut(),
+                        datum,
+                        pg_sys::Oid::from(*oid),
+                        std::ptr::null(),
+                    );
+                    values::json_string(out, CStr::from_ptr(text).to_bytes());
+                }
+                pg_sys::FLOAT4OID | pg_sys::FLOAT8OID => {
+                    let text = builtin_output(*oid, datum)?;
+                    if is_json_number(&text) {
+                        out.extend_from_slice(&text);
+                    } else {
+                        values::json_string(out, &text);
+                    }
+                }
+                _ => values::json_string(out, &builtin_output(*oid, datum)?),
+            }
+        }
+        Kind::Name => {
+            let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+            values::json_string(out, &v[..end]);
+        }
+        Kind::Text { oid } => {
+            let p = values::payload(v)?;
+            let len = i32::try_from(p.len()).map_err(|_| "text too long")?;
+            if !pg_sys::pg_verifymbstr(p.as_ptr().cast(), len, true) {
+                return Err("malformed audit value: text not in the server encoding".into());
+            }
+            if pg_sys::Oid::from(*oid) == pg_sys::JSONOID {
+                // Checked as JSON when the whole document becomes jsonb.
+                out.extend_from_slice(p);
+            } else {
+                values::json_string(out, p);
+            }
+        }
+        Kind::Bytea => {
+            let text = builtin_output(
+                pg_sys::BYTEAOID.to_u32(),
+                varlena_datum(values::payload(v)?),
+            )?;
+            values::json_string(out, &text);
+        }
+        Kind::Numeric => {
+            let text = builtin_output(
+                pg_sys::NUMERICOID.to_u32(),
+                varlena_datum(values::payload(v)?),
+            )?;
+            if is_json_number(&text) {
+                out.extend_from_slice(&text);
+            } else {
+                values::json_string(out, &text);
+            }
+        }
+        Kind::Jsonb => out.extend_from_slice(&builtin_output(
+            pg_sys::JSONBOID.to_u32(),
+            varlena_datum(values::payload(v)?),
+        )?),
+        Kind::Inet { oid } => {
+            let text = builtin_output(*oid, varlena_datum(values::payload(v)?))?;
+            values::json_string(out, &text);
+        }
+        Kind::Enum { oid } => {
+            let label = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+            let tuple = pg_sys::SearchSysCache1(
+                pg_sys::SysCacheIdentifier::ENUMOID as i32,
+                pg_sys::Datum::from(label),
+            );
+            if tuple.is_null() {
+                return Err(format!("malformed audit value: no enum label {label}"));
+            }
+            let form = pg_sys::GETSTRUCT(tuple).cast::<pg_sys::FormData_pg_enum>();
+            let found = if (*form).enumtypid.to_u32() == *oid {
+                values::json_string(
+                    out,
+                    CStr::from_ptr((*form).enumlabel.data.as_ptr()).to_bytes(),
+                );
+                Ok(())
+            } else {
+                Err(format!(
+                    "malformed audit value: enum label {label} of another type"
+                ))
+            };
+            pg_sys::ReleaseSysCache(tuple);
+            found?;
+        }
+        Kind::Array {
+            elem_oid,
+            elem_len,
+            elem_align,
+            elem,
+        } => {
+            let a = values::parse_array(values::payload(v)?, *elem_oid, *elem_len, *elem_align)?;
+            if a.elements.is_empty() {
+                out.extend_from_slice(b"[]");
+                return Ok(());
+            }
+            let mut next = a.elements.iter();
+            render_dims(&a.dims, elem, &mut next, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Nested JSON arrays, one per dimension (as array_to_json).
+unsafe fn render_dims<'a>(
+    dims: &[usize],
+    elem: &Kind,
+    next: &mut impl Iterator<Item = &'a Option<&'a [u8]>>,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.push(b'[');
+    for i in 0..dims[0] {
+        if i > 0 {
+            out.push(b',');
+        }
+        if dims.len() > 1 {
+            render_dims(&dims[1..], elem, next, out)?;
+        } else {
+            match next.next() {
+                Some(Some(e)) => render(elem, e, out)?,
+                _ => out.extend_from_slice(b"null"),
+            }
+        }
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// One row of pgauth.audit_log's events: id, row_key, old_values, new_values (jsonb datums).
+type EventRow = (i64, [Option<pg_sys::Datum>; 3]);
+
+unsafe fn jsonb_datum(text: Vec<u8>) -> Result<pg_sys::Datum, String> {
+    let c = CString::new(text).map_err(|_| "malformed audit value: a NUL byte in JSON")?;
+    pgrx::fcinfo::direct_function_call_as_datum(
+        pg_sys::jsonb_in,
+        &[Some(pg_sys::Datum::from(c.as_ptr()))],
+    )
+    .ok_or_else(|| "jsonb_in returned NULL".to_string())
+}
+
+/// The JSON object of the chosen columns, from their rendered values.
+fn json_object<'a>(cols: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+    let mut out = vec![b'{'];
+    for (n, (name, value)) in cols.enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        values::json_string(&mut out, name.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(value);
+    }
+    out.push(b'}');
+    out
+}
+
+/// The events of a record's stored rows: (id, row_key, old_values, new_values); for UPDATE
+/// only the columns whose shown value changed.
+unsafe fn decode_rows(
     shape: &str,
     rows: &[u8],
     first_id: i64,
-) -> TableIterator<
-    'static,
-    (
-        name!(id, i64),
-        name!(row_key, Option<String>),
-        name!(old_values, Option<String>),
-        name!(new_values, Option<String>),
-    ),
-> {
-    TableIterator::new(decode(shape, rows, first_id).or_raise())
+    update: bool,
+) -> Result<Vec<EventRow>, String> {
+    let cols = super::frames::parse_shape(shape)?;
+    let events = super::frames::events(rows)?;
+    let (cols, layout) = read_columns(&cols)?;
+    let row_values = |bytes: &[u8]| -> Result<Vec<Vec<u8>>, String> {
+        let stored = super::frames::tuple_values(bytes, &layout)?;
+        let mut shown = Vec::with_capacity(cols.len());
+        for (c, v) in cols.iter().zip(stored) {
+            let mut out = Vec::new();
+            match v {
+                None => out.extend_from_slice(b"null"),
+                Some(v) => {
+                    values::check(&c.kind, v)?;
+                    render(&c.kind, v, &mut out)?;
+                }
+            }
+            shown.push(out);
+        }
+        Ok(shown)
+    };
+    let mut out = Vec::with_capacity(events.len());
+    for (n, (old, new)) in events.into_iter().enumerate() {
+        let id = i64::try_from(n)
+            .ok()
+            .and_then(|n| first_id.checked_add(n))
+            .ok_or("audit event id out of range")?;
+        let old = old.map(row_values).transpose()?;
+        let new = new.map(row_values).transpose()?;
+        let object = |row: &Vec<Vec<u8>>, pick: &dyn Fn(usize) -> bool| {
+            json_object(
+                cols.iter()
+                    .enumerate()
+                    .filter(|(i, _)| pick(*i))
+                    .map(|(i, c)| (c.name.as_str(), row[i].as_slice())),
+            )
+        };
+        let key = match new.as_ref().or(old.as_ref()) {
+            Some(row) if cols.iter().any(|c| c.key) => {
+                Some(jsonb_datum(object(row, &|i| cols[i].key))?)
+            }
+            _ => None,
+        };
+        let changed = |i: usize| match (&old, &new) {
+            (Some(o), Some(n)) if update => o[i] != n[i],
+            _ => true,
+        };
+        let values_of = |row: &Option<Vec<Vec<u8>>>| {
+            row.as_ref()
+                .map(|r| jsonb_datum(object(r, &|i| cols[i].value && changed(i))))
+                .transpose()
+        };
+        out.push((id, [key, values_of(&old)?, values_of(&new)?]));
+    }
+    Ok(out)
+}
+
+/// The events of a TRUNCATE or security event record: the JSON array text
+/// [[id, row_key, old_values, new_values], …].
+unsafe fn decode_events(events: &[u8]) -> Result<Vec<EventRow>, String> {
+    let bad = || "malformed audit record events".to_string();
+    let v: serde_json::Value = serde_json::from_slice(events).map_err(|_| bad())?;
+    let mut out = Vec::new();
+    for e in v.as_array().ok_or_else(bad)? {
+        let e = e.as_array().filter(|e| e.len() == 4).ok_or_else(bad)?;
+        let id = e[0].as_i64().ok_or_else(bad)?;
+        let mut parts = [None; 3];
+        for (part, value) in parts.iter_mut().zip(&e[1..]) {
+            if !value.is_null() {
+                *part = Some(jsonb_datum(value.to_string().into_bytes())?);
+            }
+        }
+        out.push((id, parts));
+    }
+    Ok(out)
+}
+
+/// A varlena column of a pgauth.audit_records row, copied out of the buffer: inline, or an
+/// on-disk TOAST pointer into audit_records' own TOAST table (never another table's, never an
+/// in-memory pointer).
+unsafe fn own_varlena(datum: pg_sys::Datum, toast: pg_sys::Oid) -> Result<Vec<u8>, String> {
+    let p = datum.cast_mut_ptr::<u8>();
+    if *p == 0x01 {
+        if *p.add(1) != 18 {
+            return Err("malformed audit record: a TOAST pointer that is not on disk".into());
+        }
+        let ext = std::ptr::read_unaligned(p.add(2).cast::<pg_sys::varatt_external>());
+        if ext.va_toastrelid != toast {
+            return Err("malformed audit record: a TOAST pointer into another table".into());
+        }
+    }
+    let full = pg_sys::pg_detoast_datum_packed(p.cast());
+    Ok(pgrx::varlena::varlena_to_byte_slice(full).to_vec())
+}
+
+/// The stored fields the reader needs: id, event, shape, rows, events.
+type StoredForRead = (
+    i64,
+    String,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
+
+/// The record at `tid` in pgauth.audit_records, if it is visible to the query's snapshot and
+/// its id is `record_id`.
+unsafe fn read_record(
+    tid: pg_sys::ItemPointerData,
+    record_id: i64,
+) -> Result<Option<StoredForRead>, String> {
+    let rel = pg_sys::table_open(
+        pgauth_relid("audit_records"),
+        pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+    );
+    let blocks = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+    let block = ((tid.ip_blkid.bi_hi as u32) << 16) | tid.ip_blkid.bi_lo as u32;
+    let mut tuple = pg_sys::HeapTupleData {
+        t_len: 0,
+        t_self: tid,
+        t_tableOid: pg_sys::InvalidOid,
+        t_data: std::ptr::null_mut(),
+    };
+    let mut buffer: pg_sys::Buffer = 0;
+    if block >= blocks
+        || !pg_sys::heap_fetch(
+            rel,
+            pg_sys::GetActiveSnapshot(),
+            &mut tuple,
+            &mut buffer,
+            false,
+        )
+    {
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        return Ok(None);
+    }
+    let desc = (*rel).rd_att;
+    let toast = (*(*rel).rd_rel).reltoastrelid;
+    let natts = (*desc).natts as usize;
+    let mut values = vec![pg_sys::Datum::from(0); natts];
+    let mut nulls = vec![true; natts];
+    pg_sys::heap_deform_tuple(&mut tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+    let field = |name: &CStr| -> Result<Option<pg_sys::Datum>, String> {
+        for i in 0..natts {
+            let att = (*desc).attrs.as_ptr().add(i);
+            if !(*att).attisdropped && CStr::from_ptr((*att).attname.data.as_ptr()) == name {
+                return Ok((!nulls[i]).then_some(values[i]));
+            }
+        }
+        Err(format!(
+            "pgauth.audit_records has no column {}",
+            name.to_string_lossy()
+        ))
+    };
+    let read = (|| {
+        let id = field(c"id")?.map_or(0, |d| d.value() as i64);
+        if id != record_id {
+            return Ok(None);
+        }
+        let text = |d: Option<pg_sys::Datum>| -> Result<Option<Vec<u8>>, String> {
+            d.map(|d| own_varlena(d, toast)).transpose()
+        };
+        let event = text(field(c"event")?)?.unwrap_or_default();
+        let shape = text(field(c"shape")?)?;
+        let rows = text(field(c"rows")?)?;
+        let events = text(field(c"events")?)?;
+        let utf8 = |b: Vec<u8>| {
+            String::from_utf8(b).map_err(|_| "malformed audit record: text that is not UTF-8")
+        };
+        Ok(Some((
+            id,
+            utf8(event)?,
+            shape.map(utf8).transpose()?,
+            rows,
+            events,
+        )))
+    })();
+    pg_sys::ReleaseBuffer(buffer);
+    pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+    read
+}
+
+/// The events of the record at `tid`, read in an internal subtransaction: any error (checked
+/// bytes refused, or one raised by PostgreSQL while reading) becomes `Err(message)`.
+unsafe fn record_events(
+    tid: pg_sys::ItemPointerData,
+    record_id: i64,
+) -> Result<Vec<EventRow>, String> {
+    let context = pg_sys::CurrentMemoryContext;
+    let owner = pg_sys::CurrentResourceOwner;
+    pg_sys::BeginInternalSubTransaction(std::ptr::null());
+    pg_sys::MemoryContextSwitchTo(context);
+    let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        let Some((id, event, shape, rows, events)) = read_record(tid, record_id)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = match events {
+            Some(e) => decode_events(&e)?,
+            None => Vec::new(),
+        };
+        if let Some(rows) = rows {
+            let shape = shape.ok_or("malformed audit record: rows without a shape")?;
+            out.extend(decode_rows(&shape, &rows, id, event == "update")?);
+        }
+        Ok(out)
+    }))
+    .catch_others(|e| {
+        Err(match e {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(r)
+            | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+            _ => "unexpected error".to_string(),
+        })
+    })
+    .execute();
+    match result {
+        Ok(_) => pg_sys::ReleaseCurrentSubTransaction(),
+        Err(_) => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+    }
+    pg_sys::MemoryContextSwitchTo(context);
+    pg_sys::CurrentResourceOwner = owner;
+    result
+}
+
+/// `pgauth.audit_record_events(record tid, record_id bigint)`: the events of the audit record
+/// stored at `record` (its ctid) whose id is `record_id`, as (id, row_key, old_values,
+/// new_values); no rows when there is none. Only for roles that may read the log (SELECT on
+/// pgauth.audit_log or pgauth.audit_records, else 42501). A record that cannot be read gives
+/// one row: its id, and new_values {"pgauth_audit_error": why}.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn pgauth_audit_record_events(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    let user = caller();
+    let may_read = ["audit_log", "audit_records"].iter().any(|t| {
+        pg_sys::pg_class_aclcheck(pgauth_relid(t), user, pg_sys::ACL_SELECT as pg_sys::AclMode)
+            == pg_sys::AclResult::ACLCHECK_OK
+    });
+    if !may_read {
+        AuthError::AuditPermissionDenied(
+            "reading audit records requires SELECT on pgauth.audit_log".into(),
+        )
+        .raise();
+    }
+    let (Some(tid), Some(record_id)) = (arg(fcinfo, 0), arg(fcinfo, 1)) else {
+        return pg_sys::Datum::from(0);
+    };
+    let tid = *tid.cast_mut_ptr::<pg_sys::ItemPointerData>();
+    let record_id = record_id.value() as i64;
+    pg_sys::InitMaterializedSRF(fcinfo, 0);
+    let rsinfo = (*fcinfo).resultinfo.cast::<pg_sys::ReturnSetInfo>();
+    let rows = record_events(tid, record_id).unwrap_or_else(|why| {
+        let marker = serde_json::json!({ READ_ERROR_KEY: why }).to_string();
+        let datum = jsonb_datum(marker.into_bytes()).ok();
+        vec![(record_id, [None, None, datum])]
+    });
+    for (id, parts) in rows {
+        let mut values = [
+            pg_sys::Datum::from(id),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        ];
+        let mut nulls = [false; 4];
+        for (n, part) in parts.iter().enumerate() {
+            match part {
+                Some(d) => values[n + 1] = *d,
+                None => nulls[n + 1] = true,
+            }
+        }
+        pg_sys::tuplestore_putvalues(
+            (*rsinfo).setResult,
+            (*rsinfo).setDesc,
+            values.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+        );
+    }
+    pg_sys::Datum::from(0)
 }
