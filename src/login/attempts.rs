@@ -171,7 +171,6 @@ impl<'a> AttemptTable<'a> {
         let Some(slot) = self.slot(key, now) else {
             return Begin::Locked;
         };
-        slot.touched = now;
         if slot.locked_until != 0 && !slot.is_locked(now) {
             // The lockout ran out: counting starts again.
             slot.locked_until = 0;
@@ -181,10 +180,15 @@ impl<'a> AttemptTable<'a> {
             return Begin::Locked;
         }
         if limits.max_failures > 0 && slot.failures >= limits.max_failures {
-            // Charged attempts in flight (or left by a backend that died) used up the limit.
-            slot.locked_until = now.saturating_add(limits.lockout);
-            return Begin::Locked;
+            // Charged attempts in flight use up the limit; the one of them that fails starts the
+            // lockout (and reports it). Charges that never finish (a backend died mid-check)
+            // expire a lockout's length after the last one.
+            if now.saturating_sub(slot.touched) < limits.lockout {
+                return Begin::Locked;
+            }
+            slot.failures = 0;
         }
+        slot.touched = now;
         slot.failures = slot.failures.saturating_add(1);
         Begin::Charged
     }
@@ -315,6 +319,16 @@ mod tests {
             assert_eq!(t.begin(&k, 10, LIMITS), Begin::Charged);
         }
         assert_eq!(t.begin(&k, 10, LIMITS), Begin::Locked);
+        // The in-flight attempt that fails last starts the lockout and reports it.
+        assert_eq!(t.failed(&k, 11, LIMITS), (3, true));
+        assert_eq!(t.failed(&k, 11, LIMITS), (3, false));
+        // Charges that never finish expire a lockout's length after the last one.
+        let stuck = key(9);
+        for _ in 0..3 {
+            t.begin(&stuck, 10, LIMITS);
+        }
+        assert_eq!(t.begin(&stuck, 500, LIMITS), Begin::Locked);
+        assert_eq!(t.begin(&stuck, 1010, LIMITS), Begin::Charged);
     }
 
     #[test]
