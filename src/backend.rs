@@ -155,6 +155,28 @@ pub fn record_event(event: &str, subject: &str, details: &str) -> AuthResult<()>
     .map_err(spi_err)
 }
 
+/// As [`record_event`], for the events of failed attempts (wrong passwords, codes, keys,
+/// lockouts): if the caller's transaction or savepoint is rolled back afterwards, the event is
+/// written again by the event keeper (src/audit/kept.rs), so no rollback removes it.
+pub fn record_failure_event(event: &str, subject: &str, details: &str) -> AuthResult<()> {
+    record_event(event, subject, details)?;
+    crate::audit::kept::remember(event, subject, details);
+    Ok(())
+}
+
+/// The session user's name (the login role), for event details.
+pub fn session_user_name() -> Option<String> {
+    // SAFETY: the name is palloc'd by PostgreSQL and copied at once.
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetSessionUserId(), true);
+        (!name.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}
+
 /// A random (version 4) UUID in RFC 4122 byte order, for ids made in Rust (key ids, kids).
 pub fn random_uuid() -> AuthResult<[u8; 16]> {
     let mut id = [0u8; 16];

@@ -71,6 +71,7 @@ pub extern "C-unwind" fn _PG_init() {
     audit::sql::install_xact_callback();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         login::shared::install();
+        audit::kept::install();
         password::role_check::install();
     }
 }

@@ -40,6 +40,7 @@ use std::collections::HashMap;
 use sha3::{Digest, Sha3_512};
 
 pub mod frames;
+pub(crate) mod kept;
 pub(crate) mod sql;
 pub mod values;
 

@@ -17,7 +17,7 @@ use super::{
     hash_scheme, parse_inet, password_expired, rate_limit_key, shared, status_reason,
     LoginSettings, Reason, MICROS_PER_SECOND,
 };
-use crate::backend::{as_owner, read_one, record_event, spi_err};
+use crate::backend::{as_owner, read_one, record_event, record_failure_event, spi_err};
 use crate::error::{AuthError, AuthResult, OrRaise};
 use crate::guc::argon2_settings;
 use crate::password::policy::{problems, Context};
@@ -188,7 +188,7 @@ pub(crate) fn record_failure(what: &str, account: &Account) -> AuthResult<u32> {
             "failed_count": count,
             "lockout_seconds": limits.lockout / MICROS_PER_SECOND,
         });
-        record_event("account_locked", &account.username, &details.to_string())?;
+        record_failure_event("account_locked", &account.username, &details.to_string())?;
     }
     Ok(count)
 }
@@ -288,7 +288,7 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
     if !rate_limit_allows("auth_login", &key, limits.attempts_per_minute)? {
         let mut details = base(Reason::RateLimited, None);
         details["rate_limit_key"] = json!(key);
-        record_event("rate_limited", &subject_of(None), &details.to_string())?;
+        record_failure_event("rate_limited", &subject_of(None), &details.to_string())?;
         return Ok(outcome(Reason::RateLimited, None, None));
     }
 
@@ -309,14 +309,14 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
         verify_nothing(password);
         let mut details = base(Reason::InvalidCredentials, None);
         details["known_user"] = json!(false);
-        record_event("login_failed", &subject_of(None), &details.to_string())?;
+        record_failure_event("login_failed", &subject_of(None), &details.to_string())?;
         return Ok(outcome(Reason::InvalidCredentials, None, None));
     };
     let subject = subject_of(Some(&account));
 
     // 3. A temporary lockout refuses without looking at the password.
     if !begin_attempt("auth_login", account.id)? {
-        record_event(
+        record_failure_event(
             "login_failed",
             &subject,
             &base(Reason::Locked, Some(&account)).to_string(),
@@ -332,7 +332,7 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
         if account.hash.is_none() {
             details["no_password"] = json!(true);
         }
-        record_event("login_failed", &subject, &details.to_string())?;
+        record_failure_event("login_failed", &subject, &details.to_string())?;
         return Ok(outcome(Reason::InvalidCredentials, None, None));
     }
     record_success("auth_login", account.id)?;
@@ -340,7 +340,7 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
     // 5. Right password: administrative status, then expiry (only now, so neither tells
     //    anything to someone without the password).
     if let Some(reason) = status_reason(&account.status) {
-        record_event(
+        record_failure_event(
             "login_failed",
             &subject,
             &base(reason, Some(&account)).to_string(),
@@ -352,7 +352,7 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
         .changed_at
         .is_some_and(|changed| password_expired(changed, max_age, now))
     {
-        record_event(
+        record_failure_event(
             "password_expired",
             &subject,
             &base(Reason::PasswordExpired, Some(&account)).to_string(),
@@ -417,7 +417,7 @@ fn change_password(user_id: Uuid, old_password: &str, new_password: &str) -> Aut
     let refuse = |account: Option<&Account>, reason: Reason| -> AuthResult<bool> {
         let details = json!({"user_id": user_id.to_string(), "reason": reason.as_str()});
         let subject = account.map_or_else(|| user_id.to_string(), |a| a.username.clone());
-        record_event("password_change_failed", &subject, &details.to_string())?;
+        record_failure_event("password_change_failed", &subject, &details.to_string())?;
         Ok(false)
     };
     let Some(account) = find_account("u.id = $1", user_id.into())? else {

@@ -11,7 +11,9 @@ use super::{
     check_totp, decide_factor_change, new_recovery_codes, new_totp_secret, recovery_code_hash,
     totp_uri, FactorChangeDecision, FactorChangeRequest,
 };
-use crate::backend::{as_owner, caller, has_role, read_one, record_event, spi_err};
+use crate::backend::{
+    as_owner, caller, has_role, read_one, record_event, record_failure_event, spi_err,
+};
 use crate::error::{AuthError, AuthResult, OrRaise};
 use crate::login::attempts::{Begin, Kind, Limits};
 use crate::login::shared;
@@ -186,7 +188,7 @@ fn limited(
 ) -> AuthResult<bool> {
     let key = shared::user_key(Kind::SecondFactor, &user_id);
     if shared::begin(what, &key, SECOND_FACTOR_LIMITS)? == Begin::Locked {
-        record_event(
+        record_failure_event(
             &format!("{event_prefix}_rate_limited"),
             &user_id.to_string(),
             "{}",
@@ -200,7 +202,7 @@ fn limited(
     } else {
         let (failures, newly_locked) = shared::failed(what, &key, SECOND_FACTOR_LIMITS)?;
         let details = serde_json::json!({"failed_count": failures, "blocked": newly_locked});
-        record_event(
+        record_failure_event(
             &format!("{event_prefix}_failed"),
             &user_id.to_string(),
             &details.to_string(),

@@ -10,7 +10,7 @@ use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, Uuid};
 use super::{
     looks_like_refresh_token, looks_like_token, new_refresh_token, new_token, token_hash, Binding,
 };
-use crate::backend::{as_owner, has_role, read_one, record_event, spi_err};
+use crate::backend::{as_owner, has_role, read_one, record_event, record_failure_event, spi_err};
 use crate::error::{AuthError, AuthResult, OrRaise};
 
 static mut BINDING_VALUE: *mut c_char = std::ptr::null_mut();
@@ -324,7 +324,7 @@ fn auth_step_up(code: &str) -> bool {
     let ok = crate::mfa::sql::verify_second_factor(user, code).or_raise();
     let subject = user.to_string();
     if !ok {
-        record_event("step_up_failed", &subject, "{}").or_raise();
+        record_failure_event("step_up_failed", &subject, "{}").or_raise();
         return false;
     }
     raise_bound_session(&binding, "otp").or_raise();
@@ -720,7 +720,7 @@ fn verify_api_key(api_key: &str, scope: Option<&str>) -> Option<Uuid> {
     let counter = shared::text_key(Kind::ApiKey, &bucket);
     if shared::begin(WHAT, &counter, API_KEY_LIMITS).or_raise() == Begin::Locked {
         let details = serde_json::json!({"reason": "rate_limited", "client_ip": client_text});
-        record_event("api_key_failed", "", &details.to_string()).or_raise();
+        record_failure_event("api_key_failed", "", &details.to_string()).or_raise();
         return None;
     }
     let user = check_api_key(api_key, scope);
@@ -735,7 +735,7 @@ fn verify_api_key(api_key: &str, scope: Option<&str>) -> Option<Uuid> {
             "client_ip": client_text,
             "failed_count": failures,
         });
-        record_event("api_key_failed", prefix, &details.to_string()).or_raise();
+        record_failure_event("api_key_failed", prefix, &details.to_string()).or_raise();
     }
     user
 }

@@ -28,7 +28,9 @@ use super::{
     parse_registration, verify_assertion, verify_registration, AssertionOutcome, CoseAlgorithm,
     RelyingParty, StoredCredential, UserVerification, WebauthnError,
 };
-use crate::backend::{as_owner, caller, has_role, read_one, record_event, spi_err};
+use crate::backend::{
+    as_owner, caller, has_role, read_one, record_event, record_failure_event, spi_err,
+};
 use crate::error::{AuthError, AuthResult, OrRaise};
 use crate::login::sql::{
     begin_attempt, client_key, find_account, issue_login_tokens, rate_limit_allows, record_failure,
@@ -736,7 +738,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
         let mut d: Value =
             serde_json::from_str(&details(Reason::RateLimited, None, None)).unwrap_or_default();
         d["rate_limit_key"] = json!(key);
-        record_event("rate_limited", "", &d.to_string())?;
+        record_failure_event("rate_limited", "", &d.to_string())?;
         return Ok(failed(Reason::RateLimited));
     }
 
@@ -745,7 +747,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
         Ok(c) => c,
         Err(e) => {
             let text = e.to_string();
-            record_event(
+            record_failure_event(
                 "webauthn_login_failed",
                 "",
                 &details(Reason::InvalidCredentials, None, Some(&text)),
@@ -762,7 +764,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
         None => None,
     };
     let (Some(cred), Some(account)) = (found, account) else {
-        record_event(
+        record_failure_event(
             "webauthn_login_failed",
             "",
             &details(Reason::InvalidCredentials, None, Some("unknown credential")),
@@ -773,7 +775,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
 
     // 4. A temporary lockout refuses without looking further.
     if !begin_attempt("auth_webauthn_login_finish", account.id)? {
-        record_event(
+        record_failure_event(
             "webauthn_login_failed",
             &subject,
             &details(Reason::Locked, Some(&account), None),
@@ -815,7 +817,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
                     "received_count": received,
                     "client_ip": client_text,
                 });
-                record_event("webauthn_counter_rollback", &subject, &d.to_string())?;
+                record_failure_event("webauthn_counter_rollback", &subject, &d.to_string())?;
             }
             let failed_count = record_failure("auth_webauthn_login_finish", &account)?;
             let text = e.to_string();
@@ -826,7 +828,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
             ))
             .unwrap_or_default();
             d["failed_count"] = json!(failed_count);
-            record_event("webauthn_login_failed", &subject, &d.to_string())?;
+            record_failure_event("webauthn_login_failed", &subject, &d.to_string())?;
             return Ok(failed(Reason::InvalidCredentials));
         }
     };
@@ -835,7 +837,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
 
     // 6. Administrative status, only now (it tells nothing to someone without the passkey).
     if let Some(reason) = status_reason(&account.status) {
-        record_event(
+        record_failure_event(
             "webauthn_login_failed",
             &subject,
             &details(reason, Some(&account), None),
@@ -1025,7 +1027,7 @@ fn auth_webauthn_step_up(credential: JsonB) -> bool {
         }
         Err(problem) => {
             let d = json!({"method": "hwk", "problem": problem});
-            record_event("step_up_failed", &user.to_string(), &d.to_string()).or_raise();
+            record_failure_event("step_up_failed", &user.to_string(), &d.to_string()).or_raise();
             false
         }
     }

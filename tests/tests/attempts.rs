@@ -34,6 +34,26 @@ fn value(db: &mut Client, sql: &str) -> Option<String> {
         .flatten()
 }
 
+/// Poll `sql` (one bigint) until it reaches `want` or 20 s pass: the event keeper writes
+/// undone events in its own transaction, shortly after the rollback.
+fn eventually(db: &mut Client, sql: &str, want: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got: i64 = value(db, sql).and_then(|v| v.parse().ok()).unwrap_or(-1);
+        if got >= want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn kept(event: &str, subject: &str) -> String {
+    format!(
+        "SELECT count(*) FROM pgauth.audit_log WHERE event = '{event}'
+            AND row_key->>'subject' = '{subject}' AND new_values->>'kept_after_rollback' = 'true'"
+    )
+}
+
 fn totp_now(uri: &str) -> String {
     run_python(
         &[
@@ -77,6 +97,17 @@ fn wrong_passwords_count_when_the_caller_rolls_back() {
             ),
         );
         assert_eq!(failed.as_deref(), Some("5"), "{wrapper}");
+        // Every undone failure is in the audit log all the same, and the lockout with them.
+        assert_eq!(
+            eventually(&mut db, &kept("login_failed", &user), 20),
+            20,
+            "{wrapper}: login_failed events removed by the rollback"
+        );
+        assert_eq!(
+            eventually(&mut db, &kept("account_locked", &user), 1),
+            1,
+            "{wrapper}"
+        );
     }
     // auth_change_password's wrong old passwords are failures of the same counter.
     let uid = value(

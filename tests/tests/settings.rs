@@ -89,8 +89,9 @@ fn settings_survive_alter_database_without_preload_and_postgresql_conf_with_prel
     cluster("start", "");
     let mut admin = connect("postgres");
     admin
-        .batch_execute("DROP DATABASE IF EXISTS app WITH (FORCE); CREATE DATABASE app")
+        .batch_execute("DROP DATABASE IF EXISTS app WITH (FORCE)")
         .unwrap();
+    admin.batch_execute("CREATE DATABASE app").unwrap();
     for (name, value, _) in SETTINGS {
         admin
             .batch_execute(&format!("ALTER DATABASE app SET {name} = '{value}'"))
