@@ -85,7 +85,11 @@ pub fn verify(password: &[u8], hash: &str) -> AuthResult<bool> {
 /// `max_memory_kib` of memory: the bound for hashes a caller supplies (`pgauth.max_verify_memory_kib`).
 pub fn verify_bounded(password: &[u8], hash: &str, max_memory_kib: u32) -> AuthResult<bool> {
     check_password_length(password)?;
-    let stored = StoredHash::parse(hash)?;
+    bounded(StoredHash::parse(hash)?, max_memory_kib)?.verify(password)
+}
+
+/// `stored`, unless it is an Argon2 hash asking for more than `max_memory_kib`.
+pub fn bounded(stored: StoredHash<'_>, max_memory_kib: u32) -> AuthResult<StoredHash<'_>> {
     if let StoredHash::Argon2(h) = &stored {
         if h.memory_kib > max_memory_kib {
             return Err(AuthError::HostileHashParameter {
@@ -97,7 +101,7 @@ pub fn verify_bounded(password: &[u8], hash: &str, max_memory_kib: u32) -> AuthR
             });
         }
     }
-    stored.verify(password)
+    Ok(stored)
 }
 
 /// True unless `hash` is Argon2id (v1.3) with at least `settings`.

@@ -28,6 +28,9 @@ fn auth_verify(password: &str, hash: &str) -> bool {
 pub(crate) fn verify_interruptibly(password: &str, hash: &str) -> AuthResult<bool> {
     use std::sync::mpsc::{channel, RecvTimeoutError};
     let max_memory = crate::guc::MAX_VERIFY_MEMORY_KIB.get().max(0) as u32;
+    // Malformed and hostile hashes are refused here, before a thread is started for them.
+    super::check_password_length(password.as_bytes())?;
+    super::bounded(super::StoredHash::parse(hash)?, max_memory)?;
     let password = Zeroizing::new(password.as_bytes().to_vec());
     let hash = hash.to_string();
     let (tx, rx) = channel();
