@@ -33,8 +33,10 @@ pub enum Kind {
     /// Wrong second factors of a user: TOTP codes and recovery codes (auth_step_up,
     /// auth_totp_verify, auth_use_recovery_code, auth_webauthn_step_up).
     SecondFactor = 3,
-    /// Wrong API keys presented under one key prefix.
+    /// Wrong API keys presented from one client address.
     ApiKey = 4,
+    /// Events of one kind written in a window (flood control of the audit log).
+    Events = 5,
 }
 
 /// A counter's key: the database, what is counted, and whose (a user id, or a digest of an
@@ -260,6 +262,21 @@ impl<'a> AttemptTable<'a> {
         slot.attempts <= per_window
     }
 
+    /// Count one occurrence in the key's window of `window` microseconds and return the count
+    /// so far in that window (1 for the first). A full set answers `u32::MAX`.
+    pub fn count(&mut self, key: &Key, now: i64, window: i64) -> u32 {
+        let Some(slot) = self.slot(key, now) else {
+            return u32::MAX;
+        };
+        slot.touched = now;
+        if now.saturating_sub(slot.window_start).abs() >= window {
+            slot.window_start = now;
+            slot.attempts = 0;
+        }
+        slot.attempts = slot.attempts.saturating_add(1);
+        slot.attempts
+    }
+
     /// Every used slot of one database and kind (for the admin views).
     pub fn entries(&self, database: u32, kind: Kind) -> impl Iterator<Item = &Slot> {
         self.slots
@@ -437,6 +454,19 @@ mod tests {
         ));
         // Once they run out, room again.
         assert_eq!(t.begin(&key(99), 2000, LIMITS), Begin::Charged);
+    }
+
+    #[test]
+    fn counts_per_window() {
+        let mut slots = vec![Slot::default(); 64];
+        let mut t = table(&mut slots);
+        let k = Key {
+            kind: Kind::Events,
+            ..key(10)
+        };
+        assert_eq!(t.count(&k, 0, 60), 1);
+        assert_eq!(t.count(&k, 1, 60), 2);
+        assert_eq!(t.count(&k, 60, 60), 1);
     }
 
     #[test]

@@ -163,6 +163,22 @@ pub(crate) fn rate(what: &str, key: &Key, per_window: u32) -> AuthResult<bool> {
     })
 }
 
+/// Events of one kind written individually per minute in a database before only every
+/// power-of-two occurrence is written (with its count).
+pub const EVENTS_PER_MINUTE: u32 = 100;
+
+/// Flood control for events an attacker can cause at will (refusals by the rate limit, failures
+/// of unknown users, with a caller-chosen address): Some(n), the occurrence's number in this
+/// minute, when it should be written; None when it is only counted. The first
+/// [`EVENTS_PER_MINUTE`] of a minute are written, then the 128th, 256th, … so the log grows by
+/// at most about a hundred and a logarithm per minute, and every written event says how many
+/// occurred. Without the table (not preloaded) every event is written.
+pub(crate) fn event_number(event: &str) -> Option<u32> {
+    let key = text_key(Kind::Events, event);
+    let n = with_table("audit", |t| t.count(&key, clock(), RATE_WINDOW_MICROS)).unwrap_or(1);
+    (n <= EVENTS_PER_MINUTE || n.is_power_of_two()).then_some(n)
+}
+
 /// Forget every counter of a user (an administrator's unlock).
 pub(crate) fn reset_user(what: &str, user: &Uuid) -> AuthResult<()> {
     with_table(what, |t| {

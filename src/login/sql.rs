@@ -286,9 +286,12 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
 
     // 1. The address's rate limit, before any lookup or hashing; not a failure of any user.
     if !rate_limit_allows("auth_login", &key, limits.attempts_per_minute)? {
-        let mut details = base(Reason::RateLimited, None);
-        details["rate_limit_key"] = json!(key);
-        record_failure_event("rate_limited", &subject_of(None), &details.to_string())?;
+        if let Some(n) = shared::event_number("rate_limited") {
+            let mut details = base(Reason::RateLimited, None);
+            details["rate_limit_key"] = json!(key);
+            details["occurrence_this_minute"] = json!(n);
+            record_failure_event("rate_limited", &subject_of(None), &details.to_string())?;
+        }
         return Ok(outcome(Reason::RateLimited, None, None));
     }
 
@@ -307,9 +310,12 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
     };
     let Some(account) = account else {
         verify_nothing(password);
-        let mut details = base(Reason::InvalidCredentials, None);
-        details["known_user"] = json!(false);
-        record_failure_event("login_failed", &subject_of(None), &details.to_string())?;
+        if let Some(n) = shared::event_number("login_failed unknown user") {
+            let mut details = base(Reason::InvalidCredentials, None);
+            details["known_user"] = json!(false);
+            details["occurrence_this_minute"] = json!(n);
+            record_failure_event("login_failed", &subject_of(None), &details.to_string())?;
+        }
         return Ok(outcome(Reason::InvalidCredentials, None, None));
     };
     let subject = subject_of(Some(&account));

@@ -719,8 +719,12 @@ fn verify_api_key(api_key: &str, scope: Option<&str>) -> Option<Uuid> {
     let (client_text, bucket) = crate::login::sql::client_key(None);
     let counter = shared::text_key(Kind::ApiKey, &bucket);
     if shared::begin(WHAT, &counter, API_KEY_LIMITS).or_raise() == Begin::Locked {
-        let details = serde_json::json!({"reason": "rate_limited", "client_ip": client_text});
-        record_failure_event("api_key_failed", "", &details.to_string()).or_raise();
+        if let Some(n) = shared::event_number("api_key_failed refused") {
+            let details = serde_json::json!({
+                "reason": "rate_limited", "client_ip": client_text, "occurrence_this_minute": n,
+            });
+            record_failure_event("api_key_failed", "", &details.to_string()).or_raise();
+        }
         return None;
     }
     let user = check_api_key(api_key, scope);
@@ -729,13 +733,16 @@ fn verify_api_key(api_key: &str, scope: Option<&str>) -> Option<Uuid> {
     } else {
         let (failures, _) = shared::failed(WHAT, &counter, API_KEY_LIMITS).or_raise();
         let prefix = super::api_keys::api_key_prefix(api_key).unwrap_or_default();
-        let details = serde_json::json!({
-            "reason": "invalid_credentials",
-            "prefix": prefix,
-            "client_ip": client_text,
-            "failed_count": failures,
-        });
-        record_failure_event("api_key_failed", prefix, &details.to_string()).or_raise();
+        if let Some(n) = shared::event_number("api_key_failed") {
+            let details = serde_json::json!({
+                "reason": "invalid_credentials",
+                "prefix": prefix,
+                "client_ip": client_text,
+                "failed_count": failures,
+                "occurrence_this_minute": n,
+            });
+            record_failure_event("api_key_failed", prefix, &details.to_string()).or_raise();
+        }
     }
     user
 }

@@ -735,10 +735,13 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
         &key,
         settings().attempts_per_minute,
     )? {
-        let mut d: Value =
-            serde_json::from_str(&details(Reason::RateLimited, None, None)).unwrap_or_default();
-        d["rate_limit_key"] = json!(key);
-        record_failure_event("rate_limited", "", &d.to_string())?;
+        if let Some(n) = crate::login::shared::event_number("rate_limited") {
+            let mut d: Value =
+                serde_json::from_str(&details(Reason::RateLimited, None, None)).unwrap_or_default();
+            d["rate_limit_key"] = json!(key);
+            d["occurrence_this_minute"] = json!(n);
+            record_failure_event("rate_limited", "", &d.to_string())?;
+        }
         return Ok(failed(Reason::RateLimited));
     }
 
@@ -747,11 +750,13 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
         Ok(c) => c,
         Err(e) => {
             let text = e.to_string();
-            record_failure_event(
-                "webauthn_login_failed",
-                "",
-                &details(Reason::InvalidCredentials, None, Some(&text)),
-            )?;
+            if crate::login::shared::event_number("webauthn_login_failed unknown").is_some() {
+                record_failure_event(
+                    "webauthn_login_failed",
+                    "",
+                    &details(Reason::InvalidCredentials, None, Some(&text)),
+                )?;
+            }
             return Ok(failed(Reason::InvalidCredentials));
         }
     };
@@ -764,11 +769,14 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
         None => None,
     };
     let (Some(cred), Some(account)) = (found, account) else {
-        record_failure_event(
-            "webauthn_login_failed",
-            "",
-            &details(Reason::InvalidCredentials, None, Some("unknown credential")),
-        )?;
+        // Anyone can present made-up credentials: flood-controlled like unknown users.
+        if crate::login::shared::event_number("webauthn_login_failed unknown").is_some() {
+            record_failure_event(
+                "webauthn_login_failed",
+                "",
+                &details(Reason::InvalidCredentials, None, Some("unknown credential")),
+            )?;
+        }
         return Ok(failed(Reason::InvalidCredentials));
     };
     let subject = account.username.clone();

@@ -6,7 +6,9 @@
 use postgres::{Client, NoTls};
 use std::process::Command;
 
-const PORT: &str = "5496";
+/// Its own port: 5497 is make bench's durable cluster, 5496 the audit tests' standby, 5498 the
+/// crypto tests' restore cluster.
+const PORT: &str = "5495";
 
 fn root() -> String {
     format!(
@@ -80,9 +82,18 @@ fn server_log() -> String {
         .into_owned()
 }
 
+/// Stops the test's cluster however the test ends.
+struct StopAtEnd;
+impl Drop for StopAtEnd {
+    fn drop(&mut self) {
+        cluster("stop", "");
+    }
+}
+
 #[test]
 fn settings_survive_alter_database_without_preload_and_postgresql_conf_with_preload() {
     cluster("stop", "");
+    let _stop = StopAtEnd;
     let _ = std::fs::remove_dir_all(root());
 
     // 1. No preload: values from ALTER DATABASE … SET, the library loaded by the first call.
