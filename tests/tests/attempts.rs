@@ -279,3 +279,30 @@ fn an_open_transaction_does_not_hold_up_other_sign_ins() {
     );
     holder.batch_execute("ROLLBACK").unwrap();
 }
+
+/// A flood of failures anyone can cause (unknown users from made-up addresses) cannot grow the
+/// audit log without bound: 100 events a minute are written one by one, then only the 128th,
+/// 256th, … with their count.
+#[test]
+fn a_flood_of_unknown_users_is_aggregated_in_the_audit_log() {
+    let mut db = fresh_database("pgauth_it_attempts_flood");
+    db.batch_execute("SET pgauth.login_attempts_per_minute = 0")
+        .unwrap();
+    db.batch_execute(
+        "SELECT * FROM auth_login('nobody' || g, 'x', ('10.9.' || (g / 250) || '.' || (g % 250))::inet)
+           FROM generate_series(1, 150) g",
+    )
+    .unwrap();
+    let written = value(
+        &mut db,
+        "SELECT count(*) FROM pgauth.audit_log WHERE event = 'login_failed'
+            AND new_values->>'known_user' = 'false'",
+    );
+    assert_eq!(written.as_deref(), Some("101"));
+    let last = value(
+        &mut db,
+        "SELECT max((new_values->>'occurrence_this_minute')::int) FROM pgauth.audit_log
+          WHERE event = 'login_failed'",
+    );
+    assert_eq!(last.as_deref(), Some("128"));
+}
