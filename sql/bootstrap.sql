@@ -15,7 +15,7 @@ BEGIN
       FROM pg_catalog.pg_namespace n
      CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
       LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-     WHERE n.nspname = '@extschema@' AND a.privilege_type = 'CREATE'
+     WHERE n.oid = '@extschema@'::regnamespace AND a.privilege_type = 'CREATE'
        AND a.grantee <> n.nspowner AND NOT coalesce(r.rolsuper, false);
     IF creators IS NOT NULL THEN
         RAISE EXCEPTION 'pgauth cannot be installed in schema "%": other roles can create objects in it (%)',
@@ -24,6 +24,23 @@ BEGIN
                   HINT = 'Another role could add a function that shadows a pgauth function and captures passwords. '
                       || 'Revoke it (REVOKE CREATE ON SCHEMA @extschema@ FROM PUBLIC) or install into a schema only its owner can write to: '
                       || 'CREATE SCHEMA auth; CREATE EXTENSION pgauth SCHEMA auth; and put that schema first in search_path.';
+    END IF;
+    -- Its owner can create there too: a loud warning when that is not a superuser (in
+    -- PostgreSQL 15 public belongs to pg_database_owner, i.e. the database's owner).
+    SELECT CASE WHEN n.nspowner = 'pg_database_owner'::regrole THEN d.rolname ELSE o.rolname END
+      INTO creators
+      FROM pg_catalog.pg_namespace n
+      JOIN pg_catalog.pg_roles o ON o.oid = n.nspowner
+      JOIN pg_catalog.pg_database db ON db.datname = pg_catalog.current_database()
+      JOIN pg_catalog.pg_roles d ON d.oid = db.datdba
+     WHERE n.oid = '@extschema@'::regnamespace
+       AND NOT (CASE WHEN n.nspowner = 'pg_database_owner'::regrole THEN d.rolsuper
+                     ELSE o.rolsuper END);
+    IF creators IS NOT NULL THEN
+        RAISE WARNING 'pgauth is installed in a schema where the non-superuser role % can create objects',
+                      creators
+            USING HINT = 'That role could add a function that shadows a pgauth function and captures passwords. '
+                      || 'Prefer a schema owned by a superuser: CREATE SCHEMA auth; CREATE EXTENSION pgauth SCHEMA auth;';
     END IF;
 END
 $$;

@@ -261,6 +261,13 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             keep_undone(0)
         }
+        // ROLLBACK PREPARED runs no callback of ours: a prepared transaction would take its
+        // failure events out of reach. Refused before it is prepared.
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if WRITTEN.with(|w| !w.borrow().is_empty()) => {
+            pgrx::error!(
+                "cannot PREPARE a transaction that recorded a failed sign-in attempt (pgauth)"
+            );
+        }
         _ => {}
     }
 }
@@ -289,7 +296,9 @@ pub extern "C-unwind" fn pgauth_event_keeper_main(_arg: pg_sys::Datum) {
             break db;
         }
         if !BackgroundWorker::wait_latch(Some(std::time::Duration::from_millis(200))) {
-            return;
+            // Terminated: exit 1 so that the postmaster starts the keeper again (it does not
+            // at shutdown); exit 0 would end it for good.
+            unsafe { pg_sys::proc_exit(1) };
         }
     };
     // Taken out of the ring before connecting: if the database is gone, the connection fails
@@ -315,7 +324,7 @@ pub extern "C-unwind" fn pgauth_event_keeper_main(_arg: pg_sys::Datum) {
             write_batch(&batch);
         }
         if !BackgroundWorker::wait_latch(Some(std::time::Duration::from_millis(200))) {
-            return;
+            unsafe { pg_sys::proc_exit(1) };
         }
     }
 }

@@ -16,6 +16,11 @@
 //! cannot aim at one set) to a set of [`WAYS`] slots. A full set gives up its stalest slot that
 //! protects nothing (no failures, no lockout, no current window), else the stalest one that is
 //! not locked; when every slot of the set is locked out, the new key is refused (fail closed).
+//!
+//! The sets are split in two halves: counters of users (passwords, passkeys, second factors)
+//! live in one, counters that anyone can create cheaply (client addresses, event floods) in the
+//! other. A flood of made-up addresses therefore never pushes a user's failures out of the
+//! table; only failures of real users, each paid for with a hash check, compete with them.
 
 use std::hash::{Hash, Hasher};
 
@@ -33,10 +38,20 @@ pub enum Kind {
     /// Wrong second factors of a user: TOTP codes and recovery codes (auth_step_up,
     /// auth_totp_verify, auth_use_recovery_code, auth_webauthn_step_up).
     SecondFactor = 3,
-    /// Wrong API keys presented from one client address.
+    /// Reserved (wrong API keys are audited, not limited: see session::sql::verify_api_key).
     ApiKey = 4,
     /// Events of one kind written in a window (flood control of the audit log).
     Events = 5,
+    /// Failed passkey sign-ins of a user: apart from passwords, so that wrong passwords (which
+    /// anyone who knows the name can send) do not also lock the phishing-resistant way in.
+    Passkey = 6,
+}
+
+impl Kind {
+    /// Counters of a user, which only a real attempt on an existing account creates.
+    pub fn is_user_counter(self) -> bool {
+        matches!(self, Kind::Password | Kind::SecondFactor | Kind::Passkey)
+    }
 }
 
 /// A counter's key: the database, what is counted, and whose (a user id, or a digest of an
@@ -118,7 +133,7 @@ pub struct AttemptTable<'a> {
 impl<'a> AttemptTable<'a> {
     /// A table over `slots` (a multiple of [`WAYS`], at least one set).
     pub fn new(seed: [u8; 16], window: i64, slots: &'a mut [Slot]) -> Self {
-        assert!(slots.len() >= WAYS && slots.len().is_multiple_of(WAYS));
+        assert!(slots.len() >= 2 * WAYS && slots.len().is_multiple_of(2 * WAYS));
         AttemptTable {
             seed,
             window,
@@ -131,7 +146,10 @@ impl<'a> AttemptTable<'a> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.seed.hash(&mut h);
         key.hash(&mut h);
-        (h.finish() as usize) % (self.slots.len() / WAYS)
+        // User counters in the first half of the sets, cheap ones in the second.
+        let half = self.slots.len() / WAYS / 2;
+        let region = if key.kind.is_user_counter() { 0 } else { half };
+        region + (h.finish() as usize) % half
     }
 
     /// The key's slot if it has one.
@@ -221,16 +239,6 @@ impl<'a> AttemptTable<'a> {
             slot.last_success = now;
             slot.failures = 0;
             slot.locked_until = 0;
-        }
-    }
-
-    /// The charged attempt succeeded, but earlier failures stay counted (a counter that one
-    /// valid credential must not wipe: API keys, where an attacker may hold a key of their own).
-    pub fn refund(&mut self, key: &Key, now: i64) {
-        if let Some(slot) = self.slot(key, now) {
-            slot.touched = now;
-            slot.last_success = now;
-            slot.failures = slot.failures.saturating_sub(1);
         }
     }
 
@@ -361,22 +369,6 @@ mod tests {
     }
 
     #[test]
-    fn a_refund_keeps_earlier_failures() {
-        let mut slots = vec![Slot::default(); 64];
-        let mut t = table(&mut slots);
-        let k = key(8);
-        for _ in 0..2 {
-            t.begin(&k, 10, LIMITS);
-            t.failed(&k, 10, LIMITS);
-        }
-        assert_eq!(t.begin(&k, 10, LIMITS), Begin::Charged);
-        t.refund(&k, 10);
-        assert_eq!(t.get(&k).unwrap().failures, 2);
-        t.begin(&k, 10, LIMITS);
-        assert_eq!(t.failed(&k, 10, LIMITS), (3, true));
-    }
-
-    #[test]
     fn no_limit_never_locks() {
         let mut slots = vec![Slot::default(); 64];
         let mut t = table(&mut slots);
@@ -413,8 +405,8 @@ mod tests {
 
     #[test]
     fn a_flood_of_new_keys_never_evicts_a_lockout() {
-        // One set only: every key competes for the same WAYS slots.
-        let mut slots = vec![Slot::default(); WAYS];
+        // One set per half: every key of a half competes for the same WAYS slots.
+        let mut slots = vec![Slot::default(); 2 * WAYS];
         let mut t = table(&mut slots);
         let victim = key(6);
         for _ in 0..3 {
@@ -433,8 +425,30 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_addresses_never_evicts_a_users_failures() {
+        let mut slots = vec![Slot::default(); 2 * WAYS];
+        let mut t = table(&mut slots);
+        let users: Vec<Key> = (0..WAYS as u8).map(key).collect();
+        for u in &users {
+            t.begin(u, 10, LIMITS);
+            t.failed(u, 10, LIMITS);
+        }
+        for n in 0..=255u8 {
+            let k = Key {
+                id: [n; 16],
+                kind: Kind::Address,
+                ..key(0)
+            };
+            assert!(t.rate(&k, 20, 60, 5));
+        }
+        for u in &users {
+            assert_eq!(t.get(u).map(|s| s.failures), Some(1));
+        }
+    }
+
+    #[test]
     fn a_set_full_of_lockouts_refuses_new_keys() {
-        let mut slots = vec![Slot::default(); WAYS];
+        let mut slots = vec![Slot::default(); 2 * WAYS];
         let mut t = table(&mut slots);
         for n in 0..WAYS as u8 {
             for _ in 0..3 {
@@ -443,7 +457,8 @@ mod tests {
             }
         }
         assert_eq!(t.begin(&key(99), 10, LIMITS), Begin::Locked);
-        assert!(!t.rate(
+        // Addresses have their own half of the table.
+        assert!(t.rate(
             &Key {
                 kind: Kind::Address,
                 ..key(99)

@@ -136,6 +136,12 @@ fn clock() -> i64 {
     unsafe { pg_sys::GetCurrentTimestamp() }
 }
 
+/// Refuse (55000) when the table is missing: for functions that must not run unprotected even
+/// on paths that touch no counter (an unknown user, a user without TOTP).
+pub(crate) fn require(what: &str) -> AuthResult<()> {
+    with_table(what, |_| ())
+}
+
 /// Charge an attempt on a lockout counter; `Begin::Locked` refuses it.
 pub(crate) fn begin(what: &str, key: &Key, limits: Limits) -> AuthResult<Begin> {
     with_table(what, |t| t.begin(key, clock(), limits))
@@ -149,11 +155,6 @@ pub(crate) fn failed(what: &str, key: &Key, limits: Limits) -> AuthResult<(u32, 
 /// The charged attempt succeeded.
 pub(crate) fn succeeded(what: &str, key: &Key) -> AuthResult<()> {
     with_table(what, |t| t.succeeded(key, clock()))
-}
-
-/// The charged attempt succeeded; earlier failures stay counted.
-pub(crate) fn refund(what: &str, key: &Key) -> AuthResult<()> {
-    with_table(what, |t| t.refund(key, clock()))
 }
 
 /// One attempt in a rate window; false when over the limit.
@@ -182,7 +183,7 @@ pub(crate) fn event_number(event: &str) -> Option<u32> {
 /// Forget every counter of a user (an administrator's unlock).
 pub(crate) fn reset_user(what: &str, user: &Uuid) -> AuthResult<()> {
     with_table(what, |t| {
-        for kind in [Kind::Password, Kind::SecondFactor] {
+        for kind in [Kind::Password, Kind::SecondFactor, Kind::Passkey] {
             t.reset(&user_key(kind, user));
         }
     })
@@ -216,6 +217,7 @@ fn attempt_counters() -> TableIterator<
         for (kind, name) in [
             (Kind::Password, "password"),
             (Kind::SecondFactor, "second_factor"),
+            (Kind::Passkey, "passkey"),
         ] {
             for s in t.entries(db, kind) {
                 rows.push((

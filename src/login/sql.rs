@@ -109,7 +109,14 @@ fn verify_nothing(password: &str) -> bool {
 /// log in) instead of raising, so the failure is counted and audited like any other.
 fn verify_stored(password: &str, hash: Option<&str>) -> bool {
     match hash {
-        Some(hash) => crate::password::sql::verify_interruptibly(password, hash).unwrap_or(false),
+        // Stored hashes were written by pgauth or an administrator: only the hard limits
+        // apply, not pgauth.max_verify_memory_kib (meant for hashes a caller supplies).
+        Some(hash) => crate::password::sql::verify_interruptibly(
+            password,
+            hash,
+            crate::password::limits::ARGON2_MAX_MEMORY_KIB,
+        )
+        .unwrap_or(false),
         None => verify_nothing(password),
     }
 }
@@ -166,21 +173,21 @@ fn password_limits() -> Limits {
 /// false when the user is locked out. The counter lives in shared memory (`shared.rs`), so no
 /// rollback gives the attempt back and no open transaction holds a lock on it. `what` names the
 /// SQL function for the error raised when pgauth is not preloaded.
-pub(crate) fn begin_attempt(what: &str, user: Uuid) -> AuthResult<bool> {
-    let key = shared::user_key(Kind::Password, &user);
+pub(crate) fn begin_attempt(what: &str, kind: Kind, user: Uuid) -> AuthResult<bool> {
+    let key = shared::user_key(kind, &user);
     Ok(shared::begin(what, &key, password_limits())? == Begin::Charged)
 }
 
 /// The proof was right: the charged attempt is given back and consecutive failures end.
-pub(crate) fn record_success(what: &str, user: Uuid) -> AuthResult<()> {
-    shared::succeeded(what, &shared::user_key(Kind::Password, &user))
+pub(crate) fn record_success(what: &str, kind: Kind, user: Uuid) -> AuthResult<()> {
+    shared::succeeded(what, &shared::user_key(kind, &user))
 }
 
 /// The proof was wrong: the charged attempt stays counted; records `account_locked` when this
 /// failure starts a lockout. Returns the failure count.
-pub(crate) fn record_failure(what: &str, account: &Account) -> AuthResult<u32> {
+pub(crate) fn record_failure(what: &str, kind: Kind, account: &Account) -> AuthResult<u32> {
     let limits = password_limits();
-    let key = shared::user_key(Kind::Password, &account.id);
+    let key = shared::user_key(kind, &account.id);
     let (count, newly_locked) = shared::failed(what, &key, limits)?;
     if newly_locked {
         let details = json!({
@@ -321,18 +328,19 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
     let subject = subject_of(Some(&account));
 
     // 3. A temporary lockout refuses without looking at the password.
-    if !begin_attempt("auth_login", account.id)? {
-        record_failure_event(
-            "login_failed",
-            &subject,
-            &base(Reason::Locked, Some(&account)).to_string(),
-        )?;
+    if !begin_attempt("auth_login", Kind::Password, account.id)? {
+        // Cheap for anyone who knows the name (no hash is checked): flood-controlled.
+        if let Some(n) = shared::event_number("login_failed locked") {
+            let mut details = base(Reason::Locked, Some(&account));
+            details["occurrence_this_minute"] = json!(n);
+            record_failure_event("login_failed", &subject, &details.to_string())?;
+        }
         return Ok(outcome(Reason::Locked, None, None));
     }
 
     // 4. The password.
     if !verify_stored(password, account.hash.as_deref()) {
-        let failed = record_failure("auth_login", &account)?;
+        let failed = record_failure("auth_login", Kind::Password, &account)?;
         let mut details = base(Reason::InvalidCredentials, Some(&account));
         details["failed_count"] = json!(failed);
         if account.hash.is_none() {
@@ -341,7 +349,7 @@ fn login(username: &str, password: &str, client_ip: Option<&Inet>) -> AuthResult
         record_failure_event("login_failed", &subject, &details.to_string())?;
         return Ok(outcome(Reason::InvalidCredentials, None, None));
     }
-    record_success("auth_login", account.id)?;
+    record_success("auth_login", Kind::Password, account.id)?;
 
     // 5. Right password: administrative status, then expiry (only now, so neither tells
     //    anything to someone without the password).
@@ -420,6 +428,7 @@ fn auth_change_password(user_id: Uuid, old_password: &str, new_password: &str) -
 }
 
 fn change_password(user_id: Uuid, old_password: &str, new_password: &str) -> AuthResult<bool> {
+    shared::require("auth_change_password")?;
     let refuse = |account: Option<&Account>, reason: Reason| -> AuthResult<bool> {
         let details = json!({"user_id": user_id.to_string(), "reason": reason.as_str()});
         let subject = account.map_or_else(|| user_id.to_string(), |a| a.username.clone());
@@ -430,14 +439,14 @@ fn change_password(user_id: Uuid, old_password: &str, new_password: &str) -> Aut
         verify_nothing(old_password);
         return refuse(None, Reason::InvalidCredentials);
     };
-    if !begin_attempt("auth_change_password", account.id)? {
+    if !begin_attempt("auth_change_password", Kind::Password, account.id)? {
         return refuse(Some(&account), Reason::Locked);
     }
     if !verify_stored(old_password, account.hash.as_deref()) {
-        record_failure("auth_change_password", &account)?;
+        record_failure("auth_change_password", Kind::Password, &account)?;
         return refuse(Some(&account), Reason::InvalidCredentials);
     }
-    record_success("auth_change_password", account.id)?;
+    record_success("auth_change_password", Kind::Password, account.id)?;
     if let Some(reason) = status_reason(&account.status) {
         return refuse(Some(&account), reason);
     }

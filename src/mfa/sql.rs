@@ -188,6 +188,10 @@ fn limited(
 ) -> AuthResult<bool> {
     let key = shared::user_key(Kind::SecondFactor, &user_id);
     if shared::begin(what, &key, SECOND_FACTOR_LIMITS)? == Begin::Locked {
+        // Costs the caller nothing (no code is checked): flood-controlled.
+        if shared::event_number(&format!("{event_prefix}_rate_limited")).is_none() {
+            return Ok(false);
+        }
         record_failure_event(
             &format!("{event_prefix}_rate_limited"),
             &user_id.to_string(),
@@ -212,6 +216,7 @@ fn limited(
 }
 
 pub(crate) fn verify_totp(user_id: Uuid, code: &str) -> AuthResult<bool> {
+    shared::require("auth_totp_verify")?;
     // FOR UPDATE: two concurrent uses of one code cannot both pass.
     let row = as_owner(|| {
         Spi::connect_mut(|client| {

@@ -17,7 +17,31 @@ fn auth_hash_password(password: &str) -> String {
 /// Stable, not immutable: `pgauth.max_verify_memory_kib` decides which hashes are refused.
 #[pg_extern(stable, strict, parallel_safe)]
 fn auth_verify(password: &str, hash: &str) -> bool {
-    verify_interruptibly(password, hash).or_raise()
+    let bound = crate::guc::MAX_VERIFY_MEMORY_KIB.get().max(0) as u32;
+    verify_interruptibly(password, hash, bound).or_raise()
+}
+
+thread_local! {
+    /// The verification helper this backend started last, until it is known to have finished.
+    static HELPER: std::cell::RefCell<Option<std::thread::JoinHandle<()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn wait_for_previous_helper() {
+    loop {
+        let running = HELPER.with(|h| {
+            let mut h = h.borrow_mut();
+            if h.as_ref().is_some_and(|t| t.is_finished()) {
+                h.take().map(|t| t.join());
+            }
+            h.is_some()
+        });
+        if !running {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        pgrx::check_for_interrupts!();
+    }
 }
 
 /// Verify on a helper thread while this backend keeps answering query cancel and
@@ -25,9 +49,16 @@ fn auth_verify(password: &str, hash: &str) -> bool {
 /// the hash is done. The helper runs pure Rust only (no palloc, no elog, no backend state) and,
 /// after a cancel, finishes its hash and exits on its own. Argon2 hashes over
 /// `pgauth.max_verify_memory_kib` are refused before any work.
-pub(crate) fn verify_interruptibly(password: &str, hash: &str) -> AuthResult<bool> {
+pub(crate) fn verify_interruptibly(
+    password: &str,
+    hash: &str,
+    max_memory: u32,
+) -> AuthResult<bool> {
     use std::sync::mpsc::{channel, RecvTimeoutError};
-    let max_memory = crate::guc::MAX_VERIFY_MEMORY_KIB.get().max(0) as u32;
+    // One helper per backend at most: a helper left running by a cancelled call is waited for
+    // (still answering cancel) before the next starts, so a caller who cancels in a loop cannot
+    // pile up threads and their memory.
+    wait_for_previous_helper();
     // Malformed and hostile hashes are refused here, before a thread is started for them.
     super::check_password_length(password.as_bytes())?;
     super::bounded(super::StoredHash::parse(hash)?, max_memory)?;
@@ -49,10 +80,14 @@ pub(crate) fn verify_interruptibly(password: &str, hash: &str) -> AuthResult<boo
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         spawned
     };
-    spawned.map_err(|e| AuthError::Internal(format!("cannot start a thread: {e}")))?;
+    let handle = spawned.map_err(|e| AuthError::Internal(format!("cannot start a thread: {e}")))?;
+    HELPER.with(|h| *h.borrow_mut() = Some(handle));
     loop {
         match rx.recv_timeout(std::time::Duration::from_millis(50)) {
-            Ok(result) => return result,
+            Ok(result) => {
+                HELPER.with(|h| h.borrow_mut().take().map(|h| h.join()));
+                return result;
+            }
             Err(RecvTimeoutError::Timeout) => {
                 pgrx::check_for_interrupts!();
             }

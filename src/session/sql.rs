@@ -703,42 +703,19 @@ fn auth_verify_api_key_for_scope(api_key: &str, scope: &str) -> Option<Uuid> {
     verify_api_key(api_key, Some(scope))
 }
 
-/// Wrong API keys one client address may present before it is refused for a minute.
-const API_KEY_LIMITS: crate::login::attempts::Limits = crate::login::attempts::Limits {
-    max_failures: 20,
-    lockout: 60 * 1_000_000,
-};
-
+/// Wrong API keys are audited (`api_key_failed`, flood-controlled, kept after a rollback) but
+/// not refused: a key carries 256 random bits, so guessing is hopeless, while a lockout per
+/// address or per key would let anyone block an application server's or a user's keys.
 fn verify_api_key(api_key: &str, scope: Option<&str>) -> Option<Uuid> {
-    use crate::login::attempts::{Begin, Kind};
-    use crate::login::shared;
-    const WHAT: &str = "auth_verify_api_key";
-    // Counted per client address in shared memory, charged before the check: a rollback does
-    // not give a wrong guess back. A right key refunds its own charge only (an attacker holding
-    // a key of their own cannot wipe their failures with it).
-    let (client_text, bucket) = crate::login::sql::client_key(None);
-    let counter = shared::text_key(Kind::ApiKey, &bucket);
-    if shared::begin(WHAT, &counter, API_KEY_LIMITS).or_raise() == Begin::Locked {
-        if let Some(n) = shared::event_number("api_key_failed refused") {
-            let details = serde_json::json!({
-                "reason": "rate_limited", "client_ip": client_text, "occurrence_this_minute": n,
-            });
-            record_failure_event("api_key_failed", "", &details.to_string()).or_raise();
-        }
-        return None;
-    }
     let user = check_api_key(api_key, scope);
-    if user.is_some() {
-        shared::refund(WHAT, &counter).or_raise();
-    } else {
-        let (failures, _) = shared::failed(WHAT, &counter, API_KEY_LIMITS).or_raise();
-        let prefix = super::api_keys::api_key_prefix(api_key).unwrap_or_default();
-        if let Some(n) = shared::event_number("api_key_failed") {
+    if user.is_none() {
+        if let Some(n) = crate::login::shared::event_number("api_key_failed") {
+            let (client_text, _) = crate::login::sql::client_key(None);
+            let prefix = super::api_keys::api_key_prefix(api_key).unwrap_or_default();
             let details = serde_json::json!({
                 "reason": "invalid_credentials",
                 "prefix": prefix,
                 "client_ip": client_text,
-                "failed_count": failures,
                 "occurrence_this_minute": n,
             });
             record_failure_event("api_key_failed", prefix, &details.to_string()).or_raise();

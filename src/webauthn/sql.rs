@@ -32,6 +32,7 @@ use crate::backend::{
     as_owner, caller, has_role, read_one, record_event, record_failure_event, spi_err,
 };
 use crate::error::{AuthError, AuthResult, OrRaise};
+use crate::login::attempts::Kind;
 use crate::login::sql::{
     begin_attempt, client_key, find_account, issue_login_tokens, rate_limit_allows, record_failure,
     record_success, settings, Account,
@@ -782,7 +783,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
     let subject = account.username.clone();
 
     // 4. A temporary lockout refuses without looking further.
-    if !begin_attempt("auth_webauthn_login_finish", account.id)? {
+    if !begin_attempt("auth_webauthn_login_finish", Kind::Passkey, account.id)? {
         record_failure_event(
             "webauthn_login_failed",
             &subject,
@@ -827,7 +828,8 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
                 });
                 record_failure_event("webauthn_counter_rollback", &subject, &d.to_string())?;
             }
-            let failed_count = record_failure("auth_webauthn_login_finish", &account)?;
+            let failed_count =
+                record_failure("auth_webauthn_login_finish", Kind::Passkey, &account)?;
             let text = e.to_string();
             let mut d: Value = serde_json::from_str(&details(
                 Reason::InvalidCredentials,
@@ -840,7 +842,7 @@ fn login_finish(credential: &Value, client_ip: Option<&Inet>) -> AuthResult<Logi
             return Ok(failed(Reason::InvalidCredentials));
         }
     };
-    record_success("auth_webauthn_login_finish", account.id)?;
+    record_success("auth_webauthn_login_finish", Kind::Passkey, account.id)?;
     record_use(&cred, &outcome)?;
 
     // 6. Administrative status, only now (it tells nothing to someone without the passkey).

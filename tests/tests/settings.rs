@@ -130,7 +130,7 @@ fn settings_survive_alter_database_without_preload_and_postgresql_conf_with_prel
     // Without preload there are no attempt counters: sign-in is refused, never unprotected.
     for call in [
         "SELECT * FROM auth_login('someone', 'password')",
-        "SELECT auth_verify_api_key('pgk_x')",
+        "SELECT auth_totp_verify(gen_random_uuid(), '123456')",
     ] {
         let err = app.query(call, &[]).unwrap_err();
         assert_eq!(
