@@ -19,6 +19,8 @@ pub static ARGON2_PARALLELISM: GucSetting<i32> =
     GucSetting::<i32>::new(Argon2Settings::OWASP.parallelism as i32);
 /// Largest Argon2 memory cost (KiB) of a hash given to auth_verify.
 pub static MAX_VERIFY_MEMORY_KIB: GucSetting<i32> = GucSetting::<i32>::new(65536);
+/// Argon2 memory (KiB) that all password verifications running at once may use, server-wide.
+pub static VERIFY_MEMORY_BUDGET_KIB: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 pub static CHECK_ROLE_PASSWORDS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static MASTER_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static MASTER_KEY_COMMAND: GucSetting<Option<CString>> =
@@ -81,6 +83,16 @@ pub fn register() {
         &MAX_VERIFY_MEMORY_KIB,
         ARGON2_MIN_MEMORY_KIB as i32,
         ARGON2_MAX_MEMORY_KIB as i32,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"pgauth.verify_memory_budget",
+        c"Argon2 memory that all password verifications running at once may use, server-wide.",
+        c"A verification waits (cancellable) while the budget is used up; needs shared_preload_libraries.",
+        &VERIFY_MEMORY_BUDGET_KIB,
+        ARGON2_MIN_MEMORY_KIB as i32,
+        i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_KB,
     );

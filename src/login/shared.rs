@@ -5,6 +5,8 @@
 
 use std::mem::size_of;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use pgrx::prelude::*;
 use pgrx::{pg_sys, Uuid};
 use sha2::{Digest, Sha256};
@@ -22,6 +24,8 @@ const NAME: &std::ffi::CStr = c"pgauth attempt counters";
 struct Shared {
     lock: *mut pg_sys::LWLock,
     seed: [u8; 16],
+    /// Argon2 memory (KiB) held by password verifications running now, server-wide.
+    verify_memory_kib: AtomicU64,
     slots: [Slot; SLOTS],
 }
 
@@ -100,6 +104,42 @@ fn with_table<R>(what: &str, f: impl FnOnce(&mut AttemptTable<'_>) -> R) -> Auth
         let mut table = AttemptTable::new((*shared).seed, RATE_WINDOW_MICROS, slots);
         Ok(f(&mut table))
     }
+}
+
+/// Verification memory taken from the server-wide budget; given back when dropped (on the
+/// helper thread that did the work: a plain atomic, no PostgreSQL call).
+pub(crate) struct MemoryReservation {
+    kib: u64,
+}
+
+impl Drop for MemoryReservation {
+    fn drop(&mut self) {
+        let shared = unsafe { SHARED };
+        if self.kib > 0 && !shared.is_null() {
+            // SAFETY: the struct lives as long as the server; the field is an atomic.
+            let used = unsafe { &(*shared).verify_memory_kib };
+            let _ = used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(self.kib))
+            });
+        }
+    }
+}
+
+/// Take `kib` from the budget of `budget_kib` KiB, or None while it is used up. A request larger
+/// than the whole budget is granted only when nothing else is running. Without preload there is
+/// no budget (always granted).
+pub(crate) fn reserve_memory(kib: u64, budget_kib: u64) -> Option<MemoryReservation> {
+    let shared = unsafe { SHARED };
+    if kib == 0 || shared.is_null() {
+        return Some(MemoryReservation { kib: 0 });
+    }
+    // SAFETY: as above.
+    let used = unsafe { &(*shared).verify_memory_kib };
+    used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+        (v == 0 || v.saturating_add(kib) <= budget_kib).then(|| v.saturating_add(kib))
+    })
+    .ok()
+    .map(|_| MemoryReservation { kib })
 }
 
 fn database() -> u32 {

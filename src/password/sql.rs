@@ -27,6 +27,25 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// A backend that exits while its helper still hashes waits for it, so the helper's share of
+/// the memory budget is given back (a killed thread would never give it back).
+fn ensure_helper_joined_at_exit() {
+    thread_local! {
+        static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    #[pg_guard]
+    unsafe extern "C-unwind" fn join_helper(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
+        HELPER.with(|h| {
+            if let Ok(mut h) = h.try_borrow_mut() {
+                h.take().map(|t| t.join());
+            }
+        });
+    }
+    if !REGISTERED.with(|r| r.replace(true)) {
+        unsafe { pg_sys::before_shmem_exit(Some(join_helper), pg_sys::Datum::from(0)) };
+    }
+}
+
 fn wait_for_previous_helper() {
     loop {
         let running = HELPER.with(|h| {
@@ -61,7 +80,20 @@ pub(crate) fn verify_interruptibly(
     wait_for_previous_helper();
     // Malformed and hostile hashes are refused here, before a thread is started for them.
     super::check_password_length(password.as_bytes())?;
-    super::bounded(super::StoredHash::parse(hash)?, max_memory)?;
+    let memory_kib = match super::bounded(super::StoredHash::parse(hash)?, max_memory)? {
+        super::StoredHash::Argon2(h) => u64::from(h.memory_kib),
+        _ => 0,
+    };
+    // The server-wide budget: wait (answering cancel) while other verifications hold it.
+    let budget = crate::guc::VERIFY_MEMORY_BUDGET_KIB.get().max(0) as u64;
+    let reservation = loop {
+        if let Some(r) = crate::login::shared::reserve_memory(memory_kib, budget) {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        pgrx::check_for_interrupts!();
+    };
+    ensure_helper_joined_at_exit();
     let password = Zeroizing::new(password.as_bytes().to_vec());
     let hash = hash.to_string();
     let (tx, rx) = channel();
@@ -75,7 +107,9 @@ pub(crate) fn verify_interruptibly(
         let spawned = std::thread::Builder::new()
             .name("pgauth verify".into())
             .spawn(move || {
-                let _ = tx.send(super::verify_bounded(&password, &hash, max_memory));
+                let result = super::verify_bounded(&password, &hash, max_memory);
+                drop(reservation);
+                let _ = tx.send(result);
             });
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         spawned

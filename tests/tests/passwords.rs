@@ -263,3 +263,54 @@ fn hostile_hashes_are_bounded_and_cancellable() {
         "cancelled after {cancelled:?}, a full verification takes {full:?}"
     );
 }
+
+/// Verifications running at once share a server-wide memory budget: while one holds most of it,
+/// another waits (and can be cancelled while it waits) instead of allocating more.
+#[test]
+fn concurrent_verifications_share_a_memory_budget() {
+    let mut db = fresh_database("pgauth_it_hash_budget");
+    db.batch_execute("SET pgauth.argon2_memory_kib = 262144; SET pgauth.argon2_iterations = 16")
+        .unwrap();
+    let big: String = db
+        .query_one("SELECT auth_hash_password('pw')", &[])
+        .unwrap()
+        .get(0);
+    db.batch_execute("RESET pgauth.argon2_memory_kib; RESET pgauth.argon2_iterations")
+        .unwrap();
+    let small: String = db
+        .query_one("SELECT auth_hash_password('pw')", &[])
+        .unwrap()
+        .get(0);
+    // One connection verifies the 256 MiB hash (seconds) …
+    let holder = {
+        let big = big.clone();
+        std::thread::spawn(move || {
+            let mut c = connect_to("pgauth_it_hash_budget");
+            c.batch_execute("SET pgauth.max_verify_memory_kib = '1GB'")
+                .unwrap();
+            let ok: bool = c
+                .query_one("SELECT auth_verify('pw', $1)", &[&big])
+                .unwrap()
+                .get(0);
+            ok
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    // … so a 19 MiB verification does not fit in a 260 MiB budget: it waits, and ends at the
+    // statement timeout instead of allocating.
+    db.batch_execute("SET pgauth.verify_memory_budget = '260MB'; SET statement_timeout = '500ms'")
+        .unwrap();
+    let err = db
+        .query_one("SELECT auth_verify('pw', $1)", &[&small])
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("57014"), "{err}");
+    // With room in the budget it goes ahead at once.
+    db.batch_execute("SET pgauth.verify_memory_budget = '1GB'")
+        .unwrap();
+    let ok: bool = db
+        .query_one("SELECT auth_verify('pw', $1)", &[&small])
+        .unwrap()
+        .get(0);
+    assert!(ok);
+    assert!(holder.join().unwrap());
+}
