@@ -130,7 +130,8 @@ SELECT event, new_values->>'reason' AS reason, new_values->>'problem' AS problem
   FROM pgauth.audit_log WHERE event LIKE 'webauthn%' ORDER BY id;
 SELECT new_values->>'stored_count' AS stored, new_values->>'received_count' AS received
   FROM pgauth.audit_log WHERE event = 'webauthn_counter_rollback';
-SELECT failed_count FROM pgauth.login_state WHERE user_id = :'alice';
+-- Passkey failures have their own counter (wrong passwords do not lock passkeys out).
+SELECT kind, failed_count FROM pgauth.attempt_counters() WHERE user_id = :'alice' ORDER BY kind;
 
 -- Privileges: an application role may sign in, but manages passkeys only for the user bound
 -- to its transaction.
