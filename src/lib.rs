@@ -16,6 +16,7 @@ pub mod mfa;
 pub mod password;
 pub mod rbac;
 pub mod session;
+mod shmem;
 pub mod webauthn;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -70,7 +71,7 @@ pub extern "C-unwind" fn _PG_init() {
     error::install_log_hook();
     audit::sql::install_xact_callback();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
-        login::shared::install();
+        shmem::install();
         audit::kept::install();
         password::role_check::install();
     }

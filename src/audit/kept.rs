@@ -127,22 +127,16 @@ struct Shared {
 
 const NAME: &std::ffi::CStr = c"pgauth kept events";
 static mut SHARED: *mut Shared = std::ptr::null_mut();
-static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
-static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
-
 thread_local! {
     /// Events written by this backend's open transaction: (subtransaction id, event).
     static WRITTEN: std::cell::RefCell<Vec<(pg_sys::SubTransactionId, KeptEvent)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// From `_PG_init` while preloading: the ring, the callbacks and the keeper.
+/// From `_PG_init` while preloading: the callbacks and the keeper (the ring is a region of
+/// crate::shmem).
 pub(crate) fn install() {
     unsafe {
-        PREV_REQUEST = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(request);
-        PREV_STARTUP = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(startup);
         pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
     }
@@ -156,35 +150,20 @@ pub(crate) fn install() {
         .load();
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn request() {
-    unsafe {
-        if let Some(prev) = PREV_REQUEST {
-            prev();
-        }
-        pg_sys::RequestAddinShmemSpace(size_of::<Shared>());
-        pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
-    }
-}
+/// The region of the ring (see crate::shmem).
+pub(crate) const REGION: crate::shmem::Region = crate::shmem::Region {
+    name: NAME,
+    size: size_of::<Shared>(),
+    attach,
+};
 
-#[pg_guard]
-unsafe extern "C-unwind" fn startup() {
+unsafe fn attach(memory: *mut u8, lock: *mut pg_sys::LWLock, fresh: bool) {
     unsafe {
-        if let Some(prev) = PREV_STARTUP {
-            prev();
-        }
-        // AddinShmemInitLock (lwlocknames.h: 21).
-        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
-        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let mut found = false;
-        let shared = pg_sys::ShmemInitStruct(NAME.as_ptr(), size_of::<Shared>(), &mut found)
-            .cast::<Shared>();
-        if !found {
-            std::ptr::write_bytes(shared.cast::<u8>(), 0, size_of::<Shared>());
-            (*shared).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock;
+        let shared = memory.cast::<Shared>();
+        if fresh {
+            (*shared).lock = lock;
         }
         SHARED = shared;
-        pg_sys::LWLockRelease(init_lock);
     }
 }
 
@@ -195,13 +174,12 @@ fn with_ring<R>(f: impl FnOnce(&mut Ring<'_>) -> R) -> Option<R> {
     }
     // SAFETY: mapped at server start; the lock serialises access; `f` is plain Rust.
     unsafe {
-        pg_sys::LWLockAcquire((*shared).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let mut ring = Ring {
-            slots: &mut (*shared).slots,
-        };
-        let r = f(&mut ring);
-        pg_sys::LWLockRelease((*shared).lock);
-        Some(r)
+        crate::shmem::exclusive((*shared).lock, || {
+            let mut ring = Ring {
+                slots: &mut (*shared).slots,
+            };
+            Some(f(&mut ring))
+        })
     }
 }
 

@@ -30,46 +30,19 @@ struct Shared {
 }
 
 static mut SHARED: *mut Shared = std::ptr::null_mut();
-static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
-static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
+/// The region of the table (see crate::shmem).
+pub(crate) const REGION: crate::shmem::Region = crate::shmem::Region {
+    name: NAME,
+    size: size_of::<Shared>(),
+    attach,
+};
 
-/// From `_PG_init` while preloading: ask for the memory and the lock, and map them at startup.
-pub(crate) fn install() {
+unsafe fn attach(memory: *mut u8, lock: *mut pg_sys::LWLock, fresh: bool) {
     unsafe {
-        PREV_REQUEST = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(request);
-        PREV_STARTUP = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(startup);
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn request() {
-    unsafe {
-        if let Some(prev) = PREV_REQUEST {
-            prev();
-        }
-        pg_sys::RequestAddinShmemSpace(size_of::<Shared>());
-        pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn startup() {
-    unsafe {
-        if let Some(prev) = PREV_STARTUP {
-            prev();
-        }
-        // AddinShmemInitLock (lwlocknames.h: 21), as every extension's startup hook takes it.
-        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
-        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let mut found = false;
-        let shared = pg_sys::ShmemInitStruct(NAME.as_ptr(), size_of::<Shared>(), &mut found)
-            .cast::<Shared>();
-        if !found {
+        let shared = memory.cast::<Shared>();
+        if fresh {
             // All zeros is an empty table (Slot's layout promises it).
-            std::ptr::write_bytes(shared.cast::<u8>(), 0, size_of::<Shared>());
-            (*shared).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock;
+            (*shared).lock = lock;
             let mut seed = [0u8; 16];
             if getrandom::fill(&mut seed).is_err() {
                 // Still a working table; only the set a key lands in becomes predictable.
@@ -78,7 +51,6 @@ unsafe extern "C-unwind" fn startup() {
             (*shared).seed = seed;
         }
         SHARED = shared;
-        pg_sys::LWLockRelease(init_lock);
     }
 }
 
@@ -88,21 +60,14 @@ fn with_table<R>(what: &str, f: impl FnOnce(&mut AttemptTable<'_>) -> R) -> Auth
     if shared.is_null() {
         return Err(AuthError::NotPreloaded(what.to_string()));
     }
-    struct Release(*mut pg_sys::LWLock);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            unsafe { pg_sys::LWLockRelease(self.0) };
-        }
-    }
     // SAFETY: the struct was mapped at server start and lives as long as the server; the lock
-    // serialises every access to it. Nothing inside `f` can raise a PostgreSQL error (plain
-    // Rust on the table), so the guard always releases.
+    // serialises every access to it; `f` is plain Rust on the table.
     unsafe {
-        pg_sys::LWLockAcquire((*shared).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let _release = Release((*shared).lock);
-        let slots: &mut [Slot] = &mut (*shared).slots;
-        let mut table = AttemptTable::new((*shared).seed, RATE_WINDOW_MICROS, slots);
-        Ok(f(&mut table))
+        crate::shmem::exclusive((*shared).lock, || {
+            let slots: &mut [Slot] = &mut (*shared).slots;
+            let mut table = AttemptTable::new((*shared).seed, RATE_WINDOW_MICROS, slots);
+            Ok(f(&mut table))
+        })
     }
 }
 

@@ -217,21 +217,29 @@ fn app_role_cannot_change_hash_settings_or_read_policies() {
     admin.batch_execute("DROP ROLE pgauth_it_app").unwrap();
 }
 
+/// An Argon2id hash of 'pw' made by pgauth at `memory_kib` and `iterations`.
+fn argon2_hash_of_pw(db: &mut postgres::Client, memory_kib: i32, iterations: i32) -> String {
+    db.batch_execute(&format!(
+        "SET pgauth.argon2_memory_kib = {memory_kib}; SET pgauth.argon2_iterations = {iterations}"
+    ))
+    .unwrap();
+    let hash: String = db
+        .query_one("SELECT auth_hash_password('pw')", &[])
+        .unwrap()
+        .get(0);
+    db.batch_execute("RESET pgauth.argon2_memory_kib; RESET pgauth.argon2_iterations")
+        .unwrap();
+    hash
+}
+
 /// A hash of the caller's making cannot ask for unbounded memory (refused before any work,
 /// 22023), and a long verification ends at statement_timeout instead of when the hash is done.
 #[test]
 fn hostile_hashes_are_bounded_and_cancellable() {
     let mut db = fresh_database("pgauth_it_hostile_hash");
     // 256 MiB, 4 passes: made by pgauth itself, so well formed.
-    db.batch_execute("SET pgauth.argon2_memory_kib = 262144; SET pgauth.argon2_iterations = 4")
-        .unwrap();
-    let big: String = db
-        .query_one("SELECT auth_hash_password('pw')", &[])
-        .unwrap()
-        .get(0);
+    let big = argon2_hash_of_pw(&mut db, 262144, 4);
     // The default bound (64 MiB) refuses it before any work.
-    db.batch_execute("RESET pgauth.argon2_memory_kib; RESET pgauth.argon2_iterations")
-        .unwrap();
     let err = db
         .query_one("SELECT auth_verify('pw', $1)", &[&big])
         .unwrap_err();
@@ -269,14 +277,7 @@ fn hostile_hashes_are_bounded_and_cancellable() {
 #[test]
 fn concurrent_verifications_share_a_memory_budget() {
     let mut db = fresh_database("pgauth_it_hash_budget");
-    db.batch_execute("SET pgauth.argon2_memory_kib = 262144; SET pgauth.argon2_iterations = 16")
-        .unwrap();
-    let big: String = db
-        .query_one("SELECT auth_hash_password('pw')", &[])
-        .unwrap()
-        .get(0);
-    db.batch_execute("RESET pgauth.argon2_memory_kib; RESET pgauth.argon2_iterations")
-        .unwrap();
+    let big = argon2_hash_of_pw(&mut db, 262144, 16);
     let small: String = db
         .query_one("SELECT auth_hash_password('pw')", &[])
         .unwrap()
