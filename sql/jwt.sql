@@ -4,6 +4,10 @@
 -- One row per key version; id is the `kid` of the tokens it signs. Private material (HMAC secret
 -- or PKCS#8 PEM) is stored only sealed: the auth_encrypt envelope under the `default` data key,
 -- associated data = id. public_jwk: the public half for RS/ES/EdDSA, served by auth_jwks().
+-- purpose: 'access' for the key of pgauth's own access tokens (pgauth.jwt_key, created by the
+-- first sign-in; only auth_login/auth_refresh sign with it and auth_set_session accepts only its
+-- tokens), 'general' for keys made by auth_create_signing_key (auth_jwt_sign). Every version of
+-- a name has the purpose of the first.
 CREATE TABLE pgauth.signing_keys (
     id                uuid PRIMARY KEY,
     name              text NOT NULL CHECK (name ~ '^[A-Za-z0-9_.:@/-]{1,128}$'),
@@ -14,6 +18,7 @@ CREATE TABLE pgauth.signing_keys (
                       CHECK (status IN ('active', 'verify_only', 'revoked')),
     private_key       bytea,
     public_jwk        jsonb,
+    purpose           text NOT NULL DEFAULT 'general' CHECK (purpose IN ('access', 'general')),
     created_by        name NOT NULL DEFAULT current_user,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     status_changed_at timestamptz,
@@ -41,7 +46,7 @@ CREATE INDEX refresh_tokens_session ON pgauth.refresh_tokens (session_id);
 SELECT pg_catalog.pg_extension_config_dump('pgauth.signing_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('pgauth.refresh_tokens', '');
 REVOKE ALL ON pgauth.signing_keys, pgauth.refresh_tokens FROM PUBLIC;
-GRANT SELECT (id, name, version, algorithm, status, public_jwk, created_by, created_at,
+GRANT SELECT (id, name, version, algorithm, status, public_jwk, purpose, created_by, created_at,
               status_changed_at) ON pgauth.signing_keys TO pgauth_admin;
 GRANT SELECT (session_id, issued_at, expires_at, used_at) ON pgauth.refresh_tokens TO pgauth_admin;
 

@@ -159,6 +159,11 @@ pub enum AuthError {
     #[error("signing key \"{0}\" does not exist")]
     NoSuchSigningKey(String),
 
+    /// pgauth.jwt_key names a general-purpose signing key (made by auth_create_signing_key or
+    /// imported), whose tokens auth_jwt_sign can make: pgauth signs no access token with it.
+    #[error("signing key \"{0}\" is not an access-token key")]
+    NotAccessKey(String),
+
     /// A client address holds the most unexpired passkey sign-in challenges it may.
     #[error("too many pending passkey sign-in challenges from this client address")]
     TooManyChallenges,
@@ -222,6 +227,7 @@ impl AuthError {
             NoSession => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             TooManyChallenges => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             NoSuchSigningKey(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            NotAccessKey(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             NotPreloaded(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
@@ -335,6 +341,12 @@ impl AuthError {
                  pgauth_admin); the access-token key (pgauth.jwt_key, default \"jwt\") is \
                  created by the first sign-in.",
             ),
+            NotAccessKey(_) => Some(
+                "pgauth.jwt_key names a key made with auth_create_signing_key or \
+                 auth_import_signing_key, which auth_jwt_sign may use. Point pgauth.jwt_key at the \
+                 access-token key, or at a name no key has yet (pgauth creates the key at the next \
+                 sign-in).",
+            ),
             StepUpRequired(_) => Some(
                 "This permission needs a stronger sign-in: call auth_step_up(code) with a TOTP \
                  or recovery code (or sign in with a passkey) and retry.",
@@ -425,6 +437,7 @@ mod tests {
             (NoSuchKeyName("x".into()), "42704"),
             (PlaintextTooLong { max: 1 }, "54000"),
             (NotPreloaded("auth_login".into()), "55000"),
+            (NotAccessKey("jwt".into()), "55000"),
         ];
         for (err, sqlstate) in cases {
             let code = err.sqlstate() as isize;

@@ -123,21 +123,43 @@ SELECT auth_set_session(auth_jwt_sign(jsonb_build_object('sub', :'uid', 'sid', g
 -- With pgauth.jwt_issuer set (default 'pgauth'), a token signed with the access-token key but
 -- with another iss, or none, is not an access token either; with the right iss it is.
 SELECT auth_jwt_verify(:'at1')->>'sid' AS sid1 \gset
-SELECT auth_set_session(auth_jwt_sign(jsonb_build_object('sub', :'uid', 'sid', :'sid1', 'iss', 'https://evil.example'), 'jwt'));
+SET pgauth.jwt_issuer = 'https://evil.example';
+SELECT access_token AS at_evil_iss FROM auth_login('tok-user', 'Tr0ub4dor&3 horse staple') \gset
+RESET pgauth.jwt_issuer;
+SELECT auth_set_session(:'at_evil_iss');
 SET pgauth.jwt_issuer = '';
-SELECT auth_jwt_sign(jsonb_build_object('sub', :'uid', 'sid', :'sid1'), 'jwt') AS at_no_iss \gset
+SELECT access_token AS at_no_iss FROM auth_login('tok-user', 'Tr0ub4dor&3 horse staple') \gset
 RESET pgauth.jwt_issuer;
 SELECT auth_jwt_verify(:'at_no_iss') ? 'iss' AS has_iss;
 SELECT auth_set_session(:'at_no_iss');
-BEGIN;
-SELECT auth_set_session(auth_jwt_sign(jsonb_build_object('sub', :'uid', 'sid', :'sid1'), 'jwt')) = :'uid'::uuid AS right_iss_binds;
-COMMIT;
 -- With pgauth.jwt_issuer empty, access tokens carry no iss and none is required.
 SET pgauth.jwt_issuer = '';
 BEGIN;
 SELECT auth_set_session(:'at_no_iss') = :'uid'::uuid AS no_issuer_configured_binds;
 COMMIT;
 RESET pgauth.jwt_issuer;
+
+-- Access tokens are pgauth's own. Nobody signs with the access-token key through auth_jwt_sign
+-- (a pgauth_service member could otherwise mint a token for any user's session), not even a
+-- superuser: 42501.
+CREATE ROLE pgauth_regress_svc IN ROLE pgauth_service;
+SET ROLE pgauth_regress_svc;
+SELECT auth_jwt_sign(jsonb_build_object('sub', :'uid', 'sid', :'sid1'), 'jwt');
+RESET ROLE;
+DROP ROLE pgauth_regress_svc;
+SELECT auth_jwt_sign(jsonb_build_object('sub', :'uid', 'sid', :'sid1'), 'jwt');
+SELECT name, purpose FROM pgauth.signing_keys WHERE name IN ('jwt', 't-es256') ORDER BY name;
+-- A key made by auth_create_signing_key is a general-purpose key: its tokens never bind, even
+-- when pgauth.jwt_key is pointed at it, and pgauth does not sign access tokens with it.
+SET pgauth.jwt_key = 't-es256';
+SELECT auth_set_session(auth_jwt_sign(jsonb_build_object('sub', :'uid', 'sid', :'sid1'), 't-es256'));
+SELECT auth_create_user('tok-misconf', 'Tr0ub4dor&3 horse staple') IS NOT NULL AS created;
+SELECT ok FROM auth_login('tok-misconf', 'Tr0ub4dor&3 horse staple');
+RESET pgauth.jwt_key;
+-- The access-token key's name is pgauth's: auth_create_signing_key refuses it.
+SET pgauth.jwt_key = 'jwt-next';
+SELECT auth_create_signing_key('jwt-next', 'HS256');
+RESET pgauth.jwt_key;
 
 -- Refresh: rotation; a second use of a used token revokes the whole chain.
 SELECT access_token AS at2, refresh_token AS rt2 FROM auth_refresh(:'rt1') \gset

@@ -87,16 +87,43 @@ fn access_key_name() -> String {
     setting(JWT_KEY.get()).unwrap_or_else(|| "jwt".into())
 }
 
+/// What a signing key is for (`pgauth.signing_keys.purpose`): the access-token key signs only
+/// pgauth's own access tokens, and only its tokens bind a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Access,
+    General,
+}
+
+impl Purpose {
+    fn parse(text: &str) -> Self {
+        if text == "access" {
+            Purpose::Access
+        } else {
+            Purpose::General
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Purpose::Access => "access",
+            Purpose::General => "general",
+        }
+    }
+}
+
 struct SignKey {
     kid: String,
     alg: Alg,
     key: jsonwebtoken::EncodingKey,
+    purpose: Purpose,
 }
 
 struct VerifyKey {
     name: String,
     alg: Alg,
     key: jsonwebtoken::DecodingKey,
+    purpose: Purpose,
 }
 
 #[derive(Default)]
@@ -166,7 +193,7 @@ fn signer(name: &str) -> AuthResult<Option<Rc<SignKey>>> {
     let row = as_owner(|| {
         Spi::connect(|client| {
             let rows = client.select(
-                "SELECT id, algorithm, private_key FROM pgauth.signing_keys
+                "SELECT id, algorithm, private_key, purpose FROM pgauth.signing_keys
                   WHERE name = $1 AND status = 'active' AND private_key IS NOT NULL",
                 Some(1),
                 &[name.into()],
@@ -176,15 +203,22 @@ fn signer(name: &str) -> AuthResult<Option<Rc<SignKey>>> {
             }
             let r = rows.first();
             Ok(
-                match (r.get::<Uuid>(1)?, r.get::<String>(2)?, r.get::<Vec<u8>>(3)?) {
-                    (Some(id), Some(alg), Some(sealed)) => Some((id, alg, sealed)),
+                match (
+                    r.get::<Uuid>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<Vec<u8>>(3)?,
+                    r.get::<String>(4)?,
+                ) {
+                    (Some(id), Some(alg), Some(sealed), Some(purpose)) => {
+                        Some((id, alg, sealed, purpose))
+                    }
                     _ => None,
                 },
             )
         })
     })
     .map_err(spi_err)?;
-    let Some((id, alg, sealed)) = row else {
+    let Some((id, alg, sealed, purpose)) = row else {
         return Ok(None);
     };
     let alg = Alg::parse(&alg)?;
@@ -193,6 +227,7 @@ fn signer(name: &str) -> AuthResult<Option<Rc<SignKey>>> {
         kid: id.to_string(),
         alg,
         key: super::encoding_key(alg, &private)?,
+        purpose: Purpose::parse(&purpose),
     });
     STATE.with(|s| s.borrow_mut().signers.insert(name.to_string(), key.clone()));
     Ok(Some(key))
@@ -223,7 +258,7 @@ fn load_verifier(id: Uuid) -> AuthResult<Option<Rc<VerifyKey>>> {
         Spi::connect(|client| {
             let rows = client.select(
                 "SELECT name, algorithm,
-                        CASE WHEN algorithm LIKE 'HS%' THEN private_key END, public_jwk
+                        CASE WHEN algorithm LIKE 'HS%' THEN private_key END, public_jwk, purpose
                    FROM pgauth.signing_keys
                   WHERE id = $1 AND status IN ('active', 'verify_only')",
                 Some(1),
@@ -238,11 +273,12 @@ fn load_verifier(id: Uuid) -> AuthResult<Option<Rc<VerifyKey>>> {
                 r.get::<String>(2)?.unwrap_or_default(),
                 r.get::<Vec<u8>>(3)?,
                 r.get::<JsonB>(4)?.map(|j| j.0),
+                r.get::<String>(5)?.unwrap_or_default(),
             )))
         })
     })
     .map_err(spi_err)?;
-    let Some((name, alg, sealed, jwk)) = row else {
+    let Some((name, alg, sealed, jwk, purpose)) = row else {
         return Ok(None);
     };
     let alg = Alg::parse(&alg)?;
@@ -251,7 +287,12 @@ fn load_verifier(id: Uuid) -> AuthResult<Option<Rc<VerifyKey>>> {
         _ => None,
     };
     let key = super::decoding_key(alg, secret.as_deref().map(|s| s.as_slice()), jwk.as_ref())?;
-    Ok(Some(Rc::new(VerifyKey { name, alg, key })))
+    Ok(Some(Rc::new(VerifyKey {
+        name,
+        alg,
+        key,
+        purpose: Purpose::parse(&purpose),
+    })))
 }
 
 fn unix_now() -> i64 {
@@ -261,8 +302,27 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-fn sign_with(name: &str, claims: Value, ttl_seconds: i64) -> AuthResult<String> {
+/// Sign with the active version of `name`, which must be a key for `purpose`: auth_jwt_sign may
+/// not use the access-token key (42501), and access tokens are signed only with it.
+fn sign_with(
+    name: &str,
+    purpose: Purpose,
+    claims: Value,
+    ttl_seconds: i64,
+) -> AuthResult<String> {
     let key = signer(name)?.ok_or_else(|| AuthError::NoSuchSigningKey(name.into()))?;
+    match (purpose, key.purpose) {
+        (Purpose::General, Purpose::Access) => {
+            return Err(AuthError::PermissionDenied(format!(
+                "signing key \"{name}\" signs pgauth's access tokens; only auth_login, \
+                 auth_refresh and passkey sign-in sign with it"
+            )))
+        }
+        (Purpose::Access, Purpose::General) => {
+            return Err(AuthError::NotAccessKey(name.into()))
+        }
+        _ => {}
+    }
     let issuer = setting(JWT_ISSUER.get());
     let claims = super::complete_claims(claims, unix_now(), ttl_seconds, issuer.as_deref())?;
     super::sign(key.alg, &key.kid, &key.key, &claims)
@@ -279,10 +339,17 @@ fn verify_raw_with(name: &str, token: &str, expected: Expected<'_>) -> AuthResul
     super::verify_raw(token, key.alg, &key.key, expected)
 }
 
-fn verify_with(name: &str, token: &str, expected: Expected<'_>) -> AuthResult<Map<String, Value>> {
-    let raw = verify_raw_with(name, token, expected)?;
-    serde_json::from_slice(&raw).map_err(|_| AuthError::InvalidToken)
+/// Like `verify_raw_with`, and the key must be an access-token key: a token of a general key
+/// (auth_jwt_sign) never passes as an access token, whatever pgauth.jwt_key names.
+fn verify_access_raw(name: &str, token: &str, expected: Expected<'_>) -> AuthResult<Vec<u8>> {
+    let (kid, alg) = super::peek_header(token)?;
+    let key = verifier(&kid)?.ok_or(AuthError::InvalidToken)?;
+    if key.name != name || key.alg != alg || key.purpose != Purpose::Access {
+        return Err(AuthError::InvalidToken);
+    }
+    super::verify_raw(token, key.alg, &key.key, expected)
 }
+
 
 /// JSON text handed to PostgreSQL's `jsonb_in` as it is: verified claims go into jsonb without
 /// a round trip through serde_json values (half the cost of a verification).
@@ -369,7 +436,13 @@ fn auth_jwt_sign(
 ) -> String {
     refresh().or_raise();
     require_signer_role().or_raise();
-    sign_with(key_name, claims.0, interval_seconds(&ttl)).or_raise()
+    sign_with(
+        key_name,
+        Purpose::General,
+        claims.0,
+        interval_seconds(&ttl),
+    )
+    .or_raise()
 }
 
 /// Verify `token` with `key_name`'s keys: signature with the key's own algorithm, `exp`
@@ -412,15 +485,16 @@ fn new_kid() -> AuthResult<Uuid> {
     crate::backend::random_uuid().map(Uuid::from_bytes)
 }
 
-fn name_exists(name: &str) -> AuthResult<bool> {
+/// The purpose of the versions of `name`; None when there are none.
+fn name_purpose(name: &str) -> AuthResult<Option<Purpose>> {
     as_owner(|| {
-        read_one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pgauth.signing_keys WHERE name = $1)",
+        read_one::<String>(
+            "SELECT purpose FROM pgauth.signing_keys WHERE name = $1 ORDER BY version LIMIT 1",
             &[name.into()],
         )
     })
     .map_err(spi_err)
-    .map(|b| b.unwrap_or(false))
+    .map(|p| p.map(|p| Purpose::parse(&p)))
 }
 
 fn check_name(name: &str) -> AuthResult<()> {
@@ -441,11 +515,17 @@ fn check_name(name: &str) -> AuthResult<()> {
 /// new version is active when it can sign (the previous active one becomes verify_only).
 fn store_version(
     name: &str,
+    purpose: Purpose,
     alg: Alg,
     private: Option<&[u8]>,
     public_pem: Option<&[u8]>,
 ) -> AuthResult<Uuid> {
     check_name(name)?;
+    if let Some(existing) = name_purpose(name)? {
+        if existing != purpose {
+            return Err(AuthError::NotAccessKey(name.into()));
+        }
+    }
     let kid = new_kid()?;
     let jwk = match (private, public_pem) {
         (Some(p), _) => super::public_jwk(alg, &kid.to_string(), p)?,
@@ -476,8 +556,9 @@ fn store_version(
             )?;
         }
         Spi::run_with_args(
-            "INSERT INTO pgauth.signing_keys (id, name, version, algorithm, status, private_key, public_jwk)
-             SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5, $6
+            "INSERT INTO pgauth.signing_keys
+                    (id, name, version, algorithm, status, private_key, public_jwk, purpose)
+             SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5, $6, $7
                FROM pgauth.signing_keys WHERE name = $2",
             &[
                 kid.into(),
@@ -486,6 +567,7 @@ fn store_version(
                 status.into(),
                 sealed.into(),
                 jwk.map(JsonB).into(),
+                purpose.name().into(),
             ],
         )
     })
@@ -494,7 +576,9 @@ fn store_version(
     record_event(
         "signing_key_created",
         name,
-        &json!({"kid": kid.to_string(), "algorithm": alg.name(), "status": status}).to_string(),
+        &json!({"kid": kid.to_string(), "algorithm": alg.name(), "status": status,
+                "purpose": purpose.name()})
+        .to_string(),
     )?;
     Ok(kid)
 }
@@ -505,14 +589,27 @@ fn store_version(
 fn auth_create_signing_key(name: &str, algorithm: &str) -> Uuid {
     require_role("pgauth_admin", "auth_create_signing_key").or_raise();
     let alg = Alg::parse(algorithm).or_raise();
-    if name_exists(name).or_raise() {
+    refuse_access_key_name(name).or_raise();
+    if name_purpose(name).or_raise().is_some() {
         AuthError::InvalidRequest(format!(
             "signing key \"{name}\" already exists; use auth_rotate_signing_key() for a new version"
         ))
         .raise();
     }
     let private = super::generate(alg).or_raise();
-    store_version(name, alg, Some(&private), None).or_raise()
+    store_version(name, Purpose::General, alg, Some(&private), None).or_raise()
+}
+
+/// The access-token key (pgauth.jwt_key) is made by pgauth at the first sign-in, never by
+/// auth_create_signing_key or a first import: keys made so are general keys.
+fn refuse_access_key_name(name: &str) -> AuthResult<()> {
+    if name == access_key_name() {
+        return Err(AuthError::InvalidRequest(format!(
+            "\"{name}\" is the access-token key's name (pgauth.jwt_key); pgauth creates that key \
+             at the first sign-in"
+        )));
+    }
+    Ok(())
 }
 
 /// A new version of `name` with the same algorithm (pgauth_admin). The previous version stops
@@ -530,8 +627,9 @@ fn auth_rotate_signing_key(name: &str) -> Uuid {
     .or_raise()
     .unwrap_or_else(|| AuthError::NoSuchSigningKey(name.into()).raise());
     let alg = Alg::parse(&alg).or_raise();
+    let purpose = name_purpose(name).or_raise().unwrap_or(Purpose::General);
     let private = super::generate(alg).or_raise();
-    store_version(name, alg, Some(&private), None).or_raise()
+    store_version(name, purpose, alg, Some(&private), None).or_raise()
 }
 
 /// Revoke one key version (pgauth_admin): tokens with its kid stop verifying at once.
@@ -574,6 +672,15 @@ fn auth_revoke_signing_key(kid: Uuid) {
 fn auth_import_signing_key(name: &str, algorithm: &str, key: &str) -> Uuid {
     require_role("pgauth_admin", "auth_import_signing_key").or_raise();
     let alg = Alg::parse(algorithm).or_raise();
+    // A new version of an existing name keeps its purpose (the access-token key included: an
+    // administrator may import its next version); a new name is a general key.
+    let purpose = match name_purpose(name).or_raise() {
+        Some(p) => p,
+        None => {
+            refuse_access_key_name(name).or_raise();
+            Purpose::General
+        }
+    };
     let text = key.trim();
     if alg.is_hmac() {
         use base64::Engine;
@@ -588,12 +695,12 @@ fn auth_import_signing_key(name: &str, algorithm: &str, key: &str) -> Uuid {
             .unwrap_or_else(|| {
                 AuthError::InvalidRequest("an HMAC secret must be given as base64".into()).raise()
             });
-        return store_version(name, alg, Some(&secret), None).or_raise();
+        return store_version(name, purpose, alg, Some(&secret), None).or_raise();
     }
     if text.contains("PRIVATE KEY-----") {
-        store_version(name, alg, Some(text.as_bytes()), None).or_raise()
+        store_version(name, purpose, alg, Some(text.as_bytes()), None).or_raise()
     } else if text.contains("PUBLIC KEY-----") {
-        store_version(name, alg, None, Some(text.as_bytes())).or_raise()
+        store_version(name, purpose, alg, None, Some(text.as_bytes())).or_raise()
     } else {
         AuthError::InvalidRequest("the key must be a PEM private or public key".into()).raise()
     }
@@ -612,7 +719,7 @@ pub(crate) fn sign_access_token(
     if signer(&name)?.is_none() {
         let alg = Alg::parse(&setting(JWT_ALGORITHM.get()).unwrap_or_else(|| "ES256".into()))?;
         let private = super::generate(alg)?;
-        store_version(&name, alg, Some(&private), None)?;
+        store_version(&name, Purpose::Access, alg, Some(&private), None)?;
     }
     let mut claims = json!({
         "sub": user.to_string(),
@@ -623,7 +730,12 @@ pub(crate) fn sign_access_token(
     if let Some(aud) = setting(JWT_AUDIENCE.get()) {
         claims["aud"] = Value::String(aud);
     }
-    sign_with(&name, claims, i64::from(ACCESS_TTL_SECONDS.get()))
+    sign_with(
+        &name,
+        Purpose::Access,
+        claims,
+        i64::from(ACCESS_TTL_SECONDS.get()),
+    )
 }
 
 /// The claims of a valid access token (signed with the access-token key, unexpired, with the
@@ -635,14 +747,15 @@ pub(crate) fn verify_access_token(token: &str) -> AuthResult<Map<String, Value>>
         audience: audience.as_deref(),
         issuer: issuer.as_deref(),
     };
-    verify_with(&access_key_name(), token, expected)
+    let raw = verify_access_raw(&access_key_name(), token, expected)?;
+    serde_json::from_slice(&raw).map_err(|_| AuthError::InvalidToken)
 }
 
 /// The session of an access token whose signature is valid, expired or not (for sign-out).
 pub(crate) fn access_token_session(token: &str) -> Option<Uuid> {
     let (kid, alg) = super::peek_header(token).ok()?;
     let key = verifier(&kid).ok()??;
-    if key.name != access_key_name() || key.alg != alg {
+    if key.name != access_key_name() || key.alg != alg || key.purpose != Purpose::Access {
         return None;
     }
     let mut validation = jsonwebtoken::Validation::new(alg.algorithm());
