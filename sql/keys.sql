@@ -20,10 +20,14 @@ CREATE UNIQUE INDEX keys_one_active_version ON pgauth.keys (name) WHERE status =
 COMMENT ON TABLE pgauth.keys IS
     'pgauth data keys, stored only wrapped under the master key (pgauth.master_key_file / pgauth.master_key_command)';
 
--- Which database roles may use a key name (all its versions). Membership counts.
+-- Which database roles may use a key name (all its versions). Membership counts. A grant is to
+-- a role: grantee_oid tells the granted role from one dropped and created again under the same
+-- name (a grant counts only while that OID has that name); the name is what a dump carries to
+-- another cluster, where key_grants_resolve_grantee() looks the OID up again. 'public' has OID 0.
 CREATE TABLE pgauth.key_grants (
-    key_name   text NOT NULL,
-    grantee    name NOT NULL,
+    key_name    text NOT NULL,
+    grantee     name NOT NULL,
+    grantee_oid oid NOT NULL,
     granted_by name NOT NULL DEFAULT current_user,
     granted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (key_name, grantee)
@@ -66,21 +70,39 @@ $$;
 CREATE TRIGGER keys_skip_existing BEFORE INSERT ON pgauth.keys
     FOR EACH ROW EXECUTE FUNCTION pgauth.keys_skip_existing();
 
-CREATE FUNCTION pgauth.key_grants_skip_existing() RETURNS trigger
+-- Every grant row gets the OID of the role its name names *now*: at a grant, and when pg_dump's
+-- data or auth_import_keys() brings rows from another cluster (whose OIDs mean nothing here).
+-- A grant to a role that does not exist is skipped; one that exists for the same role is kept;
+-- a stale row of a dropped role of the same name is replaced.
+CREATE FUNCTION pgauth.key_grants_resolve_grantee() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+DECLARE role_oid oid;
 BEGIN
+    IF NEW.grantee = 'public' THEN
+        role_oid := 0;
+    ELSE
+        SELECT r.oid INTO role_oid FROM pg_catalog.pg_roles r WHERE r.rolname = NEW.grantee;
+        IF role_oid IS NULL THEN
+            RAISE WARNING 'pgauth: usage of key "%" by role "%" skipped: the role does not exist',
+                NEW.key_name, NEW.grantee;
+            RETURN NULL;
+        END IF;
+    END IF;
     IF EXISTS (SELECT 1 FROM pgauth.key_grants g
-                WHERE g.key_name = NEW.key_name AND g.grantee = NEW.grantee) THEN
+                WHERE g.key_name = NEW.key_name AND g.grantee = NEW.grantee
+                  AND g.grantee_oid = role_oid) THEN
         RETURN NULL;
     END IF;
+    DELETE FROM pgauth.key_grants g WHERE g.key_name = NEW.key_name AND g.grantee = NEW.grantee;
+    NEW.grantee_oid := role_oid;
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER key_grants_skip_existing BEFORE INSERT ON pgauth.key_grants
-    FOR EACH ROW EXECUTE FUNCTION pgauth.key_grants_skip_existing();
+CREATE TRIGGER key_grants_resolve_grantee BEFORE INSERT ON pgauth.key_grants
+    FOR EACH ROW EXECUTE FUNCTION pgauth.key_grants_resolve_grantee();
 
 REVOKE ALL ON FUNCTION pgauth.bump_key_generation(), pgauth.keys_skip_existing(),
-                       pgauth.key_grants_skip_existing() FROM PUBLIC;
+                       pgauth.key_grants_resolve_grantee() FROM PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('pgauth.keys', '');
 SELECT pg_catalog.pg_extension_config_dump('pgauth.key_grants', '');

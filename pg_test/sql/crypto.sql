@@ -75,6 +75,27 @@ SET ROLE pgauth_regress_stranger;
 SELECT auth_decrypt_text(ssn, int4send(id)) FROM patients WHERE id = 1;
 RESET ROLE;
 
+-- A grant belongs to the role, not to its name: a role dropped and created again under the same
+-- name has no usage until it is granted again.
+CREATE ROLE pgauth_regress_reborn;
+SELECT auth_grant_key_usage('tenant:42', 'pgauth_regress_reborn');
+SET ROLE pgauth_regress_reborn;
+SELECT auth_decrypt_text(auth_encrypt('reborn', 'tenant:42')) AS granted_role_uses_key;
+RESET ROLE;
+DROP ROLE pgauth_regress_reborn;
+CREATE ROLE pgauth_regress_reborn;
+SET ROLE pgauth_regress_reborn;
+SELECT auth_encrypt('x', 'tenant:42');
+RESET ROLE;
+SELECT auth_grant_key_usage('tenant:42', 'pgauth_regress_reborn');
+SET ROLE pgauth_regress_reborn;
+SELECT auth_encrypt('x', 'tenant:42') IS NOT NULL AS granted_again;
+RESET ROLE;
+SELECT grantee, grantee_oid = 'pgauth_regress_reborn'::regrole::oid AS is_the_new_role
+  FROM pgauth.key_grants WHERE key_name = 'tenant:42' AND grantee = 'pgauth_regress_reborn';
+SELECT auth_revoke_key_usage('tenant:42', 'pgauth_regress_reborn');
+DROP ROLE pgauth_regress_reborn;
+
 -- Export holds only wrapped keys.
 SELECT jsonb_array_length(e->'keys') AS exported_keys,
        bool_and(length(decode(k->>'wrapped_key', 'base64')) = 60) AS only_wrapped
@@ -86,6 +107,14 @@ SELECT auth_encrypt('x');
 SELECT auth_verify('pw', auth_hash_password('pw')) AS hashing_still_works;
 SET pgauth.master_key_file = '/nonexistent/pgauth.key';
 SELECT auth_encrypt('x');
+-- A role allowed to use the key gets the error without the file's path (the server log has
+-- it); a role without usage is refused before the master key is read at all.
+SET ROLE pgauth_regress_reader;
+SELECT auth_encrypt('x');
+RESET ROLE;
+SET ROLE pgauth_regress_stranger;
+SELECT auth_encrypt('x');
+RESET ROLE;
 RESET pgauth.master_key_file;
 SELECT auth_decrypt_text(auth_encrypt('back')) AS works_again;
 

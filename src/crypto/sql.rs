@@ -250,22 +250,32 @@ fn require_key_usage(name: &str) -> AuthResult<()> {
         Some(allowed) => allowed,
         None => {
             let allowed = is_key_admin(role) || {
-                let grantees: Vec<String> = as_owner(|| {
+                // A grant counts while its OID still has its name: a role dropped and created
+                // again under that name is another role (OID 0 is public).
+                let grantees: Vec<pg_sys::Oid> = as_owner(|| {
                     Spi::connect(|client| {
                         let rows = client.select(
-                            "SELECT grantee::text FROM pgauth.key_grants WHERE key_name = $1",
+                            "SELECT g.grantee_oid FROM pgauth.key_grants g
+                              WHERE g.key_name = $1
+                                AND (g.grantee_oid = 0
+                                     OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                                                 WHERE r.oid = g.grantee_oid
+                                                   AND r.rolname = g.grantee))",
                             None,
                             &[name.into()],
                         )?;
-                        rows.map(|r| r.get::<String>(1).map(|g| g.unwrap_or_default()))
-                            .collect::<Result<Vec<_>, _>>()
+                        rows.map(|r| {
+                            r.get::<pg_sys::Oid>(1)
+                                .map(|g| g.unwrap_or(pg_sys::InvalidOid))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
                     })
                     .map_err(spi_err)
                 })?;
-                grantees.iter().any(|g| {
-                    g == "public"
-                        || role_oid(g)
-                            .is_some_and(|r| unsafe { pg_sys::has_privs_of_role(role, r) })
+                grantees.iter().any(|&g| {
+                    g == pg_sys::InvalidOid
+                        // SAFETY: plain catalog lookups on two role OIDs.
+                        || unsafe { pg_sys::has_privs_of_role(role, g) }
                 })
             };
             STATE.with(|s| {
@@ -465,9 +475,9 @@ fn create_key_version(name: &str) -> AuthResult<KeyId> {
                 creator.as_str().into(),
             ],
         )?;
-        // The creator may use the key; pgauth_admin always may.
+        // The creator may use the key; pgauth_admin always may. (The trigger fills grantee_oid.)
         Spi::run_with_args(
-            "INSERT INTO pgauth.key_grants (key_name, grantee) VALUES ($1, $2)",
+            "INSERT INTO pgauth.key_grants (key_name, grantee, grantee_oid) VALUES ($1, $2, 0)",
             &[name.into(), creator.as_str().into()],
         )
     })
@@ -559,9 +569,11 @@ fn auth_grant_key_usage(key_name: &str, role: &str) {
     if role != "public" && role_oid(role).is_none() {
         AuthError::InvalidRequest(format!("role \"{role}\" does not exist")).raise();
     }
+    // The trigger resolves the name to the role's OID and replaces a stale grant of a dropped
+    // role of the same name.
     as_owner(|| {
         Spi::run_with_args(
-            "INSERT INTO pgauth.key_grants (key_name, grantee) VALUES ($1, $2)",
+            "INSERT INTO pgauth.key_grants (key_name, grantee, grantee_oid) VALUES ($1, $2, 0)",
             &[key_name.into(), role.into()],
         )
     })
@@ -777,8 +789,9 @@ fn auth_import_keys(export: JsonB) -> i64 {
                 .get::<i64>(1)
         })?;
         Spi::run_with_args(
-            "INSERT INTO pgauth.key_grants (key_name, grantee)
-             SELECT key_name, grantee FROM jsonb_to_recordset($1->'grants') AS g(key_name text, grantee name)",
+            "INSERT INTO pgauth.key_grants (key_name, grantee, grantee_oid)
+             SELECT key_name, grantee, 0
+               FROM jsonb_to_recordset($1->'grants') AS g(key_name text, grantee name)",
             &[export.into()],
         )?;
         Ok::<_, pgrx::spi::Error>(added.unwrap_or(0))
