@@ -10,23 +10,20 @@ use zeroize::Zeroizing;
 use super::keys::{check_key_file_mode, parse_master_key, MasterKey};
 use crate::error::{AuthError, AuthResult};
 
-/// Read and check a key file: owned by the server's user, no group/other access.
+/// Read and check a key file: owned by the server's user, no group/other access. Errors do not
+/// name the file (clients see them; the SQL layer writes the path to the server log only).
 pub fn read_key_file(path: &str) -> AuthResult<MasterKey> {
-    let meta = std::fs::metadata(path).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         AuthError::MasterKeyInvalid(format!(
-            "cannot read the master key file \"{path}\": {}",
+            "cannot read the file pgauth.master_key_file names: {}",
             e.kind()
         ))
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let server_uid = unsafe { libc::geteuid() };
     check_key_file_mode(meta.mode(), meta.uid(), server_uid)?;
-    let text = Zeroizing::new(std::fs::read(path).map_err(|e| {
-        AuthError::MasterKeyInvalid(format!(
-            "cannot read the master key file \"{path}\": {}",
-            e.kind()
-        ))
-    })?);
+    let text = Zeroizing::new(std::fs::read(path).map_err(unreadable)?);
     parse_master_key(&text)
 }
 
@@ -110,9 +107,14 @@ mod tests {
     }
 
     #[test]
-    fn missing_file_is_a_clear_error() {
+    fn missing_file_is_a_clear_error_without_its_path() {
         let err = read_key_file("/nonexistent/pgauth.key").err().unwrap();
         assert!(matches!(err, AuthError::MasterKeyInvalid(_)));
+        assert!(!err.to_string().contains("nonexistent"), "{err}");
+        let path = temp_file("loose-path", HEX, 0o644);
+        let err = read_key_file(&path).err().unwrap();
+        assert!(!err.to_string().contains(&path), "{err}");
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]

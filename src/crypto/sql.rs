@@ -68,33 +68,28 @@ pub(crate) fn master_settings() -> MasterSettings {
 }
 
 /// Once per statement: drop cached keys when pgauth.keys or key_grants changed since, or when
-/// the master key setting changed.
+/// the master key setting changed. Reads no master key: that happens only after the caller's
+/// key usage was checked, when a key must be unwrapped.
 fn refresh_key_state() -> AuthResult<()> {
     let position = current_position();
     let settings = master_settings();
-    let unchanged = STATE.with(|s| {
+    let (unchanged, same_settings) = STATE.with(|s| {
         let s = s.borrow();
-        s.checked_at == Some(position) && s.checked_settings == settings
+        let same = s.checked_settings == settings;
+        (s.checked_at == Some(position) && same, same)
     });
     if unchanged {
         return Ok(());
     }
-    // A removed or changed master key takes effect here: nothing stays usable from the cache.
-    let master_before = STATE.with(|s| s.borrow().master.as_ref().map(|m| m.fingerprint));
-    let master_now = match load_master(false) {
-        Ok(Some(())) => STATE.with(|s| s.borrow().master.as_ref().map(|m| m.fingerprint)),
-        Ok(None) => None,
-        Err(e) => {
-            forget_cached_keys();
-            return Err(e);
-        }
-    };
-    if master_now.is_none() || master_now != master_before {
+    // A removed or changed master key setting takes effect here: nothing stays usable from the
+    // cache, and the key is read again (from the new source) when next needed.
+    if !same_settings {
         STATE.with(|s| {
             let mut s = s.borrow_mut();
             s.cache.clear();
             s.key_names.clear();
             s.first_versions.clear();
+            s.master = None;
         });
     }
     let generation = as_owner(|| {
@@ -167,7 +162,17 @@ fn load_master(slot_previous: bool) -> AuthResult<Option<()>> {
         slot.as_ref().is_some_and(|m| m.source == source)
     });
     if !loaded {
-        let key = source.load()?;
+        let key = source.load().inspect_err(|e| {
+            // The client's error does not say where the key is; the server log does.
+            if let KeySource::File(path) = &source {
+                pgrx::pg_sys::panic::ErrorReport::new(
+                    pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("pgauth: master key file \"{path}\": {e}"),
+                    "pgauth",
+                )
+                .report(pgrx::PgLogLevel::LOG_SERVER_ONLY);
+            }
+        })?;
         let fingerprint = master_key_fingerprint(&key);
         STATE.with(|s| {
             let mut s = s.borrow_mut();
@@ -635,10 +640,6 @@ fn auth_key_status() -> TableIterator<
         name!(wrapped_by_current_master_key, Option<bool>),
     ),
 > {
-    let current = match load_master(false) {
-        Ok(Some(())) => STATE.with(|s| s.borrow().master.as_ref().map(|m| m.fingerprint.to_vec())),
-        _ => None,
-    };
     let admin = is_key_admin(caller());
     let rows: Vec<StoredKeyRow> =
         as_owner(|| {
@@ -668,6 +669,19 @@ fn auth_key_status() -> TableIterator<
     let visible: Vec<_> = rows
         .into_iter()
         .filter(|r| admin || require_key_usage(&r.1).is_ok())
+        .collect();
+    // The master key is read only for a caller who may see some key.
+    let current = match visible.is_empty() {
+        true => None,
+        false => match load_master(false) {
+            Ok(Some(())) => {
+                STATE.with(|s| s.borrow().master.as_ref().map(|m| m.fingerprint.to_vec()))
+            }
+            _ => None,
+        },
+    };
+    let visible: Vec<_> = visible
+        .into_iter()
         .map(|(id, name, version, status, created, changed, fp)| {
             let ok = current.as_ref().map(|c| *c == fp);
             (id, name, version, status, created, changed, ok)

@@ -98,6 +98,14 @@ fn keys_and_data_survive_dump_and_restore_into_a_new_cluster() {
                                     (52, auth_encrypt('tenant seven', 'tenant:7', int4send(52)), NULL);",
     )
     .unwrap();
+    // Key usage is granted to a role, by OID; the dump names the role, and a restore grants the
+    // role of that name in the target cluster (its OID there differs).
+    ensure_login_role(&mut db, "pgauth_it_dump_reader");
+    db.batch_execute(
+        "SELECT auth_grant_key_usage('tenant:7', 'pgauth_it_dump_reader');
+         GRANT SELECT ON secrets TO pgauth_it_dump_reader;",
+    )
+    .unwrap();
     let keys_before: i64 = db
         .query_one("SELECT count(*) FROM pgauth.keys", &[])
         .unwrap()
@@ -126,6 +134,9 @@ fn keys_and_data_survive_dump_and_restore_into_a_new_cluster() {
         .batch_execute("DROP DATABASE IF EXISTS restored WITH (FORCE)")
         .unwrap();
     admin2.batch_execute("CREATE DATABASE restored").unwrap();
+    for role in ["pgauth_it_dump_filler", "pgauth_it_dump_reader"] {
+        ensure_login_role(&mut admin2, role);
+    }
     restore_database(&dump, port2, "restored");
     let mut restored = postgres::Client::connect(
         &format!("host=127.0.0.1 port={port2} user=postgres dbname=restored"),
@@ -162,6 +173,27 @@ fn keys_and_data_survive_dump_and_restore_into_a_new_cluster() {
         .unwrap()
         .get(0);
     assert_eq!(found, 9, "blind indexes still match after restore");
+    let reader_oid_matches: bool = restored
+        .query_one(
+            "SELECT grantee_oid = 'pgauth_it_dump_reader'::regrole::oid FROM pgauth.key_grants
+              WHERE key_name = 'tenant:7' AND grantee = 'pgauth_it_dump_reader'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(reader_oid_matches, "the restored grant names the target cluster's role");
+    restored
+        .batch_execute("SET ROLE pgauth_it_dump_reader")
+        .unwrap();
+    let tenant: String = restored
+        .query_one(
+            "SELECT auth_decrypt_text(v, int4send(id)) FROM secrets WHERE id = 52",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tenant, "tenant seven", "the granted role uses the key after restore");
+    restored.batch_execute("RESET ROLE").unwrap();
     // New encryptions use the restored active key, not a new one.
     restored
         .batch_execute("SELECT auth_encrypt('new')")
@@ -178,4 +210,95 @@ fn keys_and_data_survive_dump_and_restore_into_a_new_cluster() {
         env!("CARGO_MANIFEST_DIR")
     ));
     let _ = std::fs::remove_file(&dump);
+}
+
+/// `CREATE ROLE name LOGIN` unless it exists (roles are cluster-wide; earlier runs leave them).
+fn ensure_login_role(client: &mut postgres::Client, name: &str) {
+    client
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {name} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        ))
+        .unwrap();
+}
+
+fn connect_as(role: &str, dbname: &str) -> postgres::Client {
+    postgres::Client::connect(
+        &format!("host=127.0.0.1 port={} user={role} dbname={dbname}", dsn_port()),
+        postgres::NoTls,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_caller_without_key_usage_never_makes_pgauth_read_the_master_key() {
+    let db_name = "pgauth_it_keycmd";
+    let mut db = fresh_database(db_name);
+    ensure_login_role(&mut db, "pgauth_it_nokey");
+    db.batch_execute(
+        "CREATE TABLE t AS SELECT auth_encrypt('v') AS v;
+         GRANT SELECT ON t TO pgauth_it_nokey;",
+    )
+    .unwrap();
+    // From now on the master key comes from a command that leaves a mark when it runs.
+    let marker = format!("{}/keycmd-ran", test_root());
+    let _ = std::fs::remove_file(&marker);
+    db.batch_execute(&format!(
+        "ALTER DATABASE {db_name} SET pgauth.master_key_command = 'touch {marker}; cat {}/master.key'",
+        test_root()
+    ))
+    .unwrap();
+    let mut stranger = connect_as("pgauth_it_nokey", db_name);
+    for query in [
+        "SELECT auth_encrypt('x')",
+        "SELECT auth_decrypt_text(v) FROM t",
+        "SELECT auth_blind_index('x')",
+        "SELECT auth_hmac('x'::bytea, 'default')",
+    ] {
+        let err = stranger.query_one(query, &[]).expect_err(query);
+        assert_eq!(sqlstate(&err), Some("42501"), "{query}: {err}");
+    }
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "the key command ran for a caller without key usage"
+    );
+    // The owner of the key still gets it (and the command runs then).
+    let mut owner = connect_to(db_name);
+    let v: String = owner
+        .query_one("SELECT auth_decrypt_text(v) FROM t", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "v");
+    assert!(std::path::Path::new(&marker).exists());
+    let _ = std::fs::remove_file(&marker);
+}
+
+#[test]
+fn master_key_file_path_is_in_the_server_log_only() {
+    let db_name = "pgauth_it_keypath";
+    let mut db = fresh_database(db_name);
+    ensure_login_role(&mut db, "pgauth_it_keyuser");
+    db.batch_execute("SELECT auth_grant_key_usage('default', 'pgauth_it_keyuser')")
+        .unwrap();
+    let path = format!("{}/no-such-dir-7f3a/pgauth.key", test_root());
+    db.batch_execute(&format!(
+        "ALTER DATABASE {db_name} SET pgauth.master_key_file = '{path}'"
+    ))
+    .unwrap();
+    let mark = server_log_mark();
+    let mut user = connect_as("pgauth_it_keyuser", db_name);
+    user.batch_execute("SET client_min_messages = debug5").unwrap();
+    let err = user
+        .query_one("SELECT auth_encrypt('x')", &[])
+        .expect_err("no key file");
+    assert_eq!(sqlstate(&err), Some("55000"), "{err}");
+    let db_err = err.as_db_error().unwrap();
+    let shown = format!(
+        "{} {:?} {:?}",
+        db_err.message(),
+        db_err.detail(),
+        db_err.hint()
+    );
+    assert!(!shown.contains("no-such-dir-7f3a"), "path shown: {shown}");
+    let log = server_log_since(mark);
+    assert!(log.contains(&path), "the server log names the file");
 }
