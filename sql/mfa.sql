@@ -1,5 +1,7 @@
 -- Second factors. The TOTP secret is stored only encrypted (auth_encrypt envelope under the
--- `default` key, associated data = the user id); recovery codes only as SHA-256.
+-- `default` key, associated data = the user id); recovery codes only keyed: HMAC-SHA3-256 under
+-- the `default` data key of "pgauth recovery code v1" || user id || code (src/mfa). Rows of plain
+-- SHA-256 written by earlier versions are still accepted when used.
 CREATE TABLE pgauth.totp (
     user_id     uuid PRIMARY KEY REFERENCES pgauth.users ON DELETE CASCADE,
     secret      bytea NOT NULL,

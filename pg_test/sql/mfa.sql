@@ -17,11 +17,22 @@ SELECT auth_totp_verify(:'uid', '000000') AS wrong_code, auth_totp_verify(:'uid'
 
 CREATE TEMP TABLE codes AS SELECT c FROM auth_recovery_codes(:'uid') c;
 SELECT count(*) AS codes, bool_and(c ~ '^[a-z2-9]{5}-[a-z2-9]{5}$') AS well_formed FROM codes;
-SELECT count(*) AS stored_as_sha256 FROM pgauth.recovery_codes r, codes
+-- Stored keyed (HMAC under the default data key, bound to the user), never as a plain hash
+-- that a copy of the table could be searched against offline.
+SELECT count(*) AS stored_as_plain_sha256 FROM pgauth.recovery_codes r, codes
  WHERE r.user_id = :'uid' AND r.code_hash = sha256(convert_to(replace(codes.c, '-', ''), 'UTF8'));
+SELECT count(*) AS stored_keyed FROM pgauth.recovery_codes r, codes
+ WHERE r.user_id = :'uid'
+   AND r.code_hash = auth_hmac(convert_to('pgauth recovery code v1', 'UTF8') || uuid_send(:'uid')
+                               || convert_to(replace(codes.c, '-', ''), 'UTF8'), 'default');
 SELECT auth_use_recovery_code(:'uid', (SELECT upper(c) FROM codes LIMIT 1)) AS first_use;
 SELECT auth_use_recovery_code(:'uid', (SELECT c FROM codes LIMIT 1)) AS second_use;
 SELECT auth_use_recovery_code(:'uid', 'aaaaa-bbbbb') AS unknown_code;
+-- A code stored by an earlier version (plain SHA-256) still works, once.
+INSERT INTO pgauth.recovery_codes (user_id, code_hash)
+VALUES (:'uid', sha256(convert_to('legacy2code', 'UTF8')));
+SELECT auth_use_recovery_code(:'uid', 'LEGAC-Y2CODE') AS legacy_first_use;
+SELECT auth_use_recovery_code(:'uid', 'legacy2code') AS legacy_second_use;
 SELECT event FROM pgauth.audit_log WHERE event LIKE 'totp%' OR event LIKE 'recovery%' ORDER BY id;
 
 CREATE ROLE pgauth_regress_mfa;

@@ -943,9 +943,21 @@ fn auth_digest_text(data: &str) -> Vec<u8> {
     super::digest::digest_sha3_512(data.as_bytes()).to_vec()
 }
 
+/// auth_hmac for pgauth's own use (keyed recovery codes): the caller's key usage is checked,
+/// and the `default` key is made on first use, as auth_encrypt makes it.
+pub(crate) fn hmac(data: &[u8], key_name: &str) -> AuthResult<[u8; 32]> {
+    let key = match first_version_key(key_name) {
+        Err(AuthError::NoSuchKeyName(_)) if key_name == DEFAULT_KEY => {
+            active_key(DEFAULT_KEY, true)?;
+            first_version_key(key_name)?
+        }
+        other => other?,
+    };
+    Ok(super::digest::keyed_hmac(&key, data))
+}
+
 /// HMAC-SHA3-256 under a key derived from version 1 of `key_name` (stable across rotation).
 #[pg_extern(stable, strict, parallel_safe)]
 fn auth_hmac(data: &[u8], key_name: &str) -> Vec<u8> {
-    let key = first_version_key(key_name).or_raise();
-    super::digest::keyed_hmac(&key, data).to_vec()
+    hmac(data, key_name).or_raise().to_vec()
 }

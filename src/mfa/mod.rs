@@ -95,14 +95,37 @@ pub fn new_recovery_codes() -> AuthResult<Vec<String>> {
     Ok(out)
 }
 
-/// What is stored for a recovery code: SHA-256 of the code without spaces or dashes, lower case.
-pub fn recovery_code_hash(code: &str) -> [u8; 32] {
-    let normalized: String = code
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    Sha256::digest(normalized.as_bytes()).into()
+/// A recovery code without spaces or dashes, lower case.
+fn normalize_recovery_code(code: &str) -> Zeroizing<String> {
+    Zeroizing::new(
+        code.chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| c.to_ascii_lowercase())
+            .collect(),
+    )
+}
+
+/// Domain label of the keyed recovery-code hash.
+pub const RECOVERY_CODE_LABEL: &[u8] = b"pgauth recovery code v1";
+
+/// The message whose HMAC (under the `default` data key, see mfa::sql) is stored for a recovery
+/// code: label || user id (16 bytes) || normalised code. Keyed, so a copy of the table cannot be
+/// searched offline for 49-bit codes; the user id keeps equal codes of two users apart.
+pub fn recovery_code_message(user_id: &[u8; 16], code: &str) -> Zeroizing<Vec<u8>> {
+    let normalized = normalize_recovery_code(code);
+    let mut message = Zeroizing::new(Vec::with_capacity(
+        RECOVERY_CODE_LABEL.len() + 16 + normalized.len(),
+    ));
+    message.extend_from_slice(RECOVERY_CODE_LABEL);
+    message.extend_from_slice(user_id);
+    message.extend_from_slice(normalized.as_bytes());
+    message
+}
+
+/// What versions before keyed hashing stored: plain SHA-256 of the normalised code. Still
+/// accepted when a code is used, never written.
+pub fn legacy_recovery_code_hash(code: &str) -> [u8; 32] {
+    Sha256::digest(normalize_recovery_code(code).as_bytes()).into()
 }
 
 /// For logs: which code without revealing it.
@@ -252,10 +275,22 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), RECOVERY_CODES);
         let c = &codes[0];
+        let user = [7u8; 16];
         assert_eq!(
-            recovery_code_hash(c),
-            recovery_code_hash(&c.to_uppercase().replace('-', " "))
+            recovery_code_message(&user, c),
+            recovery_code_message(&user, &c.to_uppercase().replace('-', " "))
         );
-        assert_ne!(recovery_code_hash(c), recovery_code_hash(&codes[1]));
+        assert_ne!(
+            recovery_code_message(&user, c),
+            recovery_code_message(&user, &codes[1])
+        );
+        assert_ne!(
+            recovery_code_message(&user, c),
+            recovery_code_message(&[8u8; 16], c)
+        );
+        assert_eq!(
+            legacy_recovery_code_hash(c),
+            legacy_recovery_code_hash(&c.to_uppercase().replace('-', " "))
+        );
     }
 }

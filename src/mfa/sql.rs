@@ -8,7 +8,8 @@ use pgrx::Uuid;
 use serde_json::{json, Value};
 
 use super::{
-    check_totp, decide_factor_change, new_recovery_codes, new_totp_secret, recovery_code_hash,
+    check_totp, decide_factor_change, legacy_recovery_code_hash, new_recovery_codes,
+    new_totp_secret, recovery_code_message,
     totp_uri, FactorChangeDecision, FactorChangeRequest,
 };
 use crate::backend::{
@@ -260,15 +261,20 @@ fn auth_recovery_codes(user_id: Uuid) -> SetOfIterator<'static, String> {
     username_of(&user_id).or_raise();
     let change = authorize_factor_change(&user_id, "auth_recovery_codes").or_raise();
     let codes = new_recovery_codes().or_raise();
+    let hashes = codes
+        .iter()
+        .map(|code| recovery_code_hash(&user_id, code))
+        .collect::<AuthResult<Vec<_>>>()
+        .or_raise();
     as_owner(|| {
         Spi::run_with_args(
             "DELETE FROM pgauth.recovery_codes WHERE user_id = $1",
             &[user_id.into()],
         )?;
-        for code in &codes {
+        for hash in &hashes {
             Spi::run_with_args(
                 "INSERT INTO pgauth.recovery_codes (user_id, code_hash) VALUES ($1, $2)",
-                &[user_id.into(), recovery_code_hash(code).as_slice().into()],
+                &[user_id.into(), hash.as_slice().into()],
             )?;
         }
         Ok::<_, pgrx::spi::Error>(())
@@ -317,15 +323,30 @@ fn auth_use_recovery_code(user_id: Uuid, code: &str) -> bool {
     use_recovery_code(user_id, code).or_raise()
 }
 
+/// What is stored for a recovery code of `user_id`: HMAC-SHA3-256 under the `default` data key
+/// (auth_hmac's derivation) of `recovery_code_message`. Needs the master key, like TOTP.
+fn recovery_code_hash(user_id: &Uuid, code: &str) -> AuthResult<[u8; 32]> {
+    let message = recovery_code_message(user_id.as_bytes(), code);
+    as_owner(|| crate::crypto::sql::hmac(&message, "default"))
+}
+
 pub(crate) fn use_recovery_code(user_id: Uuid, code: &str) -> AuthResult<bool> {
     limited("auth_use_recovery_code", user_id, "recovery_code", || {
+        let keyed = recovery_code_hash(&user_id, code)?;
+        // Rows written before keyed hashing hold plain SHA-256; they keep working until used.
+        let legacy = legacy_recovery_code_hash(code);
         let used = as_owner(|| {
             Spi::connect_mut(|client| {
                 let rows = client.update(
                     "UPDATE pgauth.recovery_codes SET used_at = pg_catalog.now()
-                      WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL RETURNING 1",
-                    None,
-                    &[user_id.into(), recovery_code_hash(code).as_slice().into()],
+                      WHERE user_id = $1 AND code_hash IN ($2, $3) AND used_at IS NULL
+                      RETURNING 1",
+                    Some(1),
+                    &[
+                        user_id.into(),
+                        keyed.as_slice().into(),
+                        legacy.as_slice().into(),
+                    ],
                 )?;
                 Ok::<_, pgrx::spi::Error>(!rows.is_empty())
             })
