@@ -304,12 +304,7 @@ fn unix_now() -> i64 {
 
 /// Sign with the active version of `name`, which must be a key for `purpose`: auth_jwt_sign may
 /// not use the access-token key (42501), and access tokens are signed only with it.
-fn sign_with(
-    name: &str,
-    purpose: Purpose,
-    claims: Value,
-    ttl_seconds: i64,
-) -> AuthResult<String> {
+fn sign_with(name: &str, purpose: Purpose, claims: Value, ttl_seconds: i64) -> AuthResult<String> {
     let key = signer(name)?.ok_or_else(|| AuthError::NoSuchSigningKey(name.into()))?;
     match (purpose, key.purpose) {
         (Purpose::General, Purpose::Access) => {
@@ -318,9 +313,7 @@ fn sign_with(
                  auth_refresh and passkey sign-in sign with it"
             )))
         }
-        (Purpose::Access, Purpose::General) => {
-            return Err(AuthError::NotAccessKey(name.into()))
-        }
+        (Purpose::Access, Purpose::General) => return Err(AuthError::NotAccessKey(name.into())),
         _ => {}
     }
     let issuer = setting(JWT_ISSUER.get());
@@ -349,7 +342,6 @@ fn verify_access_raw(name: &str, token: &str, expected: Expected<'_>) -> AuthRes
     }
     super::verify_raw(token, key.alg, &key.key, expected)
 }
-
 
 /// JSON text handed to PostgreSQL's `jsonb_in` as it is: verified claims go into jsonb without
 /// a round trip through serde_json values (half the cost of a verification).
@@ -436,13 +428,7 @@ fn auth_jwt_sign(
 ) -> String {
     refresh().or_raise();
     require_signer_role().or_raise();
-    sign_with(
-        key_name,
-        Purpose::General,
-        claims.0,
-        interval_seconds(&ttl),
-    )
-    .or_raise()
+    sign_with(key_name, Purpose::General, claims.0, interval_seconds(&ttl)).or_raise()
 }
 
 /// Verify `token` with `key_name`'s keys: signature with the key's own algorithm, `exp`

@@ -9,8 +9,7 @@ use serde_json::{json, Value};
 
 use super::{
     check_totp, decide_factor_change, legacy_recovery_code_hash, new_recovery_codes,
-    new_totp_secret, recovery_code_message,
-    totp_uri, FactorChangeDecision, FactorChangeRequest,
+    new_totp_secret, recovery_code_message, totp_uri, FactorChangeDecision, FactorChangeRequest,
 };
 use crate::backend::{
     as_owner, caller, has_role, read_one, record_event, record_failure_event, spi_err,
