@@ -159,6 +159,10 @@ pub enum AuthError {
     #[error("signing key \"{0}\" does not exist")]
     NoSuchSigningKey(String),
 
+    /// auth_jwt_sign with the access-token key: only pgauth's sign-in and refresh sign with it.
+    #[error("permission denied: signing key \"{0}\" signs pgauth's access tokens; only sign-in and auth_refresh sign with it")]
+    AccessKeyReserved(String),
+
     /// pgauth.jwt_key names a general-purpose signing key (made by auth_create_signing_key or
     /// imported), whose tokens auth_jwt_sign can make: pgauth signs no access token with it.
     #[error("signing key \"{0}\" is not an access-token key")]
@@ -228,6 +232,7 @@ impl AuthError {
             TooManyChallenges => PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             NoSuchSigningKey(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             NotAccessKey(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            AccessKeyReserved(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             NotPreloaded(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
@@ -341,6 +346,10 @@ impl AuthError {
                  pgauth_admin); the access-token key (pgauth.jwt_key, default \"jwt\") is \
                  created by the first sign-in.",
             ),
+            AccessKeyReserved(_) => Some(
+                "Access tokens come from auth_login, auth_refresh and passkey sign-in. To sign \
+                 tokens of your own, create a key with auth_create_signing_key(name, algorithm).",
+            ),
             NotAccessKey(_) => Some(
                 "pgauth.jwt_key names a key made with auth_create_signing_key or \
                  auth_import_signing_key, which auth_jwt_sign may use. Point pgauth.jwt_key at the \
@@ -438,6 +447,7 @@ mod tests {
             (PlaintextTooLong { max: 1 }, "54000"),
             (NotPreloaded("auth_login".into()), "55000"),
             (NotAccessKey("jwt".into()), "55000"),
+            (AccessKeyReserved("jwt".into()), "42501"),
         ];
         for (err, sqlstate) in cases {
             let code = err.sqlstate() as isize;

@@ -308,10 +308,7 @@ fn sign_with(name: &str, purpose: Purpose, claims: Value, ttl_seconds: i64) -> A
     let key = signer(name)?.ok_or_else(|| AuthError::NoSuchSigningKey(name.into()))?;
     match (purpose, key.purpose) {
         (Purpose::General, Purpose::Access) => {
-            return Err(AuthError::PermissionDenied(format!(
-                "signing key \"{name}\" signs pgauth's access tokens; only auth_login, \
-                 auth_refresh and passkey sign-in sign with it"
-            )))
+            return Err(AuthError::AccessKeyReserved(name.into()))
         }
         (Purpose::Access, Purpose::General) => return Err(AuthError::NotAccessKey(name.into())),
         _ => {}
