@@ -95,6 +95,14 @@ SELECT grantee, grantee_oid = 'pgauth_regress_reborn'::regrole::oid AS is_the_ne
   FROM pgauth.key_grants WHERE key_name = 'tenant:42' AND grantee = 'pgauth_regress_reborn';
 SELECT auth_revoke_key_usage('tenant:42', 'pgauth_regress_reborn');
 DROP ROLE pgauth_regress_reborn;
+-- Imported (like restored) grants are resolved by role name in this cluster; a grant to a role
+-- that does not exist here is skipped with a warning.
+SELECT auth_import_keys('{"format": "pgauth-keys/1", "keys": [], "grants": [
+    {"key_name": "tenant:42", "grantee": "pgauth_regress_nobody"},
+    {"key_name": "tenant:42", "grantee": "pgauth_regress_reader"}]}') AS keys_added;
+SELECT grantee, grantee_oid = 'pgauth_regress_reader'::regrole::oid AS resolved
+  FROM pgauth.key_grants WHERE key_name = 'tenant:42' AND grantee LIKE 'pgauth_regress_%';
+SELECT auth_revoke_key_usage('tenant:42', 'pgauth_regress_reader');
 
 -- Export holds only wrapped keys.
 SELECT jsonb_array_length(e->'keys') AS exported_keys,

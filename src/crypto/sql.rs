@@ -262,7 +262,7 @@ fn require_key_usage(name: &str) -> AuthResult<()> {
                         let rows = client.select(
                             "SELECT g.grantee_oid FROM pgauth.key_grants g
                               WHERE g.key_name = $1
-                                AND (g.grantee_oid = 0
+                                AND ((g.grantee_oid = 0 AND g.grantee = 'public')
                                      OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
                                                  WHERE r.oid = g.grantee_oid
                                                    AND r.rolname = g.grantee))",
@@ -671,14 +671,15 @@ fn auth_key_status() -> TableIterator<
         .filter(|r| admin || require_key_usage(&r.1).is_ok())
         .collect();
     // The master key is read only for a caller who may see some key.
-    let current = match visible.is_empty() {
-        true => None,
-        false => match load_master(false) {
+    let current = if visible.is_empty() {
+        None
+    } else {
+        match load_master(false) {
             Ok(Some(())) => {
                 STATE.with(|s| s.borrow().master.as_ref().map(|m| m.fingerprint.to_vec()))
             }
             _ => None,
-        },
+        }
     };
     let visible: Vec<_> = visible
         .into_iter()
