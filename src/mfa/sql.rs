@@ -340,7 +340,7 @@ pub(crate) fn use_recovery_code(user_id: Uuid, code: &str) -> AuthResult<bool> {
                     "UPDATE pgauth.recovery_codes SET used_at = pg_catalog.now()
                       WHERE user_id = $1 AND code_hash IN ($2, $3) AND used_at IS NULL
                       RETURNING 1",
-                    Some(1),
+                    None,
                     &[
                         user_id.into(),
                         keyed.as_slice().into(),
