@@ -276,8 +276,8 @@ $$;
 CREATE FUNCTION @extschema@.auth_drop_role(name text) RETURNS void
 LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
 BEGIN
-    DELETE FROM pgauth.roles r WHERE r.id = pgauth.role_id(name);
-    PERFORM pgauth.record_event('role_dropped', name, '{}');
+    DELETE FROM pgauth.roles r WHERE r.id = pgauth.role_id(auth_drop_role.name);
+    PERFORM pgauth.record_event('role_dropped', auth_drop_role.name, '{}');
 END
 $$;
 
