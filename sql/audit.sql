@@ -140,11 +140,22 @@ CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE OR TRUNCATE
     FOR EACH STATEMENT EXECUTE FUNCTION pgauth.audit_refuse_change();
 
 -- The one internal function every capability reports security events through (one record
--- each): subject goes to row_key as {"subject": …}, details to new_values. Must be called as the owner of schema
--- pgauth (capabilities do, like a SECURITY DEFINER function would).
+-- each): subject goes to row_key as {"subject": …}, details to new_values. Only pgauth's own
+-- code may call it: it refuses (42501) unless current_user is the owner of schema pgauth, as
+-- in Rust's as_owner() and pgauth's SECURITY DEFINER functions. No other role has EXECUTE.
 CREATE FUNCTION pgauth.record_event(event text, subject text, details jsonb DEFAULT '{}')
 RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'pgauth_record_event';
+
+-- Writes to pgauth's state tables that pgauth's own code does not make (its code writes as the
+-- owner of schema pgauth) are table-change events: a row trigger on every state table
+-- (finalize.sql) fires only WHEN pgauth.audit_direct_write(), so pgauth's own writes queue
+-- nothing. The trigger's arguments are the secret columns, shown as "(redacted)".
+-- EXECUTE stays with PUBLIC: every role that may write a pgauth table evaluates the WHEN.
+CREATE FUNCTION pgauth.audit_direct_write() RETURNS boolean LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgauth_audit_direct_write';
+CREATE FUNCTION pgauth.audit_direct_change() RETURNS trigger LANGUAGE c
+AS 'MODULE_PATHNAME', 'pgauth_audit_direct_change';
 
 -- "All deletes of the last 24 hours": SECURITY INVOKER, so it shows what the caller may read.
 CREATE FUNCTION auth_audit_events(event text DEFAULT NULL, since interval DEFAULT '24 hours')
@@ -167,6 +178,7 @@ REVOKE ALL ON SEQUENCE pgauth.audit_event_id_seq FROM PUBLIC;
 GRANT SELECT ON pgauth.audit_log, pgauth.audit_records, pgauth.audit_chain, pgauth.audit_chain_txns,
                 pgauth.audit_checkpoints TO pgauth_admin;
 REVOKE ALL ON FUNCTION pgauth.audit_capture(), pgauth.audit_refuse_change(),
+                       pgauth.audit_direct_change(),
                        pgauth.audit_db_user(), pgauth.audit_app_user(),
                        pgauth.record_event(text, text, jsonb)
     FROM PUBLIC;

@@ -51,3 +51,44 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Every change to pgauth's state is an audit event, whichever path makes it. pgauth's code
+-- records its own (security events) and writes as the owner of schema pgauth; a write by any
+-- other role (pgauth_admin's direct UPDATE, another superuser) is recorded by these triggers
+-- as a table change, secret columns redacted. Every table of schema pgauth must be listed here
+-- with its secret columns (or be one of the audit tables): installation fails otherwise, so a
+-- new table cannot be left out or leak a secret by default.
+DO $$
+DECLARE
+    secrets constant jsonb := '{
+        "password_policies": [], "users": [], "credentials": ["password_hash"],
+        "password_history": ["password_hash"], "groups": [], "group_members": [], "roles": [],
+        "role_inherits": [], "permissions": [], "role_permissions": [], "role_grants": [],
+        "sessions": ["token_hash"], "refresh_tokens": ["token_hash"], "rbac_state": [],
+        "keys": ["wrapped_key"], "key_grants": [], "key_state": [],
+        "signing_keys": ["private_key"], "api_keys": ["key_hash"], "totp": ["secret"],
+        "recovery_codes": ["code_hash"], "webauthn_user_handles": [],
+        "webauthn_credentials": [], "webauthn_challenges": ["challenge"],
+        "webauthn_decoy_key": ["key"]}';
+    t text;
+    args text;
+BEGIN
+    FOR t IN SELECT c.relname FROM pg_catalog.pg_class c
+              WHERE c.relnamespace = 'pgauth'::regnamespace AND c.relkind IN ('r', 'p')
+                AND c.relname NOT IN ('audit_records', 'audit_chain', 'audit_checkpoints')
+              ORDER BY 1 LOOP
+        IF NOT secrets ? t THEN
+            RAISE EXCEPTION 'pgauth.% has no audit classification', t
+                USING HINT = 'List it with its secret columns in sql/finalize.sql.';
+        END IF;
+        SELECT coalesce(pg_catalog.string_agg(pg_catalog.quote_literal(c), ', '), '')
+          INTO args FROM pg_catalog.jsonb_array_elements_text(secrets -> t) c;
+        EXECUTE format('CREATE TRIGGER audit_direct_change AFTER INSERT OR UPDATE OR DELETE ON pgauth.%I
+                        FOR EACH ROW WHEN (pgauth.audit_direct_write())
+                        EXECUTE FUNCTION pgauth.audit_direct_change(%s)', t, args);
+        EXECUTE format('CREATE TRIGGER audit_direct_truncate AFTER TRUNCATE ON pgauth.%I
+                        FOR EACH STATEMENT WHEN (pgauth.audit_direct_write())
+                        EXECUTE FUNCTION pgauth.audit_direct_change(%s)', t, args);
+    END LOOP;
+END
+$$;

@@ -53,7 +53,7 @@ GRANT SELECT (session_id, issued_at, expires_at, used_at) ON pgauth.refresh_toke
 -- Expired and long-revoked sessions, expired refresh tokens, and stale rate-limit windows go away
 -- here (pgauth_admin; e.g. nightly from pg_cron). Returns the number of rows removed.
 CREATE FUNCTION @extschema@.auth_purge_expired(keep interval DEFAULT '1 day') RETURNS bigint
-LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 DECLARE n bigint; total bigint := 0;
 BEGIN
     -- Used tokens stay until they expire: a late second use must still be seen as reuse.

@@ -65,13 +65,13 @@ COMMENT ON VIEW pgauth.stats IS
 REVOKE ALL ON pgauth.stats FROM PUBLIC;
 GRANT SELECT ON pgauth.stats TO pgauth_admin;
 
--- Administration; run as the caller (pgauth_admin has the table privileges), PUBLIC has no
--- EXECUTE (finalize.sql).
+-- Administration: pgauth_admin's, PUBLIC has no EXECUTE (finalize.sql). SECURITY DEFINER, like
+-- RBAC's (rbac.sql), so that their events are pgauth's own.
 
 -- Ends a temporary lockout and an administrative block ('locked' → 'active'). A 'disabled'
 -- account stays disabled.
 CREATE FUNCTION @extschema@.auth_unlock_user(user_id uuid) RETURNS void
-LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 DECLARE
     was_blocked boolean;
 BEGIN
@@ -90,7 +90,7 @@ $$;
 -- The administrative block: status 'locked' (no login, no permissions, no session binding) and
 -- every open session revoked. A 'disabled' account keeps its status; its sessions are revoked.
 CREATE FUNCTION @extschema@.auth_block_user(user_id uuid) RETURNS void
-LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 DECLARE revoked bigint;
 BEGIN
     PERFORM pgauth.require_user(user_id);

@@ -162,11 +162,12 @@ REVOKE ALL ON pgauth.credentials, pgauth.sessions, pgauth.rbac_state FROM PUBLIC
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgauth.credentials TO pgauth_admin;
 GRANT SELECT, UPDATE ON pgauth.sessions TO pgauth_admin;
 
--- Administration. These run as the caller: pgauth_admin has the table privileges; PUBLIC has
--- no EXECUTE (revoked in finalize.sql).
+-- Administration: pgauth_admin's (PUBLIC has no EXECUTE, revoked in finalize.sql). SECURITY
+-- DEFINER, so their writes are pgauth's own (recorded by their events, not as direct changes)
+-- and they may call pgauth.record_event, which refuses every role but pgauth's owner.
 
 CREATE FUNCTION @extschema@.auth_create_user(username text, password text DEFAULT NULL)
-RETURNS uuid LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+RETURNS uuid LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 DECLARE new_id uuid;
 BEGIN
     IF username IS NULL THEN
@@ -188,7 +189,7 @@ END
 $$;
 
 CREATE FUNCTION @extschema@.auth_create_group(name text) RETURNS uuid
-LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 DECLARE new_id uuid;
 BEGIN
     INSERT INTO pgauth.groups (name) VALUES (auth_create_group.name) RETURNING id INTO new_id;
@@ -232,7 +233,7 @@ END
 $$;
 
 CREATE FUNCTION @extschema@.auth_add_member(group_name text, user_id uuid) RETURNS void
-LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 BEGIN
     PERFORM pgauth.require_user(user_id);
     INSERT INTO pgauth.group_members (group_id, user_id)
@@ -242,7 +243,7 @@ END
 $$;
 
 CREATE FUNCTION @extschema@.auth_remove_member(group_name text, user_id uuid) RETURNS void
-LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 BEGIN
     DELETE FROM pgauth.group_members m
      WHERE m.group_id = pgauth.group_id(group_name) AND m.user_id = auth_remove_member.user_id;
@@ -251,7 +252,7 @@ END
 $$;
 
 CREATE FUNCTION @extschema@.auth_create_role(name text, inherits text[] DEFAULT '{}') RETURNS uuid
-LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 DECLARE new_id uuid; parent text;
 BEGIN
     INSERT INTO pgauth.roles (name) VALUES (auth_create_role.name) RETURNING id INTO new_id;
@@ -265,7 +266,7 @@ END
 $$;
 
 CREATE FUNCTION @extschema@.auth_role_inherit(name text, inherits text) RETURNS void
-LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 BEGIN
     INSERT INTO pgauth.role_inherits (role_id, inherits_id)
     VALUES (pgauth.role_id(name), pgauth.role_id(inherits)) ON CONFLICT DO NOTHING;
@@ -274,7 +275,7 @@ END
 $$;
 
 CREATE FUNCTION @extschema@.auth_drop_role(name text) RETURNS void
-LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 BEGIN
     DELETE FROM pgauth.roles r WHERE r.id = pgauth.role_id(auth_drop_role.name);
     PERFORM pgauth.record_event('role_dropped', auth_drop_role.name, '{}');
@@ -282,7 +283,7 @@ END
 $$;
 
 CREATE FUNCTION @extschema@.auth_grant_permission(role text, permission text, min_aal integer DEFAULT 1)
-RETURNS void LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
     INSERT INTO pgauth.permissions (name) VALUES (permission) ON CONFLICT DO NOTHING;
@@ -295,7 +296,7 @@ END
 $$;
 
 CREATE FUNCTION @extschema@.auth_revoke_permission(role text, permission text) RETURNS void
-LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pgauth, pg_temp AS $$
+LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 BEGIN
     DELETE FROM pgauth.role_permissions rp
      WHERE rp.role_id = pgauth.role_id(role) AND rp.permission = auth_revoke_permission.permission;
@@ -306,7 +307,7 @@ $$;
 CREATE FUNCTION @extschema@.auth_assign_role(user_id uuid, role text, scope text DEFAULT NULL,
                                              allowed_ips cidr[] DEFAULT NULL,
                                              expires_at timestamptz DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
     PERFORM pgauth.require_user(user_id);
@@ -322,7 +323,7 @@ $$;
 CREATE FUNCTION @extschema@.auth_assign_group_role(group_name text, role text, scope text DEFAULT NULL,
                                                    allowed_ips cidr[] DEFAULT NULL,
                                                    expires_at timestamptz DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
     INSERT INTO pgauth.role_grants (group_id, role_id, scope, allowed_ips, expires_at)
@@ -335,7 +336,7 @@ END
 $$;
 
 CREATE FUNCTION @extschema@.auth_unassign_role(user_id uuid, role text, scope text DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 BEGIN
     DELETE FROM pgauth.role_grants g
      WHERE g.user_id = auth_unassign_role.user_id AND g.role_id = pgauth.role_id(role)
@@ -345,7 +346,7 @@ END
 $$;
 
 CREATE FUNCTION @extschema@.auth_unassign_group_role(group_name text, role text, scope text DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pgauth, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 BEGIN
     DELETE FROM pgauth.role_grants g
      WHERE g.group_id = pgauth.group_id(group_name) AND g.role_id = pgauth.role_id(role)
@@ -421,7 +422,6 @@ $$;
 
 REVOKE ALL ON FUNCTION pgauth.group_id(text), pgauth.role_id(text), pgauth.require_user(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgauth.group_id(text), pgauth.role_id(text), pgauth.require_user(uuid) TO pgauth_admin;
-GRANT EXECUTE ON FUNCTION pgauth.record_event(text, text, jsonb) TO pgauth_admin;
 
 -- The audit log records the pgauth user bound to the transaction (issue D's seam).
 CREATE OR REPLACE FUNCTION pgauth.audit_app_user() RETURNS uuid LANGUAGE sql STABLE PARALLEL SAFE

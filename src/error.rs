@@ -107,6 +107,11 @@ pub enum AuthError {
     #[error("permission denied: {0}")]
     AuditPermissionDenied(String),
 
+    /// An audit event written by someone other than pgauth's own code (a direct call of
+    /// `pgauth.record_event` by pgauth_admin, or by another superuser than pgauth's owner).
+    #[error("permission denied: {0}")]
+    AuditEventNotPgauths(String),
+
     /// `auth_audit_enable` on something that is not an auditable table.
     #[error("{0}")]
     AuditWrongObject(String),
@@ -211,7 +216,7 @@ impl AuthError {
             PlaintextTooLong { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             InvalidRequest(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            AuditAppendOnly(_) | AuditPermissionDenied(_) => {
+            AuditAppendOnly(_) | AuditPermissionDenied(_) | AuditEventNotPgauths(_) => {
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
             }
             AuditWrongObject(_) => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
@@ -305,6 +310,10 @@ impl AuthError {
             AuditPermissionDenied(_) => Some(
                 "Audit administration is for members of pgauth_admin who own the table \
                  (or superusers); reading the log needs SELECT on pgauth.audit_log.",
+            ),
+            AuditEventNotPgauths(_) => Some(
+                "Security events are written by pgauth's own functions, which run as the owner of \
+                 schema pgauth; make the change through them (README, \"Security model\").",
             ),
             AuditAlreadyEnabled(_) => Some(
                 "To change the excluded columns, call auth_audit_disable() and then \
@@ -448,6 +457,7 @@ mod tests {
             (NotPreloaded("auth_login".into()), "55000"),
             (NotAccessKey("jwt".into()), "55000"),
             (AccessKeyReserved("jwt".into()), "42501"),
+            (AuditEventNotPgauths("x".into()), "42501"),
         ];
         for (err, sqlstate) in cases {
             let code = err.sqlstate() as isize;

@@ -39,6 +39,7 @@ use std::collections::HashMap;
 
 use sha3::{Digest, Sha3_512};
 
+pub mod direct;
 pub mod frames;
 pub(crate) mod kept;
 pub(crate) mod sql;
