@@ -1082,3 +1082,101 @@ fn a_hot_standby_reports_the_primarys_head_and_verifies() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// A security administrator connected as itself (a member of pgauth_admin, not SET ROLE) can
+/// neither forge a security event nor change pgauth's state unaudited: its direct writes to
+/// sessions, credentials and role grants are table-change events under its name, and no
+/// secret (the password hash it wrote, the session's token hash) is stored in the log.
+#[test]
+fn pgauth_admin_cannot_forge_events_or_change_state_unaudited() {
+    let mut db = fresh_database("pgauth_it_audit_forge");
+    db.batch_execute(
+        "DROP ROLE IF EXISTS pgauth_it_forger;
+         CREATE ROLE pgauth_it_forger LOGIN IN ROLE pgauth_admin;",
+    )
+    .unwrap();
+    let victim: String = db
+        .query_one(
+            "SELECT auth_create_user('victim', 'Tr4vel-Quartz-Mango-71')::text",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    db.batch_execute(&format!(
+        "SELECT auth_create_role('admin_role');
+         SELECT auth_create_session('{victim}')"
+    ))
+    .unwrap();
+    let before: i64 = db
+        .query_one("SELECT coalesce(max(id), 0) FROM pgauth.audit_log", &[])
+        .unwrap()
+        .get(0);
+    let mut forger = Client::connect(
+        &format!(
+            "{} dbname=pgauth_it_audit_forge user=pgauth_it_forger",
+            dsn()
+        ),
+        NoTls,
+    )
+    .expect("connect as pgauth_it_forger");
+    let err = forger
+        .batch_execute("SELECT pgauth.record_event('login_succeeded', 'victim', '{}')")
+        .expect_err("a forged event");
+    assert_eq!(sqlstate(&err), Some("42501"), "{err}");
+    // A bcrypt hash of its own choosing, passed as a parameter: it must not reach the log.
+    let planted = "$2a$06$ZzjP0Icri5lPJGa8EmvywulUeD9Vw8ZqkwtDbZidtpa4qXYmATzkG";
+    forger
+        .execute(
+            "UPDATE pgauth.credentials SET password_hash = $1 WHERE user_id = $2::text::uuid",
+            &[&planted, &victim],
+        )
+        .unwrap();
+    forger
+        .batch_execute(&format!(
+            "UPDATE pgauth.sessions SET aal = 3 WHERE user_id = '{victim}';
+             INSERT INTO pgauth.role_grants (user_id, role_id) VALUES ('{victim}', pgauth.role_id('admin_role'));"
+        ))
+        .unwrap();
+    drop(forger);
+    let events: Vec<(String, String, String, String)> = db
+        .query(
+            "SELECT db_user, event, table_name, new_values::text FROM pgauth.audit_log
+              WHERE id > $1 ORDER BY id",
+            &[&before],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let summary: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|(u, e, t, _)| (u.as_str(), e.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("pgauth_it_forger", "update", "pgauth.credentials"),
+            ("pgauth_it_forger", "update", "pgauth.sessions"),
+            ("pgauth_it_forger", "insert", "pgauth.role_grants"),
+        ],
+        "{events:#?}"
+    );
+    assert_eq!(events[0].3, r#"{"password_hash": "(redacted)"}"#);
+    assert_eq!(events[1].3, r#"{"aal": 3}"#);
+    // Neither the planted hash, the user's real hash nor the session's token hash is stored.
+    let leaked: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pgauth.audit_records r
+              WHERE r.id > $1 AND (strpos(coalesce(r.events, ''), $2) > 0
+                 OR EXISTS (SELECT 1 FROM pgauth.sessions s
+                             WHERE strpos(coalesce(r.events, ''), encode(s.token_hash, 'hex')) > 0))",
+            &[&before, &planted],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0);
+    let verdict = verify(&mut db);
+    assert!(verdict.ok, "{verdict:?}");
+    db.batch_execute("DROP OWNED BY pgauth_it_forger; DROP ROLE pgauth_it_forger")
+        .unwrap();
+}
