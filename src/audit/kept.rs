@@ -319,14 +319,18 @@ fn write_batch(batch: &[KeptEvent]) {
             return Ok(0);
         }
         for e in batch {
-            Spi::run_with_args(
-                "SELECT pgauth.record_event($1, $2, $3::jsonb)",
-                &[
-                    e.event.as_str().into(),
-                    e.subject.as_str().into(),
-                    e.details.as_str().into(),
-                ],
-            )?;
+            // As pgauth's owner, like every writer of events (record_event refuses anyone
+            // else); the worker itself is connected as the bootstrap superuser.
+            crate::backend::as_owner(|| {
+                Spi::run_with_args(
+                    "SELECT pgauth.record_event($1, $2, $3::jsonb)",
+                    &[
+                        e.event.as_str().into(),
+                        e.subject.as_str().into(),
+                        e.details.as_str().into(),
+                    ],
+                )
+            })?;
         }
         Ok::<_, pgrx::spi::Error>(batch.len())
     });
