@@ -181,7 +181,10 @@ fn keys_and_data_survive_dump_and_restore_into_a_new_cluster() {
         )
         .unwrap()
         .get(0);
-    assert!(reader_oid_matches, "the restored grant names the target cluster's role");
+    assert!(
+        reader_oid_matches,
+        "the restored grant names the target cluster's role"
+    );
     restored
         .batch_execute("SET ROLE pgauth_it_dump_reader")
         .unwrap();
@@ -192,7 +195,10 @@ fn keys_and_data_survive_dump_and_restore_into_a_new_cluster() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(tenant, "tenant seven", "the granted role uses the key after restore");
+    assert_eq!(
+        tenant, "tenant seven",
+        "the granted role uses the key after restore"
+    );
     restored.batch_execute("RESET ROLE").unwrap();
     // New encryptions use the restored active key, not a new one.
     restored
@@ -223,7 +229,10 @@ fn ensure_login_role(client: &mut postgres::Client, name: &str) {
 
 fn connect_as(role: &str, dbname: &str) -> postgres::Client {
     postgres::Client::connect(
-        &format!("host=127.0.0.1 port={} user={role} dbname={dbname}", dsn_port()),
+        &format!(
+            "host=127.0.0.1 port={} user={role} dbname={dbname}",
+            dsn_port()
+        ),
         postgres::NoTls,
     )
     .unwrap()
@@ -286,7 +295,8 @@ fn master_key_file_path_is_in_the_server_log_only() {
     .unwrap();
     let mark = server_log_mark();
     let mut user = connect_as("pgauth_it_keyuser", db_name);
-    user.batch_execute("SET client_min_messages = debug5").unwrap();
+    user.batch_execute("SET client_min_messages = debug5")
+        .unwrap();
     let err = user
         .query_one("SELECT auth_encrypt('x')", &[])
         .expect_err("no key file");
