@@ -82,6 +82,8 @@ pub struct Slot {
     pub last_success: i64,
     /// When the slot was last changed: the eviction order.
     pub touched: i64,
+    /// The last TOTP time step used (second-factor counters; 0: none): a code is used once.
+    pub last_step: i64,
 }
 
 impl Slot {
@@ -101,7 +103,8 @@ impl Slot {
         !self.used
             || (self.failures == 0
                 && !self.is_locked(now)
-                && now.saturating_sub(self.window_start) >= window)
+                && now.saturating_sub(self.window_start) >= window
+                && now.saturating_sub(self.touched) >= window)
     }
 }
 
@@ -242,6 +245,20 @@ impl<'a> AttemptTable<'a> {
         }
     }
 
+    /// Use TOTP time step `step` of the key's user: true once per step and only for steps after
+    /// the last one used (false also when the set has no room: fail closed).
+    pub fn claim_step(&mut self, key: &Key, now: i64, step: i64) -> bool {
+        let Some(slot) = self.slot(key, now) else {
+            return false;
+        };
+        slot.touched = now;
+        if step <= slot.last_step {
+            return false;
+        }
+        slot.last_step = step;
+        true
+    }
+
     /// Forget a counter (an administrator's unlock).
     pub fn reset(&mut self, key: &Key) {
         let set = self.set_of(key) * WAYS;
@@ -366,6 +383,20 @@ mod tests {
             t.succeeded(&k, 10);
         }
         assert_eq!(t.get(&k).unwrap().failures, 0);
+    }
+
+    #[test]
+    fn a_totp_step_is_claimed_once() {
+        let mut slots = vec![Slot::default(); 64];
+        let mut t = table(&mut slots);
+        let k = Key {
+            kind: Kind::SecondFactor,
+            ..key(11)
+        };
+        assert!(t.claim_step(&k, 10, 100));
+        assert!(!t.claim_step(&k, 11, 100), "the same step twice");
+        assert!(!t.claim_step(&k, 11, 99), "an earlier step");
+        assert!(t.claim_step(&k, 12, 101));
     }
 
     #[test]

@@ -162,6 +162,11 @@ pub(crate) fn succeeded(what: &str, key: &Key) -> AuthResult<()> {
     with_table(what, |t| t.succeeded(key, clock()))
 }
 
+/// Claim TOTP time step `step` for the user of `key` (once per step, steps only increase).
+pub(crate) fn claim_step(what: &str, key: &Key, step: i64) -> AuthResult<bool> {
+    with_table(what, |t| t.claim_step(key, clock(), step))
+}
+
 /// One attempt in a rate window; false when over the limit.
 pub(crate) fn rate(what: &str, key: &Key, per_window: u32) -> AuthResult<bool> {
     with_table(what, |t| {

@@ -217,12 +217,13 @@ fn limited(
 
 pub(crate) fn verify_totp(user_id: Uuid, code: &str) -> AuthResult<bool> {
     shared::require("auth_totp_verify")?;
-    // FOR UPDATE: two concurrent uses of one code cannot both pass.
+    // No row lock: that a code is used once is decided in shared memory (claim_step), so an
+    // open transaction that verified a code holds up no other verification.
     let row = as_owner(|| {
-        Spi::connect_mut(|client| {
-            let rows = client.update(
-                "SELECT secret, last_step FROM pgauth.totp WHERE user_id = $1 FOR UPDATE",
-                None,
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT secret, last_step FROM pgauth.totp WHERE user_id = $1",
+                Some(1),
                 &[user_id.into()],
             )?;
             if rows.is_empty() {
@@ -242,9 +243,19 @@ pub(crate) fn verify_totp(user_id: Uuid, code: &str) -> AuthResult<bool> {
         let Some(step) = check_totp(&secret, code, unix_now(), last_step) else {
             return Ok(false);
         };
+        let key = shared::user_key(Kind::SecondFactor, &user_id);
+        if !shared::claim_step("auth_totp_verify", &key, step as i64)? {
+            return Ok(false);
+        }
+        // Kept in the row too (for after a restart); skipped when another open transaction
+        // holds the row, which then stores a step at least as recent.
         as_owner(|| {
             Spi::run_with_args(
-                "UPDATE pgauth.totp SET last_step = $2 WHERE user_id = $1",
+                "UPDATE pgauth.totp SET last_step = $2
+                  WHERE user_id = $1 AND ctid = ANY (ARRAY(
+                        SELECT ctid FROM pgauth.totp
+                         WHERE user_id = $1 AND (last_step IS NULL OR last_step < $2)
+                           FOR UPDATE SKIP LOCKED))",
                 &[user_id.into(), (step as i64).into()],
             )
         })

@@ -307,3 +307,48 @@ fn a_flood_of_unknown_users_is_aggregated_in_the_audit_log() {
     );
     assert_eq!(last.as_deref(), Some("128"));
 }
+
+/// A transaction left open after verifying a TOTP code holds up no other verification of the
+/// user's codes (the code-used-once rule is kept in shared memory, not by a row lock), and the
+/// same code is still accepted only once.
+#[test]
+fn an_open_totp_verification_does_not_hold_up_the_next() {
+    let mut db = fresh_database("pgauth_it_attempts_totp_open");
+    let uid = value(&mut db, "SELECT auth_create_user('tom')").unwrap();
+    let uri = value(
+        &mut db,
+        &format!("SELECT auth_totp_enroll('{uid}', 'pgauth')"),
+    )
+    .unwrap();
+    let code_at = |offset: i32| {
+        run_python(
+            &[
+                "-c",
+                &format!(
+                    "import sys, time, pyotp; print(pyotp.parse_uri(sys.stdin.read()).at(time.time() + {offset}), end='')"
+                ),
+            ],
+            &uri,
+        )
+    };
+    let now = code_at(0);
+    let mut holder = connect_to("pgauth_it_attempts_totp_open");
+    holder
+        .batch_execute(&format!("BEGIN; SELECT auth_totp_verify('{uid}', '{now}')"))
+        .unwrap();
+    db.batch_execute("SET statement_timeout = '5s'").unwrap();
+    // The same code again: refused at once, not after the holder's transaction.
+    let again = value(
+        &mut db,
+        &format!("SELECT auth_totp_verify('{uid}', '{now}')"),
+    );
+    assert_eq!(again.as_deref(), Some("f"));
+    // The next step's code (within the accepted clock skew): accepted without waiting.
+    let next = code_at(30);
+    let ok = value(
+        &mut db,
+        &format!("SELECT auth_totp_verify('{uid}', '{next}')"),
+    );
+    assert_eq!(ok.as_deref(), Some("t"));
+    holder.batch_execute("ROLLBACK").unwrap();
+}
