@@ -26,6 +26,19 @@ BEGIN;
 UPDATE pgauth.users SET status = 'locked' WHERE id = :'uid';
 SELECT auth_verify_api_key(:'key') IS NULL AS user_locked;
 ROLLBACK;
+-- The failed verification's event was undone by the rollback; the event keeper writes it again
+-- in its own transaction, shortly after (waited for here so that the listing below is stable).
+DO $$
+BEGIN
+    FOR i IN 1..200 LOOP
+        EXIT WHEN EXISTS (SELECT FROM pgauth.audit_log WHERE event = 'api_key_failed'
+                             AND new_values->>'kept_after_rollback' = 'true');
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+SELECT count(*) AS kept_after_rollback FROM pgauth.audit_log
+ WHERE event = 'api_key_failed' AND new_values->>'kept_after_rollback' = 'true';
 
 -- Revocation by prefix (with or without the pga_ marker).
 SELECT auth_revoke_api_key(substr(:'key', 1, 12)) AS revoked;
