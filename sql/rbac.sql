@@ -1,32 +1,6 @@
--- pgauth RBAC: users, credentials, groups, roles with inheritance, permissions, scoped and
--- network- and time-conditioned role assignments, and sessions.
-
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pgauth_service') THEN
-        CREATE ROLE pgauth_service NOLOGIN;
-        COMMENT ON ROLE pgauth_service IS
-            'application servers that authenticate users themselves: may bind a pgauth user (auth_bind_user) and create sessions';
-    END IF;
-END
-$$;
-GRANT USAGE ON SCHEMA pgauth TO pgauth_service;
-
-CREATE TABLE pgauth.users (
-    id         uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
-    username   text NOT NULL CHECK (length(username) BETWEEN 1 AND 256 AND username !~ '[[:cntrl:]]'),
-    status     text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'locked', 'disabled')),
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-CREATE UNIQUE INDEX users_username_ci ON pgauth.users (pg_catalog.lower(username));
-
--- Kept apart from users so that reading who exists never touches a hash.
-CREATE TABLE pgauth.credentials (
-    user_id       uuid PRIMARY KEY REFERENCES pgauth.users ON DELETE CASCADE,
-    password_hash text NOT NULL,
-    changed_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
+-- pgauth RBAC: groups, roles with inheritance, permissions, scoped and network- and
+-- time-conditioned role assignments, and the generation that invalidates cached permissions.
+-- The users they are granted to are login's (sql/login.sql).
 
 CREATE TABLE pgauth.groups (
     id         uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
@@ -81,24 +55,10 @@ CREATE TABLE pgauth.role_grants (
 CREATE UNIQUE INDEX role_grants_unique ON pgauth.role_grants (user_id, group_id, role_id, scope) NULLS NOT DISTINCT;
 CREATE INDEX role_grants_user ON pgauth.role_grants (user_id) WHERE user_id IS NOT NULL;
 CREATE INDEX role_grants_group ON pgauth.role_grants (group_id) WHERE group_id IS NOT NULL;
-
--- Opaque session tokens, stored only as SHA-256.
--- A session: opened by auth_create_session (an opaque token, stored as its SHA-256) or by a
--- sign-in (auth_login, passkeys: access JWTs carry the session id as `sid`, refresh tokens
--- belong to it). Revoking the row ends the opaque token, every access JWT and the refresh chain.
--- aal/amr: how it was established; step_up_until: aal 2 until then (auth_step_up).
-CREATE TABLE pgauth.sessions (
-    id            uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
-    token_hash    bytea UNIQUE CHECK (octet_length(token_hash) = 32),
-    user_id       uuid NOT NULL REFERENCES pgauth.users ON DELETE CASCADE,
-    created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    expires_at    timestamptz NOT NULL,
-    revoked_at    timestamptz,
-    aal           smallint NOT NULL DEFAULT 1 CHECK (aal BETWEEN 1 AND 3),
-    amr           text[] NOT NULL DEFAULT '{}',
-    step_up_until timestamptz
-);
-CREATE INDEX sessions_user ON pgauth.sessions (user_id);
+-- pg_dump keeps the grants (below) and their id sequence: without it a restored database would
+-- hand out ids its restored grants already have (the identity sequence is not dumped with an
+-- extension's table).
+SELECT pg_catalog.pg_extension_config_dump('pgauth.role_grants_id_seq', '');
 
 -- Role inheritance must stay acyclic.
 CREATE FUNCTION pgauth.refuse_role_cycles() RETURNS trigger
@@ -145,7 +105,7 @@ REVOKE ALL ON FUNCTION pgauth.bump_rbac_generation(), pgauth.refuse_role_cycles(
 DO $$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['users', 'groups', 'group_members', 'roles', 'role_inherits',
+    FOREACH t IN ARRAY ARRAY['groups', 'group_members', 'roles', 'role_inherits',
                              'permissions', 'role_permissions', 'role_grants'] LOOP
         EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgauth.%I
                         FOR EACH STATEMENT EXECUTE FUNCTION pgauth.bump_rbac_generation()',
@@ -156,37 +116,14 @@ BEGIN
     END LOOP;
 END
 $$;
-SELECT pg_catalog.pg_extension_config_dump('pgauth.credentials', '');
-SELECT pg_catalog.pg_extension_config_dump('pgauth.sessions', '');
-REVOKE ALL ON pgauth.credentials, pgauth.sessions, pgauth.rbac_state FROM PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON pgauth.credentials TO pgauth_admin;
-GRANT SELECT, UPDATE ON pgauth.sessions TO pgauth_admin;
+-- A user's status decides whether their grants count (an inactive user has no permissions).
+CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgauth.users
+    FOR EACH STATEMENT EXECUTE FUNCTION pgauth.bump_rbac_generation();
+REVOKE ALL ON pgauth.rbac_state FROM PUBLIC;
 
 -- Administration: pgauth_admin's (PUBLIC has no EXECUTE, revoked in finalize.sql). SECURITY
 -- DEFINER, so their writes are pgauth's own (recorded by their events, not as direct changes)
 -- and they may call pgauth.record_event, which refuses every role but pgauth's owner.
-
-CREATE FUNCTION @extschema@.auth_create_user(username text, password text DEFAULT NULL)
-RETURNS uuid LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
-DECLARE new_id uuid;
-BEGIN
-    IF username IS NULL THEN
-        RAISE EXCEPTION 'username must not be NULL' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF EXISTS (SELECT 1 FROM pgauth.users u WHERE lower(u.username) = lower(auth_create_user.username)) THEN
-        RAISE EXCEPTION 'user "%" already exists', username USING ERRCODE = 'unique_violation';
-    END IF;
-    INSERT INTO pgauth.users (username) VALUES (auth_create_user.username) RETURNING id INTO new_id;
-    IF password IS NOT NULL THEN
-        PERFORM @extschema@.auth_check_password(password, auth_create_user.username);
-        INSERT INTO pgauth.credentials (user_id, password_hash)
-        VALUES (new_id, @extschema@.auth_hash_password(password));
-    END IF;
-    PERFORM pgauth.record_event('user_created', auth_create_user.username,
-                                jsonb_build_object('user_id', new_id));
-    RETURN new_id;
-END
-$$;
 
 CREATE FUNCTION @extschema@.auth_create_group(name text) RETURNS uuid
 LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
@@ -220,15 +157,6 @@ BEGIN
               HINT = 'pgauth roles are created with auth_create_role(); they are not database roles.';
     END IF;
     RETURN found;
-END
-$$;
-
-CREATE FUNCTION pgauth.require_user(uid uuid) RETURNS void
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pgauth, pg_temp AS $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pgauth.users WHERE id = uid) THEN
-        RAISE EXCEPTION 'user % does not exist', uid USING ERRCODE = 'undefined_object';
-    END IF;
 END
 $$;
 
@@ -420,9 +348,5 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION pgauth.group_id(text), pgauth.role_id(text), pgauth.require_user(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgauth.group_id(text), pgauth.role_id(text), pgauth.require_user(uuid) TO pgauth_admin;
-
--- The audit log records the pgauth user bound to the transaction (issue D's seam).
-CREATE OR REPLACE FUNCTION pgauth.audit_app_user() RETURNS uuid LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT @extschema@.auth_current_user_id() $$;
+REVOKE ALL ON FUNCTION pgauth.group_id(text), pgauth.role_id(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgauth.group_id(text), pgauth.role_id(text) TO pgauth_admin;

@@ -58,5 +58,9 @@ CREATE TABLE pgauth.webauthn_decoy_key (
 
 SELECT pg_catalog.pg_extension_config_dump('pgauth.webauthn_user_handles', '');
 SELECT pg_catalog.pg_extension_config_dump('pgauth.webauthn_credentials', '');
+-- The decoy key too: a restore must not change the stand-ins of names without passkeys while
+-- real users' credential ids stay (that difference would tell which names exist). A restore into
+-- a database that has made its own decoy key already fails on the singleton: empty it first.
+SELECT pg_catalog.pg_extension_config_dump('pgauth.webauthn_decoy_key', '');
 REVOKE ALL ON pgauth.webauthn_user_handles, pgauth.webauthn_credentials,
               pgauth.webauthn_challenges, pgauth.webauthn_decoy_key FROM PUBLIC;

@@ -65,8 +65,8 @@ pub enum AuthError {
     DecryptionFailed,
 
     /// A ciphertext or wrapped key names a key id that is not in `pgauth.keys` (e.g. data restored
-    /// without its keys). 22000 like `DecryptionFailed`: the value cannot be decrypted, and issue B
-    /// groups "unknown or revoked key id" with the authentication failures. The text is the key id
+    /// without its keys). 22000 like `DecryptionFailed`: the value cannot be decrypted, and the SQL
+    /// contract groups "unknown or revoked key id" with the authentication failures. The text is the key id
     /// or key name, never key material.
     #[error("unknown encryption key {0}")]
     UnknownKey(String),
@@ -173,6 +173,11 @@ pub enum AuthError {
     #[error("signing key \"{0}\" is not an access-token key")]
     NotAccessKey(String),
 
+    /// A write in a read-only transaction, which every transaction on a hot standby is: pgauth
+    /// writes its audit records itself, so it checks what the executor would have.
+    #[error("this pgauth call writes (a session, attempt events, the audit log), and the transaction is read-only")]
+    ReadOnly,
+
     /// A client address holds the most unexpired passkey sign-in challenges it may.
     #[error("too many pending passkey sign-in challenges from this client address")]
     TooManyChallenges,
@@ -239,6 +244,7 @@ impl AuthError {
             NotAccessKey(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             AccessKeyReserved(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             NotPreloaded(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ReadOnly => PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
             Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -296,8 +302,8 @@ impl AuthError {
             ),
             AuditUnsupportedType(_) => Some(
                 "Exclude the column (auth_audit_disable, then auth_audit_enable with \
-                 exclude_columns), or read records of a changed type from an export (README, \
-                 \"Audit\").",
+                 exclude_columns), or read records of a changed type from an export (docs/audit.md, \
+                 \"What is recorded\").",
             ),
             AuditCorrupted(_) => Some(
                 "The stored audit record was changed outside pgauth: auth_audit_verify() names \
@@ -305,7 +311,7 @@ impl AuthError {
             ),
             AuditAppendOnly(_) => Some(
                 "The audit log and its chain only grow. Archive old events with \
-                 auth_audit_purge() (README, \"Retention\").",
+                 auth_audit_purge() (docs/audit.md, \"Retention\").",
             ),
             AuditPermissionDenied(_) => Some(
                 "Audit administration is for members of pgauth_admin who own the table \
@@ -313,7 +319,7 @@ impl AuthError {
             ),
             AuditEventNotPgauths(_) => Some(
                 "Security events are written by pgauth's own functions, which run as the owner of \
-                 schema pgauth; make the change through them (README, \"Security model\").",
+                 schema pgauth; make the change through them (docs/security.md).",
             ),
             AuditAlreadyEnabled(_) => Some(
                 "To change the excluded columns, call auth_audit_disable() and then \
@@ -355,6 +361,10 @@ impl AuthError {
                  pgauth_admin); the access-token key (pgauth.jwt_key, default \"jwt\") is \
                  created by the first sign-in.",
             ),
+            ReadOnly => Some(
+                "On a hot standby only reads work (auth_verify, auth_decrypt, auth_set_session, \
+                 auth_has_permission, auth_jwt_verify); sign in and make changes on the primary.",
+            ),
             AccessKeyReserved(_) => Some(
                 "Access tokens come from auth_login, auth_refresh and passkey sign-in. To sign \
                  tokens of your own, create a key with auth_create_signing_key(name, algorithm).",
@@ -393,7 +403,7 @@ impl AuthError {
 pub type AuthResult<T> = Result<T, AuthError>;
 
 /// The function name every pgauth error carries; `hide_failed_statement` looks for it.
-const ERROR_ORIGIN: &str = "pgauth";
+pub(crate) const ERROR_ORIGIN: &str = "pgauth";
 
 static mut PREVIOUS_EMIT_LOG_HOOK: pgrx::pg_sys::emit_log_hook_type = None;
 
@@ -457,6 +467,7 @@ mod tests {
             (NotPreloaded("auth_login".into()), "55000"),
             (NotAccessKey("jwt".into()), "55000"),
             (AccessKeyReserved("jwt".into()), "42501"),
+            (ReadOnly, "25006"),
             (AuditEventNotPgauths("x".into()), "42501"),
         ];
         for (err, sqlstate) in cases {

@@ -1,22 +1,24 @@
 //! pgauth: authentication and authorization inside PostgreSQL.
 //!
-//! Each capability is a folder with a pure-Rust core and a thin `sql.rs`; hand-written DDL is in
-//! `sql/`. See README.md for the SQL reference.
+//! Each capability is a folder with a pure-Rust core and a thin `sql.rs`; its hand-written DDL is
+//! `sql/<capability>.sql`. See docs/reference.md for the SQL reference.
 
 use pgrx::prelude::*;
 
 pub mod audit;
-pub mod backend;
+mod compat;
 pub mod crypto;
 pub mod error;
-pub mod guc;
+pub mod ids;
 pub mod jwt;
 pub mod login;
 pub mod mfa;
 pub mod password;
+pub mod pg;
+pub mod random;
 pub mod rbac;
 pub mod session;
-mod shmem;
+pub mod settings;
 pub mod webauthn;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -24,33 +26,34 @@ pub mod pg_test_util;
 
 ::pgrx::pg_module_magic!(name, version);
 
-// Schema, roles and state tables come first; privileges on the generated functions come last.
+// Hand-written DDL, one file per capability holding the tables that capability's Rust reads and
+// writes. bootstrap.sql (schema, roles) comes first; finalize.sql (privileges on the generated
+// functions, the direct-write audit triggers) last.
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["bootstrap"]);
 extension_sql_file!(
-    "../sql/keys.sql",
-    name = "keys",
+    "../sql/audit.sql",
+    name = "audit",
+    requires = ["bootstrap", auth_current_user_id]
+);
+extension_sql_file!(
+    "../sql/crypto.sql",
+    name = "crypto",
     requires = ["bootstrap", "audit"]
 );
 extension_sql_file!(
-    "../sql/rbac.sql",
-    name = "rbac",
-    requires = [
-        "keys",
-        "audit",
-        auth_check_password,
-        auth_hash_password,
-        auth_current_user_id
-    ]
+    "../sql/password.sql",
+    name = "password",
+    requires = ["bootstrap"]
 );
-extension_sql_file!("../sql/login.sql", name = "login", requires = ["rbac"]);
 extension_sql_file!(
-    "../sql/api_keys.sql",
-    name = "api_keys",
-    requires = ["rbac"]
+    "../sql/login.sql",
+    name = "login",
+    requires = ["password", "audit", auth_check_password, auth_hash_password]
 );
-extension_sql_file!("../sql/mfa.sql", name = "mfa", requires = ["rbac"]);
-extension_sql_file!("../sql/jwt.sql", name = "jwt", requires = ["rbac", "keys"]);
+extension_sql_file!("../sql/rbac.sql", name = "rbac", requires = ["login"]);
+extension_sql_file!("../sql/session.sql", name = "session", requires = ["login"]);
+extension_sql_file!("../sql/mfa.sql", name = "mfa", requires = ["login"]);
+extension_sql_file!("../sql/jwt.sql", name = "jwt", requires = ["crypto"]);
 extension_sql_file!(
     "../sql/webauthn.sql",
     name = "webauthn",
@@ -60,18 +63,13 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    guc::register();
-    session::sql::register_settings();
-    login::sql::register_settings();
-    jwt::sql::register_settings();
+    // Every setting, the prefix reserved last (src/settings.rs).
+    settings::define_all();
     jwt::install_provider();
-    webauthn::sql::register_settings();
-    // Last of the settings: reserving the prefix deletes every placeholder not defined by now.
-    guc::reserve_prefix();
     error::install_log_hook();
     audit::sql::install_xact_callback();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
-        shmem::install();
+        pg::shmem::install();
         audit::kept::install();
         password::role_check::install();
     }

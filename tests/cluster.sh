@@ -22,6 +22,12 @@ start)
     fi
     mkdir -p "$TEST_ROOT"
     chown postgres: "$TEST_ROOT" 2>/dev/null || true
+    # A data directory left by another major (same TEST_ROOT, other PG_BIN) cannot be started by
+    # this one; it is a throwaway, so make a new one.
+    major=$("$BIN/postgres" --version | sed -E 's/.* ([0-9]+)[.].*/\1/')
+    if [ -f "$DATA/PG_VERSION" ] && [ "$(cat "$DATA/PG_VERSION")" != "$major" ]; then
+        rm -rf "$DATA"
+    fi
     if [ ! -f "$DATA/PG_VERSION" ]; then
         as_postgres "$BIN/initdb" -D "$DATA" --auth=trust --username=postgres -E UTF8 --locale=C.UTF-8 >/dev/null
         as_postgres mkdir -p "$SOCK"
@@ -43,7 +49,9 @@ CONF
     if ! as_postgres grep -q "pgauth.master_key_file" "$DATA/postgresql.conf"; then
         echo "pgauth.master_key_file = '$TEST_ROOT/master.key'" | as_postgres tee -a "$DATA/postgresql.conf" >/dev/null
     fi
-    as_postgres "$BIN/pg_ctl" -D "$DATA" -w -t 60 start -l "$LOG" >/dev/null || { cat "$LOG"; exit 1; }
+    # The port of this start wins over the one written at initdb (a data directory kept from a
+    # run with another TEST_PORT).
+    as_postgres "$BIN/pg_ctl" -D "$DATA" -w -t 60 -o "-p $TEST_PORT" start -l "$LOG" >/dev/null || { cat "$LOG"; exit 1; }
     ;;
 stop)
     if [ -f "$DATA/PG_VERSION" ]; then

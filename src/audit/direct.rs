@@ -3,8 +3,8 @@
 //! pgauth's code writes its tables as the owner of schema `pgauth` (Rust through `as_owner`,
 //! SQL functions as SECURITY DEFINER) and records its own security events. A write by anyone
 //! else (`pgauth_admin`'s `UPDATE pgauth.sessions SET aal = 3`, another superuser's `DELETE`)
-//! is caught by a row trigger (`pgauth.audit_direct_change`, in `sql.rs`) and recorded here as a
-//! table change: the row's key, and for UPDATE the changed columns, old and new. Secret columns
+//! is caught by a row trigger (`pgauth.audit_direct_change`, in `events.rs`) and recorded here as
+//! a table change: the row's key, and for UPDATE the changed columns, old and new. Secret columns
 //! (hashes, key material) are never copied: they show as `"(redacted)"`, so the log still says
 //! that a password hash was replaced, never what it was or became.
 //!

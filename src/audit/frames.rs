@@ -1,18 +1,29 @@
 //! The stored form of a statement's changed rows: a *shape* (the columns, as JSON) and *frames*
-//! (each row as PostgreSQL's own tuple bytes). Plain Rust; `sql.rs` makes and reads the tuples.
+//! (each row as PostgreSQL's own tuple bytes). Plain Rust; `capture.rs` makes the tuples and
+//! `decode.rs` reads them.
 //!
 //! ```text
 //! rows  = event*                      event = frame(old) || frame(new)
 //! frame = u32(0xFFFFFFFF)             absent (no old row for INSERT, no new row for DELETE)
 //!       | u32(len) || bytes[len]      a heap tuple from its t_infomask2 on (the 18 bytes
 //!                                     before it are never stored: datum fields and ctid)
-//! shape = {"columns": [[name, type, typmod, key, value, type_oid(, true)], …]}
-//!         type: the type's qualified name (format_type), key: part of the primary key,
-//!         value: shown in old/new values (false for a key column the DBA excluded),
-//!         type_oid: the type's OID when the record was written; a seventh element `true`:
-//!         the column is stored as its text form (type text), for types whose stored bytes
-//!         the reader cannot check (`values::Kind` lists those it can)
+//! shape = {"columns": [[name, type, typmod, key, value, type_oid(, stored)], …]}
+//!         type: the column's type, qualified name (format_type), key: part of the primary
+//!         key, value: shown in old/new values (false for a key column the DBA excluded),
+//!         type_oid: the OID of the type whose bytes are stored; stored, when present:
+//!           true      the column is stored as its text form (type text), for types whose
+//!                     stored bytes the reader cannot check or that depend on this cluster's
+//!                     OIDs (enums), made by the type's output function at capture
+//!           "text[]"  an array stored as text[], each element its text form (arrays of
+//!                     enums and of types stored as text)
 //! ```
+//!
+//! Values stored as bytes are of built-in types only (a
+//! domain's values as its base type's, with the base type's OID, an array of domains as an
+//! array of the base type): nothing a record needs to be read depends on this cluster's OIDs,
+//! so it reads the same after a `pg_dump` restore into another cluster. Records written by
+//! earlier builds may hold enum label OIDs and domain OIDs, and read only where those still exist (the same
+//! cluster, or one made by pg_upgrade, which keeps them).
 //!
 //! Event ids are the record's `id` and the following ones, in order.
 
@@ -63,18 +74,28 @@ pub fn events(buf: &[u8]) -> Result<Vec<Event<'_>>, String> {
     Ok(out)
 }
 
+/// How a column's values are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// PostgreSQL's bytes of the type `type_oid` names.
+    Bytes,
+    /// The value's text form (type text).
+    Text,
+    /// An array as text[]: each element's text form, dimensions and NULLs kept.
+    TextArray,
+}
+
 /// One stored column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: String,
-    /// The qualified type name, as `format_type` writes it.
+    /// The column's qualified type name, as `format_type` writes it.
     pub type_name: String,
     pub typmod: i32,
     pub key: bool,
     pub value: bool,
     pub type_oid: u32,
-    /// Stored as the value's text form (type text) instead of its own type's bytes.
-    pub text: bool,
+    pub stored: Stored,
 }
 
 /// The JSON text of a shape (stable: it is hashed with the record).
@@ -90,8 +111,10 @@ pub fn shape_json(columns: &[Column]) -> String {
                 Value::from(c.value),
                 Value::from(c.type_oid),
             ];
-            if c.text {
-                a.push(Value::from(true));
+            match c.stored {
+                Stored::Bytes => {}
+                Stored::Text => a.push(Value::from(true)),
+                Stored::TextArray => a.push(Value::from("text[]")),
             }
             Value::Array(a)
         })
@@ -122,9 +145,11 @@ pub fn parse_shape(text: &str) -> Result<Vec<Column>, String> {
                     .as_u64()
                     .and_then(|o| u32::try_from(o).ok())
                     .ok_or_else(bad)?,
-                text: match a.get(6) {
-                    None => false,
-                    Some(t) => t.as_bool().filter(|&t| t).ok_or_else(bad)?,
+                stored: match a.get(6) {
+                    None => Stored::Bytes,
+                    Some(Value::Bool(true)) => Stored::Text,
+                    Some(Value::String(s)) if s == "text[]" => Stored::TextArray,
+                    Some(_) => return Err(bad()),
                 },
             })
         })
@@ -329,7 +354,7 @@ mod tests {
                 key: true,
                 value: true,
                 type_oid: 20,
-                text: false,
+                stored: Stored::Bytes,
             },
             Column {
                 name: "we\"ird\n".into(),
@@ -338,16 +363,28 @@ mod tests {
                 key: false,
                 value: false,
                 type_oid: 16500,
-                text: true,
+                stored: Stored::Text,
+            },
+            Column {
+                name: "moods".into(),
+                type_name: "public.mood[]".into(),
+                typmod: -1,
+                key: false,
+                value: true,
+                type_oid: 16499,
+                stored: Stored::TextArray,
             },
         ];
         let text = shape_json(&cols);
         assert_eq!(
             text,
-            r#"{"columns":[["id","bigint",-1,true,true,20],["we\"ird\n","public.mood",7,false,false,16500,true]]}"#
+            r#"{"columns":[["id","bigint",-1,true,true,20],["we\"ird\n","public.mood",7,false,false,16500,true],["moods","public.mood[]",-1,false,true,16499,"text[]"]]}"#
         );
         assert_eq!(parse_shape(&text).unwrap(), cols);
         assert!(parse_shape("{}").is_err());
         assert!(parse_shape(r#"{"columns":[["id","bigint",-1,true,true]]}"#).is_err());
+        // Only the two markings are known.
+        assert!(parse_shape(r#"{"columns":[["id","bigint",-1,true,true,20,false]]}"#).is_err());
+        assert!(parse_shape(r#"{"columns":[["id","bigint",-1,true,true,20,"int[]"]]}"#).is_err());
     }
 }

@@ -134,8 +134,9 @@ thread_local! {
 }
 
 /// From `_PG_init` while preloading: the callbacks and the keeper (the ring is a region of
-/// crate::shmem).
+/// crate::pg::shmem).
 pub(crate) fn install() {
+    // SAFETY: static callbacks that ignore their NULL argument; called from _PG_init.
     unsafe {
         pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
@@ -150,14 +151,18 @@ pub(crate) fn install() {
         .load();
 }
 
-/// The region of the ring (see crate::shmem).
-pub(crate) const REGION: crate::shmem::Region = crate::shmem::Region {
+/// The region of the ring (see crate::pg::shmem).
+pub(crate) const REGION: crate::pg::shmem::Region = crate::pg::shmem::Region {
     name: NAME,
     size: size_of::<Shared>(),
     attach,
 };
 
+/// # Safety
+/// `memory` is this region's shared memory (`size_of::<Shared>()` bytes) and `lock` its lock,
+/// called once per process by crate::pg::shmem.
 unsafe fn attach(memory: *mut u8, lock: *mut pg_sys::LWLock, fresh: bool) {
+    // SAFETY: the caller's contract; SHARED is written only here, before any reader runs.
     unsafe {
         let shared = memory.cast::<Shared>();
         if fresh {
@@ -168,13 +173,14 @@ unsafe fn attach(memory: *mut u8, lock: *mut pg_sys::LWLock, fresh: bool) {
 }
 
 fn with_ring<R>(f: impl FnOnce(&mut Ring<'_>) -> R) -> Option<R> {
+    // SAFETY: SHARED is set once by `attach` at process start and only read afterwards.
     let shared = unsafe { SHARED };
     if shared.is_null() {
         return None;
     }
     // SAFETY: mapped at server start; the lock serialises access; `f` is plain Rust.
     unsafe {
-        crate::shmem::exclusive((*shared).lock, || {
+        crate::pg::shmem::exclusive((*shared).lock, || {
             let mut ring = Ring {
                 slots: &mut (*shared).slots,
             };
@@ -184,27 +190,29 @@ fn with_ring<R>(f: impl FnOnce(&mut Ring<'_>) -> R) -> Option<R> {
 }
 
 /// Remember an event this transaction just wrote, so that a rollback cannot remove it.
-pub(crate) fn remember(event: &str, subject: &str, details: &str) {
+pub(crate) fn remember(event: &str, subject: &str, details: &serde_json::Value) {
+    // SAFETY: SHARED is set once by `attach` at process start and only read afterwards.
     if unsafe { SHARED.is_null() } {
         return;
     }
-    let mut details_value: serde_json::Value =
-        serde_json::from_str(details).unwrap_or_else(|_| serde_json::json!({}));
+    let mut details_value = details.clone();
     if let Some(map) = details_value.as_object_mut() {
         map.insert("kept_after_rollback".into(), true.into());
         map.insert(
             "db_user".into(),
-            crate::backend::session_user_name()
+            crate::pg::roles::session_user_name()
                 .unwrap_or_default()
                 .into(),
         );
     }
     let kept = KeptEvent {
+        // SAFETY: MyDatabaseId is set at backend start and only read here.
         database: unsafe { pg_sys::MyDatabaseId }.to_u32(),
         event: event.to_string(),
         subject: subject.to_string(),
         details: details_value.to_string(),
     };
+    // SAFETY: reads the current transaction state.
     let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
     WRITTEN.with(|w| w.borrow_mut().push((sub, kept)));
 }
@@ -230,6 +238,8 @@ fn keep_undone(from: pg_sys::SubTransactionId) {
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL at a transaction event (registered by `install`).
 #[pg_guard]
 unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
     match event {
@@ -250,6 +260,8 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL at a subtransaction event (registered by `install`).
 #[pg_guard]
 unsafe extern "C-unwind" fn subxact_callback(
     event: pg_sys::SubXactEvent::Type,
@@ -276,6 +288,7 @@ pub extern "C-unwind" fn pgauth_event_keeper_main(_arg: pg_sys::Datum) {
         if !BackgroundWorker::wait_latch(Some(std::time::Duration::from_millis(200))) {
             // Terminated: exit 1 so that the postmaster starts the keeper again (it does not
             // at shutdown); exit 0 would end it for good.
+            // SAFETY: the keeper's own process, exiting; nothing of it is used afterwards.
             unsafe { pg_sys::proc_exit(1) };
         }
     };
@@ -295,6 +308,7 @@ pub extern "C-unwind" fn pgauth_event_keeper_main(_arg: pg_sys::Datum) {
             let other = with_ring(|r| r.next_database()).flatten();
             if other.is_some() || idle > 50 {
                 // Another database's events wait, or nothing for 10 s: exit and be restarted.
+                // SAFETY: the keeper's own process, exiting; nothing of it is used afterwards.
                 unsafe { pg_sys::proc_exit(1) };
             }
         } else {
@@ -302,6 +316,7 @@ pub extern "C-unwind" fn pgauth_event_keeper_main(_arg: pg_sys::Datum) {
             write_batch(&batch);
         }
         if !BackgroundWorker::wait_latch(Some(std::time::Duration::from_millis(200))) {
+            // SAFETY: the keeper's own process, exiting; nothing of it is used afterwards.
             unsafe { pg_sys::proc_exit(1) };
         }
     }
@@ -321,8 +336,8 @@ fn write_batch(batch: &[KeptEvent]) {
         for e in batch {
             // As pgauth's owner, like every writer of events (record_event refuses anyone
             // else); the worker itself is connected as the bootstrap superuser.
-            crate::backend::as_owner(|| {
-                Spi::run_with_args(
+            crate::pg::roles::as_owner(|| {
+                crate::pg::spi::run_with_args(
                     "SELECT pgauth.record_event($1, $2, $3::jsonb)",
                     &[
                         e.event.as_str().into(),

@@ -64,7 +64,7 @@ impl SecretBytes {
 
     fn random() -> AuthResult<Self> {
         let mut secret = Self::zeroed();
-        fill_random(&mut secret.0[..])?;
+        crate::random::fill(&mut secret.0[..])?;
         Ok(secret)
     }
 
@@ -142,13 +142,6 @@ impl std::fmt::Debug for MasterKey {
 
 impl ZeroizeOnDrop for MasterKey {}
 
-/// Fill `buf` from the operating system's CSPRNG.
-pub(crate) fn fill_random(buf: &mut [u8]) -> AuthResult<()> {
-    getrandom::fill(buf).map_err(|_| {
-        AuthError::Internal("the operating system's random number generator failed".into())
-    })
-}
-
 /// How many nonces one seed may produce before the generator is reseeded from the OS.
 const NONCES_PER_SEED: u32 = 1 << 20;
 
@@ -173,7 +166,7 @@ pub(crate) fn fill_nonce(buf: &mut [u8]) -> AuthResult<()> {
         let mut n = n.borrow_mut();
         if !matches!(&*n, Some(s) if s.pid == pid && s.left > 0) {
             let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-            fill_random(&mut seed[..])?;
+            crate::random::fill(&mut seed[..])?;
             *n = Some(NonceSource {
                 pid,
                 left: NONCES_PER_SEED,
@@ -209,7 +202,7 @@ pub fn wrap_data_key(
     data_key: &DataKey,
 ) -> AuthResult<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
-    fill_random(&mut nonce)?;
+    crate::random::fill(&mut nonce)?;
     wrap_with_nonce(master, key_id, data_key, &nonce)
 }
 

@@ -17,12 +17,14 @@
 //! - decrypt: [`envelope::parse_header`] for the key id, look the key up and check its status,
 //!   then [`envelope::open`].
 
+pub(crate) mod api;
 pub mod cache;
 pub mod digest;
 pub mod envelope;
 pub mod keys;
 pub mod master_source;
 pub(crate) mod sql;
+mod store;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;

@@ -10,6 +10,7 @@
 //!   (the form `openssl genpkey` and Python's `cryptography` write, and what can be imported).
 //!   Public keys are kept as a JWK (RFC 7517), so the JWKS is a read, not a computation.
 
+pub(crate) mod api;
 mod provider;
 pub(crate) mod sql;
 
@@ -125,7 +126,7 @@ pub fn generate(alg: Alg) -> AuthResult<Zeroizing<Vec<u8>>> {
     let der: Zeroizing<Vec<u8>> = match alg {
         a if a.is_hmac() => {
             let mut secret = Zeroizing::new(vec![0u8; a.secret_len()]);
-            getrandom::fill(&mut secret).map_err(|_| internal("OS random generator"))?;
+            crate::random::fill(&mut secret)?;
             return Ok(secret);
         }
         Alg::Es256 => Zeroizing::new(

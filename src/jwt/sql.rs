@@ -14,83 +14,25 @@ use std::ffi::CString;
 use std::rc::Rc;
 
 use pgrx::prelude::*;
-use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, JsonB, Uuid};
-use serde_json::{json, Map, Value};
+use pgrx::{pg_sys, JsonB, Uuid};
+use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::{Alg, Expected};
-use crate::backend::{
-    as_owner, caller, current_position, has_role, read_one, record_event, require_role, spi_err,
-};
 use crate::error::{AuthError, AuthResult, OrRaise};
+use crate::pg::current_position;
+use crate::pg::event;
+use crate::pg::roles::{as_owner, caller, require, Who};
+use crate::pg::spi::{read_one, read_row, spi_err, write_row};
 
-pub static JWT_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"jwt"));
-pub static JWT_ALGORITHM: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"ES256"));
-pub static JWT_ISSUER: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"pgauth"));
-pub static JWT_AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static ACCESS_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(900);
-
-pub(crate) fn register_settings() {
-    GucRegistry::define_string_guc(
-        c"pgauth.jwt_key",
-        c"Name of the signing key of access tokens (auth_login, auth_refresh, passkey sign-in).",
-        c"Created on the first sign-in with pgauth.jwt_algorithm when it does not exist.",
-        &JWT_KEY,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"pgauth.jwt_algorithm",
-        c"Algorithm of the access-token key when pgauth creates it: HS256, HS384, HS512, RS256, ES256 or EdDSA.",
-        c"",
-        &JWT_ALGORITHM,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"pgauth.jwt_issuer",
-        c"The iss claim of tokens pgauth signs (when the claims have none); empty for none.",
-        c"",
-        &JWT_ISSUER,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"pgauth.jwt_audience",
-        c"The aud claim of access tokens; when set, auth_set_session requires it.",
-        c"",
-        &JWT_AUDIENCE,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"pgauth.jwt_access_ttl",
-        c"Lifetime of an access token.",
-        c"",
-        &ACCESS_TTL_SECONDS,
-        10,
-        86_400,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-}
-
-fn setting(value: Option<CString>) -> Option<String> {
-    value
-        .map(|c| c.to_string_lossy().into_owned())
-        .filter(|s| !s.is_empty())
-}
-
-fn access_key_name() -> String {
-    setting(JWT_KEY.get()).unwrap_or_else(|| "jwt".into())
+pub(super) fn access_key_name() -> String {
+    crate::settings::jwt().key_name()
 }
 
 /// What a signing key is for (`pgauth.signing_keys.purpose`): the access-token key signs only
 /// pgauth's own access tokens, and only its tokens bind a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
+pub(super) enum Purpose {
     Access,
     General,
 }
@@ -112,18 +54,18 @@ impl Purpose {
     }
 }
 
-struct SignKey {
+pub(super) struct SignKey {
     kid: String,
     alg: Alg,
     key: jsonwebtoken::EncodingKey,
     purpose: Purpose,
 }
 
-struct VerifyKey {
-    name: String,
-    alg: Alg,
-    key: jsonwebtoken::DecodingKey,
-    purpose: Purpose,
+pub(super) struct VerifyKey {
+    pub(super) name: String,
+    pub(super) alg: Alg,
+    pub(super) key: jsonwebtoken::DecodingKey,
+    pub(super) purpose: Purpose,
 }
 
 #[derive(Default)]
@@ -132,7 +74,7 @@ struct JwtState {
     generation: Option<i64>,
     /// The master key settings when last checked (see crypto::sql): a changed or removed master
     /// key drops every parsed key, as it does for data keys.
-    master_settings: crate::crypto::sql::MasterSettings,
+    master_settings: crate::crypto::api::MasterSettings,
     /// key name → its active version, ready to sign.
     signers: HashMap<String, Rc<SignKey>>,
     /// kid → verification key (None: no usable key with that id; also cached).
@@ -146,9 +88,9 @@ thread_local! {
 }
 
 /// Once per statement: drop cached keys when signing keys or the master key setting changed.
-fn refresh() -> AuthResult<()> {
+pub(super) fn refresh() -> AuthResult<()> {
     let position = current_position();
-    let master = crate::crypto::sql::master_settings();
+    let master = crate::crypto::api::master_settings();
     let unchanged = STATE.with(|s| {
         let s = s.borrow();
         s.checked_at == Some(position) && s.master_settings == master
@@ -156,11 +98,7 @@ fn refresh() -> AuthResult<()> {
     if unchanged {
         return Ok(());
     }
-    let generation = as_owner(|| {
-        read_one::<i64>("SELECT generation FROM pgauth.key_state", &[])
-            .map_err(spi_err)
-            .map(|g| g.unwrap_or(0))
-    })?;
+    let generation = crate::crypto::api::key_generation()?;
     STATE.with(|s| {
         let mut s = s.borrow_mut();
         if s.generation != Some(generation) || s.master_settings != master {
@@ -182,40 +120,36 @@ fn forget_cached() {
 }
 
 fn open_private(kid: &Uuid, sealed: &[u8]) -> AuthResult<Zeroizing<Vec<u8>>> {
-    as_owner(|| crate::crypto::sql::decrypt(sealed, Some(kid.as_bytes())))
+    as_owner(|| crate::crypto::api::decrypt(sealed, Some(kid.as_bytes())))
 }
 
-fn signer(name: &str) -> AuthResult<Option<Rc<SignKey>>> {
+pub(super) fn signer(name: &str) -> AuthResult<Option<Rc<SignKey>>> {
     refresh()?;
     if let Some(k) = STATE.with(|s| s.borrow().signers.get(name).cloned()) {
         return Ok(Some(k));
     }
     let row = as_owner(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT id, algorithm, private_key, purpose FROM pgauth.signing_keys
+        read_row(
+            "SELECT id, algorithm, private_key, purpose FROM pgauth.signing_keys
                   WHERE name = $1 AND status = 'active' AND private_key IS NOT NULL",
-                Some(1),
-                &[name.into()],
-            )?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let r = rows.first();
-            Ok(
-                match (
-                    r.get::<Uuid>(1)?,
-                    r.get::<String>(2)?,
-                    r.get::<Vec<u8>>(3)?,
-                    r.get::<String>(4)?,
-                ) {
-                    (Some(id), Some(alg), Some(sealed), Some(purpose)) => {
-                        Some((id, alg, sealed, purpose))
-                    }
-                    _ => None,
-                },
-            )
-        })
+            &[name.into()],
+            |r| {
+                Ok(
+                    match (
+                        r.get::<Uuid>(1)?,
+                        r.get::<String>(2)?,
+                        r.get::<Vec<u8>>(3)?,
+                        r.get::<String>(4)?,
+                    ) {
+                        (Some(id), Some(alg), Some(sealed), Some(purpose)) => {
+                            Some((id, alg, sealed, purpose))
+                        }
+                        _ => None,
+                    },
+                )
+            },
+        )
+        .map(Option::flatten)
     })
     .map_err(spi_err)?;
     let Some((id, alg, sealed, purpose)) = row else {
@@ -233,12 +167,12 @@ fn signer(name: &str) -> AuthResult<Option<Rc<SignKey>>> {
     Ok(Some(key))
 }
 
-fn verifier(kid: &str) -> AuthResult<Option<Rc<VerifyKey>>> {
+pub(super) fn verifier(kid: &str) -> AuthResult<Option<Rc<VerifyKey>>> {
     refresh()?;
     if let Some(k) = STATE.with(|s| s.borrow().verifiers.get(kid).cloned()) {
         return Ok(k);
     }
-    let loaded = match crate::rbac::model::parse_uuid(kid) {
+    let loaded = match crate::ids::parse_uuid(kid) {
         None => None,
         Some(id) => load_verifier(Uuid::from_bytes(id))?,
     };
@@ -255,27 +189,22 @@ fn verifier(kid: &str) -> AuthResult<Option<Rc<VerifyKey>>> {
 
 fn load_verifier(id: Uuid) -> AuthResult<Option<Rc<VerifyKey>>> {
     let row = as_owner(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT name, algorithm,
+        read_row(
+            "SELECT name, algorithm,
                         CASE WHEN algorithm LIKE 'HS%' THEN private_key END, public_jwk, purpose
                    FROM pgauth.signing_keys
                   WHERE id = $1 AND status IN ('active', 'verify_only')",
-                Some(1),
-                &[id.into()],
-            )?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let r = rows.first();
-            Ok(Some((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-                r.get::<Vec<u8>>(3)?,
-                r.get::<JsonB>(4)?.map(|j| j.0),
-                r.get::<String>(5)?.unwrap_or_default(),
-            )))
-        })
+            &[id.into()],
+            |r| {
+                Ok((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<Vec<u8>>(3)?,
+                    r.get::<JsonB>(4)?.map(|j| j.0),
+                    r.get::<String>(5)?.unwrap_or_default(),
+                ))
+            },
+        )
     })
     .map_err(spi_err)?;
     let Some((name, alg, sealed, jwk, purpose)) = row else {
@@ -304,7 +233,12 @@ fn unix_now() -> i64 {
 
 /// Sign with the active version of `name`, which must be a key for `purpose`: auth_jwt_sign may
 /// not use the access-token key (42501), and access tokens are signed only with it.
-fn sign_with(name: &str, purpose: Purpose, claims: Value, ttl_seconds: i64) -> AuthResult<String> {
+pub(super) fn sign_with(
+    name: &str,
+    purpose: Purpose,
+    claims: Value,
+    ttl_seconds: i64,
+) -> AuthResult<String> {
     let key = signer(name)?.ok_or_else(|| AuthError::NoSuchSigningKey(name.into()))?;
     match (purpose, key.purpose) {
         (Purpose::General, Purpose::Access) => {
@@ -313,7 +247,7 @@ fn sign_with(name: &str, purpose: Purpose, claims: Value, ttl_seconds: i64) -> A
         (Purpose::Access, Purpose::General) => return Err(AuthError::NotAccessKey(name.into())),
         _ => {}
     }
-    let issuer = setting(JWT_ISSUER.get());
+    let issuer = crate::settings::jwt().issuer();
     let claims = super::complete_claims(claims, unix_now(), ttl_seconds, issuer.as_deref())?;
     super::sign(key.alg, &key.kid, &key.key, &claims)
 }
@@ -331,7 +265,11 @@ fn verify_raw_with(name: &str, token: &str, expected: Expected<'_>) -> AuthResul
 
 /// Like `verify_raw_with`, and the key must be an access-token key: a token of a general key
 /// (auth_jwt_sign) never passes as an access token, whatever pgauth.jwt_key names.
-fn verify_access_raw(name: &str, token: &str, expected: Expected<'_>) -> AuthResult<Vec<u8>> {
+pub(super) fn verify_access_raw(
+    name: &str,
+    token: &str,
+    expected: Expected<'_>,
+) -> AuthResult<Vec<u8>> {
     let (kid, alg) = super::peek_header(token)?;
     let key = verifier(&kid)?.ok_or(AuthError::InvalidToken)?;
     if key.name != name || key.alg != alg || key.purpose != Purpose::Access {
@@ -395,16 +333,15 @@ fn require_signer_role() -> AuthResult<()> {
     let role = caller();
     let cached = STATE.with(|s| s.borrow().may_sign.get(&role).copied());
     let allowed = cached.unwrap_or_else(|| {
-        let allowed = has_role(role, "pgauth_admin") || has_role(role, "pgauth_service");
+        let allowed = Who::AdminOrService.allows_caller();
         STATE.with(|s| s.borrow_mut().may_sign.insert(role, allowed));
         allowed
     });
     if allowed {
         Ok(())
     } else {
-        Err(AuthError::PermissionDenied(
-            "auth_jwt_sign requires membership in pgauth_service or pgauth_admin (a signed token asserts an identity)".into(),
-        ))
+        // A signed token asserts an identity: only those who may bind users may sign.
+        require(Who::AdminOrService, "auth_jwt_sign")
     }
 }
 
@@ -465,7 +402,7 @@ fn auth_jwks(key_name: default!(Option<&str>, "NULL")) -> JsonB {
 }
 
 fn new_kid() -> AuthResult<Uuid> {
-    crate::backend::random_uuid().map(Uuid::from_bytes)
+    crate::random::uuid_v4().map(Uuid::from_bytes)
 }
 
 /// The purpose of the versions of `name`; None when there are none.
@@ -496,7 +433,7 @@ fn check_name(name: &str) -> AuthResult<()> {
 
 /// Store a new version of `name`. `private` (None for an imported public key) is sealed; the
 /// new version is active when it can sign (the previous active one becomes verify_only).
-fn store_version(
+pub(super) fn store_version(
     name: &str,
     purpose: Purpose,
     alg: Alg,
@@ -521,7 +458,7 @@ fn store_version(
     }
     let sealed = match private {
         Some(p) => Some(as_owner(|| {
-            crate::crypto::sql::encrypt(p, "default", Some(kid.as_bytes()))
+            crate::crypto::api::encrypt(p, "default", Some(kid.as_bytes()))
         })?),
         None => None,
     };
@@ -532,13 +469,13 @@ fn store_version(
     };
     as_owner(|| {
         if status == "active" {
-            Spi::run_with_args(
+            crate::pg::spi::run_with_args(
                 "UPDATE pgauth.signing_keys SET status = 'verify_only', status_changed_at = now()
                   WHERE name = $1 AND status = 'active'",
                 &[name.into()],
             )?;
         }
-        Spi::run_with_args(
+        crate::pg::spi::run_with_args(
             "INSERT INTO pgauth.signing_keys
                     (id, name, version, algorithm, status, private_key, public_jwk, purpose)
              SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5, $6, $7
@@ -556,12 +493,11 @@ fn store_version(
     })
     .map_err(spi_err)?;
     forget_cached();
-    record_event(
+    event::record(
         "signing_key_created",
         name,
-        &json!({"kid": kid.to_string(), "algorithm": alg.name(), "status": status,
-                "purpose": purpose.name()})
-        .to_string(),
+        json!({"kid": kid.to_string(), "algorithm": alg.name(), "status": status,
+                "purpose": purpose.name()}),
     )?;
     Ok(kid)
 }
@@ -570,7 +506,7 @@ fn store_version(
 /// Returns its id, which is the `kid` of the tokens it signs.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_create_signing_key(name: &str, algorithm: &str) -> Uuid {
-    require_role("pgauth_admin", "auth_create_signing_key").or_raise();
+    require(Who::Admin, "auth_create_signing_key").or_raise();
     let alg = Alg::parse(algorithm).or_raise();
     refuse_access_key_name(name).or_raise();
     if name_purpose(name).or_raise().is_some() {
@@ -599,7 +535,7 @@ fn refuse_access_key_name(name: &str) -> AuthResult<()> {
 /// signing but keeps verifying (and stays in the JWKS) until revoked.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_rotate_signing_key(name: &str) -> Uuid {
-    require_role("pgauth_admin", "auth_rotate_signing_key").or_raise();
+    require(Who::Admin, "auth_rotate_signing_key").or_raise();
     let alg = as_owner(|| {
         read_one::<String>(
             "SELECT algorithm FROM pgauth.signing_keys WHERE name = $1 ORDER BY version DESC",
@@ -618,21 +554,15 @@ fn auth_rotate_signing_key(name: &str) -> Uuid {
 /// Revoke one key version (pgauth_admin): tokens with its kid stop verifying at once.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_revoke_signing_key(kid: Uuid) {
-    require_role("pgauth_admin", "auth_revoke_signing_key").or_raise();
+    require(Who::Admin, "auth_revoke_signing_key").or_raise();
     let name = as_owner(|| {
-        Spi::connect_mut(|client| {
-            let rows = client.update(
-                "UPDATE pgauth.signing_keys SET status = 'revoked', status_changed_at = now()
-                  WHERE id = $1 AND status <> 'revoked' RETURNING name",
-                None,
-                &[kid.into()],
-            )?;
-            if rows.is_empty() {
-                Ok(None)
-            } else {
-                rows.first().get::<String>(1)
-            }
-        })
+        write_row(
+            "UPDATE pgauth.signing_keys SET status = 'revoked', status_changed_at = now()
+              WHERE id = $1 AND status <> 'revoked' RETURNING name",
+            &[kid.into()],
+            |row| row.get::<String>(1),
+        )
+        .map(Option::flatten)
     })
     .map_err(spi_err)
     .or_raise();
@@ -640,10 +570,10 @@ fn auth_revoke_signing_key(kid: Uuid) {
         AuthError::InvalidRequest(format!("no unrevoked signing key has id {kid}")).raise();
     };
     forget_cached();
-    record_event(
+    event::record(
         "signing_key_revoked",
         &name,
-        &json!({"kid": kid.to_string()}).to_string(),
+        json!({"kid": kid.to_string()}),
     )
     .or_raise();
 }
@@ -653,7 +583,7 @@ fn auth_revoke_signing_key(kid: Uuid) {
 /// another issuer); for HS* the secret as base64 or base64url.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_import_signing_key(name: &str, algorithm: &str, key: &str) -> Uuid {
-    require_role("pgauth_admin", "auth_import_signing_key").or_raise();
+    require(Who::Admin, "auth_import_signing_key").or_raise();
     let alg = Alg::parse(algorithm).or_raise();
     // A new version of an existing name keeps its purpose (the access-token key included: an
     // administrator may import its next version); a new name is a general key.
@@ -687,65 +617,4 @@ fn auth_import_signing_key(name: &str, algorithm: &str, key: &str) -> Uuid {
     } else {
         AuthError::InvalidRequest("the key must be a PEM private or public key".into()).raise()
     }
-}
-
-/// Sign the access token of a session: `sub`, `sid`, `aal`, `amr`, `iat`, `exp`, `iss` and, when
-/// `pgauth.jwt_audience` is set, `aud`. Creates the access-token key on first use.
-pub(crate) fn sign_access_token(
-    user: Uuid,
-    sid: Uuid,
-    aal: i32,
-    amr: &[String],
-) -> AuthResult<String> {
-    let name = access_key_name();
-    refresh()?;
-    if signer(&name)?.is_none() {
-        let alg = Alg::parse(&setting(JWT_ALGORITHM.get()).unwrap_or_else(|| "ES256".into()))?;
-        let private = super::generate(alg)?;
-        store_version(&name, Purpose::Access, alg, Some(&private), None)?;
-    }
-    let mut claims = json!({
-        "sub": user.to_string(),
-        "sid": sid.to_string(),
-        "aal": aal,
-        "amr": amr,
-    });
-    if let Some(aud) = setting(JWT_AUDIENCE.get()) {
-        claims["aud"] = Value::String(aud);
-    }
-    sign_with(
-        &name,
-        Purpose::Access,
-        claims,
-        i64::from(ACCESS_TTL_SECONDS.get()),
-    )
-}
-
-/// The claims of a valid access token (signed with the access-token key, unexpired, with the
-/// configured issuer and audience: whatever a setting names must be in the token).
-pub(crate) fn verify_access_token(token: &str) -> AuthResult<Map<String, Value>> {
-    let audience = setting(JWT_AUDIENCE.get());
-    let issuer = setting(JWT_ISSUER.get());
-    let expected = Expected {
-        audience: audience.as_deref(),
-        issuer: issuer.as_deref(),
-    };
-    let raw = verify_access_raw(&access_key_name(), token, expected)?;
-    serde_json::from_slice(&raw).map_err(|_| AuthError::InvalidToken)
-}
-
-/// The session of an access token whose signature is valid, expired or not (for sign-out).
-pub(crate) fn access_token_session(token: &str) -> Option<Uuid> {
-    let (kid, alg) = super::peek_header(token).ok()?;
-    let key = verifier(&kid).ok()??;
-    if key.name != access_key_name() || key.alg != alg || key.purpose != Purpose::Access {
-        return None;
-    }
-    let mut validation = jsonwebtoken::Validation::new(alg.algorithm());
-    validation.validate_exp = false;
-    validation.required_spec_claims.clear();
-    validation.validate_aud = false;
-    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation).ok()?;
-    let sid = data.claims.get("sid")?.as_str()?;
-    crate::rbac::model::parse_uuid(sid).map(Uuid::from_bytes)
 }

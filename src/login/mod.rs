@@ -5,7 +5,9 @@
 //! the time (microseconds on one clock), unit-tested without a database. `sql.rs` reads and
 //! writes the state rows and calls these. Nothing here sees a password or a hash.
 
+pub(crate) mod api;
 pub mod attempts;
+pub mod pipeline;
 pub(crate) mod shared;
 pub(crate) mod sql;
 

@@ -30,8 +30,8 @@ struct Shared {
 }
 
 static mut SHARED: *mut Shared = std::ptr::null_mut();
-/// The region of the table (see crate::shmem).
-pub(crate) const REGION: crate::shmem::Region = crate::shmem::Region {
+/// The region of the table (see crate::pg::shmem).
+pub(crate) const REGION: crate::pg::shmem::Region = crate::pg::shmem::Region {
     name: NAME,
     size: size_of::<Shared>(),
     attach,
@@ -63,7 +63,7 @@ fn with_table<R>(what: &str, f: impl FnOnce(&mut AttemptTable<'_>) -> R) -> Auth
     // SAFETY: the struct was mapped at server start and lives as long as the server; the lock
     // serialises every access to it; `f` is plain Rust on the table.
     unsafe {
-        crate::shmem::exclusive((*shared).lock, || {
+        crate::pg::shmem::exclusive((*shared).lock, || {
             let slots: &mut [Slot] = &mut (*shared).slots;
             let mut table = AttemptTable::new((*shared).seed, RATE_WINDOW_MICROS, slots);
             Ok(f(&mut table))

@@ -1,12 +1,11 @@
 //! Second factors: TOTP (RFC 6238, via totp-rs) with replay protection, and single-use recovery
 //! codes stored only as SHA-256. Plain Rust; `sql.rs` stores the TOTP secret encrypted under the
-//! `default` data key (issue B) and records every use in the audit log.
+//! `default` data key (the crypto capability) and records every use in the audit log.
 
+pub(crate) mod api;
 pub(crate) mod sql;
 
 /// The check every change of a user's second factors passes, passkeys included.
-pub(crate) use sql::authorize_factor_change;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -17,14 +16,9 @@ use crate::error::{AuthError, AuthResult};
 pub const TOTP_SECRET_BYTES: usize = 20;
 pub const RECOVERY_CODES: usize = 8;
 
-fn random(buf: &mut [u8]) -> AuthResult<()> {
-    getrandom::fill(buf)
-        .map_err(|e| AuthError::Internal(format!("OS random generator failed: {e}")))
-}
-
 pub fn new_totp_secret() -> AuthResult<Zeroizing<Vec<u8>>> {
     let mut s = Zeroizing::new(vec![0u8; TOTP_SECRET_BYTES]);
-    random(&mut s)?;
+    crate::random::fill(&mut s)?;
     Ok(s)
 }
 
@@ -83,7 +77,7 @@ pub fn new_recovery_codes() -> AuthResult<Vec<String>> {
         let mut chars = String::with_capacity(11);
         while chars.len() < 10 {
             let mut bytes = [0u8; 16];
-            random(&mut bytes)?;
+            crate::random::fill(&mut bytes)?;
             for b in bytes.iter().filter(|b| **b < limit) {
                 if chars.len() < 10 {
                     chars.push(ALPHABET[(*b as usize) % ALPHABET.len()] as char);

@@ -5,110 +5,20 @@
 use pgrx::prelude::*;
 use pgrx::Uuid;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::api::authorize_factor_change;
 use super::{
-    check_totp, decide_factor_change, legacy_recovery_code_hash, new_recovery_codes,
-    new_totp_secret, recovery_code_message, totp_uri, FactorChangeDecision, FactorChangeRequest,
+    check_totp, legacy_recovery_code_hash, new_recovery_codes, new_totp_secret,
+    recovery_code_message, totp_uri,
 };
-use crate::backend::{
-    as_owner, caller, has_role, read_one, record_event, record_failure_event, spi_err,
-};
-use crate::error::{AuthError, AuthResult, OrRaise};
+use crate::error::{AuthResult, OrRaise};
+use crate::login::api::username_of;
 use crate::login::attempts::{Begin, Kind, Limits};
 use crate::login::shared;
-
-fn require_service(action: &str) {
-    let me = caller();
-    if !has_role(me, "pgauth_admin") && !has_role(me, "pgauth_service") {
-        AuthError::PermissionDenied(format!(
-            "{action} requires membership in pgauth_admin or pgauth_service"
-        ))
-        .raise();
-    }
-}
-
-/// A permitted change of a user's second factors, for its audit row.
-pub(crate) struct FactorChange {
-    first_factor: bool,
-    /// The level of the user's own bound session; None when an administrator or service acted
-    /// without binding the user.
-    aal: Option<u8>,
-}
-
-impl FactorChange {
-    /// `details` with `first_factor` and `aal` added.
-    pub(crate) fn audit(&self, mut details: Value) -> Value {
-        if let Some(map) = details.as_object_mut() {
-            map.insert("first_factor".into(), self.first_factor.into());
-            map.insert("aal".into(), self.aal.map_or(Value::Null, Value::from));
-        }
-        details
-    }
-}
-
-/// Before adding or removing a second factor (TOTP, a passkey, recovery codes) of `user_id`:
-/// a transaction bound to that user needs aal 2 unless the user has no factor yet (42501 with
-/// a hint to step up); otherwise the caller must be pgauth_admin or pgauth_service. Locks the
-/// user's row until the transaction ends, so two concurrent first enrollments cannot both be
-/// the first.
-pub(crate) fn authorize_factor_change(user_id: &Uuid, action: &str) -> AuthResult<FactorChange> {
-    let own_session_aal = crate::session::sql::current_binding()
-        .filter(|b| &b.user_id == user_id.as_bytes())
-        .map(|b| b.aal);
-    let me = caller();
-    let privileged = has_role(me, "pgauth_admin") || has_role(me, "pgauth_service");
-    let has_factor = as_owner(|| {
-        Spi::connect_mut(|client| {
-            client.update(
-                "SELECT 1 FROM pgauth.users WHERE id = $1 FOR NO KEY UPDATE",
-                None,
-                &[(*user_id).into()],
-            )?;
-            let rows = client.update(
-                "SELECT EXISTS (SELECT 1 FROM pgauth.totp WHERE user_id = $1)
-                     OR EXISTS (SELECT 1 FROM pgauth.webauthn_credentials WHERE user_id = $1)
-                     OR EXISTS (SELECT 1 FROM pgauth.recovery_codes
-                                 WHERE user_id = $1 AND used_at IS NULL)",
-                None,
-                &[(*user_id).into()],
-            )?;
-            rows.first().get::<bool>(1)
-        })
-    })
-    .map_err(spi_err)?
-    .unwrap_or(true);
-    let request = FactorChangeRequest {
-        own_session_aal,
-        privileged,
-        has_factor,
-    };
-    match decide_factor_change(request) {
-        FactorChangeDecision::Allowed { first_factor } => Ok(FactorChange {
-            first_factor,
-            aal: own_session_aal,
-        }),
-        FactorChangeDecision::NeedsStepUp => Err(AuthError::FactorChangeNeedsStepUp(format!(
-            "{action} changes the second factors of a user who has one, which needs \
-             authentication assurance level 2 of that user's session (this one is at level {})",
-            own_session_aal.unwrap_or(1)
-        ))),
-        FactorChangeDecision::NotPermitted => Err(AuthError::PermissionDenied(format!(
-            "{action} requires membership in pgauth_admin or pgauth_service, or a session of that user"
-        ))),
-    }
-}
-
-fn username_of(user_id: &Uuid) -> AuthResult<String> {
-    as_owner(|| {
-        read_one::<String>(
-            "SELECT username FROM pgauth.users WHERE id = $1",
-            &[(*user_id).into()],
-        )
-    })
-    .map_err(spi_err)?
-    .ok_or_else(|| AuthError::InvalidRequest(format!("user {user_id} does not exist")))
-}
+use crate::pg::event;
+use crate::pg::roles::{as_owner, require, Who};
+use crate::pg::spi::{read_row, spi_err};
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -125,16 +35,16 @@ fn auth_totp_enroll(
     issuer: default!(Option<&str>, "NULL"),
 ) -> Option<String> {
     let user_id = user_id?;
-    require_service("auth_totp_enroll");
+    require(Who::AdminOrService, "auth_totp_enroll").or_raise();
     let username = username_of(&user_id).or_raise();
     let change = authorize_factor_change(&user_id, "auth_totp_enroll").or_raise();
     let secret = new_totp_secret().or_raise();
     // Encrypted with pgauth's own rights: the application role need not be granted the key.
     let sealed =
-        as_owner(|| crate::crypto::sql::encrypt(&secret, "default", Some(user_id.as_bytes())))
+        as_owner(|| crate::crypto::api::encrypt(&secret, "default", Some(user_id.as_bytes())))
             .or_raise();
     as_owner(|| {
-        Spi::run_with_args(
+        crate::pg::spi::run_with_args(
             "INSERT INTO pgauth.totp (user_id, secret, issuer) VALUES ($1, $2, $3)
              ON CONFLICT (user_id) DO UPDATE
                 SET secret = EXCLUDED.secret, issuer = EXCLUDED.issuer, last_step = NULL,
@@ -145,26 +55,15 @@ fn auth_totp_enroll(
     .map_err(spi_err)
     .or_raise();
     let details = change.audit(json!({}));
-    record_event("totp_enrolled", &user_id.to_string(), &details.to_string()).or_raise();
+    event::record("totp_enrolled", &user_id.to_string(), details).or_raise();
     Some(totp_uri(&secret, &username, issuer).or_raise())
 }
 
 /// Is `code` the user's current TOTP code? Each code is accepted once.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_totp_verify(user_id: Uuid, code: &str) -> bool {
-    require_service("auth_totp_verify");
+    require(Who::AdminOrService, "auth_totp_verify").or_raise();
     verify_totp(user_id, code).or_raise()
-}
-
-/// A TOTP code or a recovery code of `user_id` (six to eight digits: TOTP; else a recovery
-/// code). For auth_step_up; privileges are the caller's business.
-pub(crate) fn verify_second_factor(user_id: Uuid, code: &str) -> AuthResult<bool> {
-    let code = code.trim();
-    if (6..=8).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit()) {
-        verify_totp(user_id, code)
-    } else {
-        use_recovery_code(user_id, code)
-    }
 }
 
 /// Consecutive wrong second factors (TOTP codes and recovery codes together) after which
@@ -192,10 +91,10 @@ fn limited(
         if shared::event_number(&format!("{event_prefix}_rate_limited")).is_none() {
             return Ok(false);
         }
-        record_failure_event(
+        event::record_failure(
             &format!("{event_prefix}_rate_limited"),
             &user_id.to_string(),
-            "{}",
+            json!({}),
         )?;
         return Ok(false);
     }
@@ -205,11 +104,11 @@ fn limited(
         Ok(true)
     } else {
         let (failures, newly_locked) = shared::failed(what, &key, SECOND_FACTOR_LIMITS)?;
-        let details = serde_json::json!({"failed_count": failures, "blocked": newly_locked});
-        record_failure_event(
+        let details = json!({"failed_count": failures, "blocked": newly_locked});
+        event::record_failure(
             &format!("{event_prefix}_failed"),
             &user_id.to_string(),
-            &details.to_string(),
+            details,
         )?;
         Ok(false)
     }
@@ -220,26 +119,22 @@ pub(crate) fn verify_totp(user_id: Uuid, code: &str) -> AuthResult<bool> {
     // No row lock: that a code is used once is decided in shared memory (claim_step), so an
     // open transaction that verified a code holds up no other verification.
     let row = as_owner(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT secret, last_step FROM pgauth.totp WHERE user_id = $1",
-                Some(1),
-                &[user_id.into()],
-            )?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let r = rows.first();
-            Ok(r.get::<Vec<u8>>(1)?
-                .map(|s| (s, r.get::<i64>(2).ok().flatten())))
-        })
+        read_row(
+            "SELECT secret, last_step FROM pgauth.totp WHERE user_id = $1",
+            &[user_id.into()],
+            |r| {
+                Ok(r.get::<Vec<u8>>(1)?
+                    .map(|s| (s, r.get::<i64>(2).ok().flatten())))
+            },
+        )
+        .map(Option::flatten)
     })
     .map_err(spi_err)?;
     let Some((sealed, last_step)) = row else {
         return Ok(false);
     };
     limited("auth_totp_verify", user_id, "totp", || {
-        let secret = as_owner(|| crate::crypto::sql::decrypt(&sealed, Some(user_id.as_bytes())))?;
+        let secret = as_owner(|| crate::crypto::api::decrypt(&sealed, Some(user_id.as_bytes())))?;
         let Some(step) = check_totp(&secret, code, unix_now(), last_step) else {
             return Ok(false);
         };
@@ -250,7 +145,7 @@ pub(crate) fn verify_totp(user_id: Uuid, code: &str) -> AuthResult<bool> {
         // Kept in the row too (for after a restart); skipped when another open transaction
         // holds the row, which then stores a step at least as recent.
         as_owner(|| {
-            Spi::run_with_args(
+            crate::pg::spi::run_with_args(
                 "UPDATE pgauth.totp SET last_step = $2
                   WHERE user_id = $1 AND ctid = ANY (ARRAY(
                         SELECT ctid FROM pgauth.totp
@@ -260,14 +155,14 @@ pub(crate) fn verify_totp(user_id: Uuid, code: &str) -> AuthResult<bool> {
             )
         })
         .map_err(spi_err)?;
-        record_event("totp_verified", &user_id.to_string(), "{}")?;
+        event::record("totp_verified", &user_id.to_string(), json!({}))?;
         Ok(true)
     })
 }
 
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_recovery_codes(user_id: Uuid) -> SetOfIterator<'static, String> {
-    require_service("auth_recovery_codes");
+    require(Who::AdminOrService, "auth_recovery_codes").or_raise();
     username_of(&user_id).or_raise();
     let change = authorize_factor_change(&user_id, "auth_recovery_codes").or_raise();
     let codes = new_recovery_codes().or_raise();
@@ -277,12 +172,12 @@ fn auth_recovery_codes(user_id: Uuid) -> SetOfIterator<'static, String> {
         .collect::<AuthResult<Vec<_>>>()
         .or_raise();
     as_owner(|| {
-        Spi::run_with_args(
+        crate::pg::spi::run_with_args(
             "DELETE FROM pgauth.recovery_codes WHERE user_id = $1",
             &[user_id.into()],
         )?;
         for hash in &hashes {
-            Spi::run_with_args(
+            crate::pg::spi::run_with_args(
                 "INSERT INTO pgauth.recovery_codes (user_id, code_hash) VALUES ($1, $2)",
                 &[user_id.into(), hash.as_slice().into()],
             )?;
@@ -292,23 +187,18 @@ fn auth_recovery_codes(user_id: Uuid) -> SetOfIterator<'static, String> {
     .map_err(spi_err)
     .or_raise();
     let details = change.audit(json!({}));
-    record_event(
-        "recovery_codes_generated",
-        &user_id.to_string(),
-        &details.to_string(),
-    )
-    .or_raise();
+    event::record("recovery_codes_generated", &user_id.to_string(), details).or_raise();
     SetOfIterator::new(codes)
 }
 
 /// Remove `user_id`'s TOTP; false when none was enrolled. Recovery codes and passkeys stay.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_totp_disable(user_id: Uuid) -> bool {
-    require_service("auth_totp_disable");
+    require(Who::AdminOrService, "auth_totp_disable").or_raise();
     username_of(&user_id).or_raise();
     let change = authorize_factor_change(&user_id, "auth_totp_disable").or_raise();
     let removed = as_owner(|| {
-        Spi::connect_mut(|client| {
+        crate::pg::spi::connect_mut(|client| {
             let rows = client.update(
                 "DELETE FROM pgauth.totp WHERE user_id = $1 RETURNING 1",
                 None,
@@ -321,7 +211,7 @@ fn auth_totp_disable(user_id: Uuid) -> bool {
     .or_raise();
     if removed {
         let details = change.audit(json!({}));
-        record_event("totp_disabled", &user_id.to_string(), &details.to_string()).or_raise();
+        event::record("totp_disabled", &user_id.to_string(), details).or_raise();
     }
     removed
 }
@@ -329,7 +219,7 @@ fn auth_totp_disable(user_id: Uuid) -> bool {
 /// Use one recovery code: true once per code.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_use_recovery_code(user_id: Uuid, code: &str) -> bool {
-    require_service("auth_use_recovery_code");
+    require(Who::AdminOrService, "auth_use_recovery_code").or_raise();
     use_recovery_code(user_id, code).or_raise()
 }
 
@@ -337,7 +227,7 @@ fn auth_use_recovery_code(user_id: Uuid, code: &str) -> bool {
 /// (auth_hmac's derivation) of `recovery_code_message`. Needs the master key, like TOTP.
 fn recovery_code_hash(user_id: &Uuid, code: &str) -> AuthResult<[u8; 32]> {
     let message = recovery_code_message(user_id.as_bytes(), code);
-    as_owner(|| crate::crypto::sql::hmac(&message, "default"))
+    as_owner(|| crate::crypto::api::hmac(&message, "default"))
 }
 
 pub(crate) fn use_recovery_code(user_id: Uuid, code: &str) -> AuthResult<bool> {
@@ -346,7 +236,7 @@ pub(crate) fn use_recovery_code(user_id: Uuid, code: &str) -> AuthResult<bool> {
         // Rows written before keyed hashing hold plain SHA-256; they keep working until used.
         let legacy = legacy_recovery_code_hash(code);
         let used = as_owner(|| {
-            Spi::connect_mut(|client| {
+            crate::pg::spi::connect_mut(|client| {
                 let rows = client.update(
                     "UPDATE pgauth.recovery_codes SET used_at = pg_catalog.now()
                       WHERE user_id = $1 AND code_hash IN ($2, $3) AND used_at IS NULL
@@ -363,7 +253,7 @@ pub(crate) fn use_recovery_code(user_id: Uuid, code: &str) -> AuthResult<bool> {
         })
         .map_err(spi_err)?;
         if used {
-            record_event("recovery_code_used", &user_id.to_string(), "{}")?;
+            event::record("recovery_code_used", &user_id.to_string(), json!({}))?;
         }
         Ok(used)
     })

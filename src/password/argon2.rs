@@ -229,8 +229,7 @@ pub fn hash_password(password: &[u8], settings: &Argon2Settings) -> AuthResult<S
         });
     }
     let mut salt = [0u8; ARGON2_NEW_SALT_BYTES];
-    getrandom::fill(&mut salt)
-        .map_err(|e| AuthError::Internal(format!("OS random generator failed: {e}")))?;
+    crate::random::fill(&mut salt)?;
     let output = compute(
         Algorithm::Argon2id,
         Version::V0x13,

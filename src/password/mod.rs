@@ -5,6 +5,7 @@
 //! unit-tested and fuzzable without a database. This folder never logs or formats a password or a
 //! full hash; errors carry only scheme names and limits.
 
+pub(crate) mod api;
 pub mod argon2;
 pub mod bcrypt;
 pub mod crypt;

@@ -10,7 +10,6 @@ use pgrx::prelude::*;
 
 use super::policy::{problems, Context, Policy};
 use crate::error::AuthError;
-use crate::guc::CHECK_ROLE_PASSWORDS;
 
 static mut PREVIOUS_HOOK: pg_sys::check_password_hook_type = None;
 
@@ -39,7 +38,8 @@ unsafe extern "C-unwind" fn check_role_password(
         );
     }
     // Pre-hashed (md5/SCRAM) passwords, e.g. from psql's \password, cannot be checked.
-    if !CHECK_ROLE_PASSWORDS.get() || password_type != pg_sys::PasswordType::PASSWORD_TYPE_PLAINTEXT
+    if !crate::settings::password().check_role_passwords()
+        || password_type != pg_sys::PasswordType::PASSWORD_TYPE_PLAINTEXT
     {
         return;
     }

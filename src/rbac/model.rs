@@ -52,14 +52,14 @@ pub struct Grant {
     pub networks: Option<Vec<Network>>,
     /// Unix microseconds; None: no expiry.
     pub expires_at_us: Option<i64>,
-    /// Authentication assurance level the permission requires (issue F); 1 by default.
+    /// Authentication assurance level the permission requires; 1 by default.
     pub min_aal: i32,
 }
 
 impl Grant {
     pub fn with_scope(scope: Option<String>) -> Self {
         let scope_int = scope.as_deref().and_then(|s| s.parse::<i64>().ok());
-        let scope_uuid = scope.as_deref().and_then(parse_uuid);
+        let scope_uuid = scope.as_deref().and_then(crate::ids::parse_uuid);
         Self {
             scope,
             scope_int,
@@ -222,36 +222,10 @@ impl Applicable {
     }
 }
 
-/// "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (any case) → 16 bytes.
-pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
-    let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
-    if hex.len() != 32 || text.len() != 36 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// 16 bytes → "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx".
-pub fn format_uuid(id: &[u8; 16]) -> String {
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::parse_uuid;
 
     const NOW: i64 = 1_800_000_000_000_000;
 

@@ -9,9 +9,11 @@ use pgrx::prelude::*;
 use pgrx::{pg_sys, Uuid};
 
 use super::model::{Applicable, Grant, Network, Scope, UserPermissions};
-use crate::backend::{as_owner, current_position, read_one, require_role, spi_err};
 use crate::error::{AuthError, AuthResult, OrRaise};
-use crate::session::sql::current_binding;
+use crate::pg::binding;
+use crate::pg::current_position;
+use crate::pg::roles::{as_owner, require, Who};
+use crate::pg::spi::{read_one, spi_err};
 
 #[derive(Default)]
 struct RbacState {
@@ -133,8 +135,8 @@ fn check(
 /// makes a per-row call a comparison plus a binary search.
 struct Memo {
     position: (u32, u32, i64),
-    /// The binding the answer was computed for, by content (see session::sql::current_binding).
-    binding: Option<crate::session::Binding>,
+    /// The binding the answer was computed for (`binding::version` moves with its content).
+    binding_version: u64,
     permission: String,
     applicable: Applicable,
 }
@@ -148,17 +150,19 @@ fn check_bound(permission: Option<&str>, scope: Scope<'_>) -> bool {
         return false;
     };
     let position = current_position();
-    let binding = current_binding();
+    let binding_version = binding::version();
     let hit = MEMO.with(|m| {
         m.borrow().as_ref().and_then(|m| {
-            (m.position == position && m.binding == binding && m.permission == permission)
+            (m.position == position
+                && m.binding_version == binding_version
+                && m.permission == permission)
                 .then(|| m.applicable.allows(scope))
         })
     });
     if let Some(answer) = hit {
         return answer;
     }
-    let applicable = match &binding {
+    let applicable = match &binding::current() {
         None => Applicable::default(),
         Some(b) => permissions_of(b.user_id).or_raise().applicable(
             permission,
@@ -171,7 +175,7 @@ fn check_bound(permission: Option<&str>, scope: Scope<'_>) -> bool {
     MEMO.with(|m| {
         *m.borrow_mut() = Some(Memo {
             position,
-            binding,
+            binding_version,
             permission: permission.to_string(),
             applicable,
         })
@@ -211,7 +215,7 @@ fn auth_has_permission_uuid(permission: Option<&str>, scope: Option<Uuid>) -> bo
 fn auth_require_permission(permission: &str, scope: default!(Option<&str>, "NULL")) {
     let scope = scope.map_or(Scope::Global, Scope::Text);
     if !check_bound(Some(permission), scope) {
-        let Some(binding) = current_binding() else {
+        let Some(binding) = binding::current() else {
             AuthError::PermissionDenied(format!(
                 "permission \"{permission}\" is required and no pgauth user is bound to this transaction"
             ))
@@ -267,9 +271,7 @@ fn auth_user_has_permission(
 /// The permissions `user_id` has now (`permission` or `permission@scope`).
 #[pg_extern(stable, strict, parallel_safe)]
 fn auth_user_permissions(user_id: Uuid) -> SetOfIterator<'static, String> {
-    if !crate::backend::has_role(crate::backend::caller(), "pgauth_admin") {
-        require_role("pgauth_service", "auth_user_permissions").or_raise();
-    }
+    require(Who::AdminOrService, "auth_user_permissions").or_raise();
     let perms = permissions_of(key(&user_id)).or_raise();
     SetOfIterator::new(perms.listing(unix_micros_now()))
 }

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::error::{AuthError, AuthResult};
+use crate::error::AuthResult;
 
 pub const API_KEY_PREFIX: &str = "pga_";
 const PREFIX_CHARS: usize = 8;
@@ -15,8 +15,7 @@ const SECRET_CHARS: usize = 43;
 /// A new key and its prefix.
 pub fn new_api_key() -> AuthResult<(String, String)> {
     let mut bytes = [0u8; 38];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| AuthError::Internal(format!("OS random generator failed: {e}")))?;
+    crate::random::fill(&mut bytes)?;
     // 6 bytes → 8 base64url characters of prefix; 32 bytes → 43 characters of secret.
     let prefix = URL_SAFE_NO_PAD.encode(&bytes[..6]).replace(['-', '_'], "x");
     let secret = URL_SAFE_NO_PAD.encode(&bytes[6..]);

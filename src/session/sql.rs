@@ -1,182 +1,21 @@
 //! SQL functions for sessions and the transaction-scoped identity binding.
 
-use std::cell::{Cell, RefCell};
-use std::ffi::{c_char, c_void, CStr, CString};
-use std::net::IpAddr;
-
 use pgrx::prelude::*;
-use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, Uuid};
+use pgrx::Uuid;
 
-use super::{
-    looks_like_refresh_token, looks_like_token, new_refresh_token, new_token, token_hash, Binding,
-};
-use crate::backend::{as_owner, has_role, read_one, record_event, record_failure_event, spi_err};
+use serde_json::json;
+
+use super::api::raise_bound_session;
+use super::{looks_like_refresh_token, looks_like_token, new_refresh_token, new_token, token_hash};
 use crate::error::{AuthError, AuthResult, OrRaise};
-
-static mut BINDING_VALUE: *mut c_char = std::ptr::null_mut();
-pub static SESSION_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(600);
-pub static LONG_SESSION_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(86_400);
-pub static TRUST_REQUEST_JWT_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(false);
-pub static REFRESH_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
-pub static STEP_UP_TTL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(600);
-
-thread_local! {
-    /// Set only while this module changes the binding; the check hook refuses all else.
-    static CHANGING_BINDING: Cell<bool> = const { Cell::new(false) };
-    /// The last binding string parsed and what it means. Compared by content, never by the
-    /// string's address: PostgreSQL frees the old string on every change and malloc hands the
-    /// same address to the next one, which once bound another client's identity.
-    static PARSED: RefCell<(Vec<u8>, Option<Binding>)> = const { RefCell::new((Vec::new(), None)) };
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn check_binding(
-    _newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    source: pg_sys::GucSource::Type,
-) -> bool {
-    if CHANGING_BINDING.with(Cell::get)
-        || source == pg_sys::GucSource::PGC_S_DEFAULT
-        || pg_sys::InitializingParallelWorker
-    {
-        return true;
-    }
-    pg_sys::GUC_check_errcode(pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32);
-    pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
-        c"the pgauth session binding can only be changed by auth_set_session(), auth_bind_user() and auth_clear_session()".as_ptr(),
-    );
-    false
-}
-
-pub(crate) fn register_settings() {
-    unsafe {
-        pg_sys::DefineCustomStringVariable(
-            c"pgauth.session_binding".as_ptr(),
-            c"Internal: the pgauth user bound to the current transaction.".as_ptr(),
-            c"Set only by auth_set_session() and auth_bind_user(); cannot be SET.".as_ptr(),
-            std::ptr::addr_of_mut!(BINDING_VALUE),
-            c"".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            (pg_sys::GUC_NO_SHOW_ALL
-                | pg_sys::GUC_NOT_IN_SAMPLE
-                | pg_sys::GUC_DISALLOW_IN_FILE
-                | pg_sys::GUC_DISALLOW_IN_AUTO_FILE) as i32,
-            Some(check_binding),
-            None,
-            None,
-        );
-    }
-    GucRegistry::define_int_guc(
-        c"pgauth.session_ttl",
-        c"Lifetime of a session from auth_create_session() without a ttl.",
-        c"",
-        &SESSION_TTL_SECONDS,
-        30,
-        31 * 86_400,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"pgauth.long_session_ttl",
-        c"Lifetime of a long session (auth_create_session(user, long => true)).",
-        c"",
-        &LONG_SESSION_TTL_SECONDS,
-        60,
-        366 * 86_400,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"pgauth.refresh_token_ttl",
-        c"Lifetime of a refresh token (auth_login, auth_refresh); each use issues a new one.",
-        c"",
-        &REFRESH_TTL_SECONDS,
-        60,
-        366 * 86_400,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"pgauth.step_up_ttl",
-        c"How long auth_step_up() raises a session to assurance level 2.",
-        c"",
-        &STEP_UP_TTL_SECONDS,
-        10,
-        86_400,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_bool_guc(
-        c"pgauth.trust_request_jwt_claims",
-        c"Let auth_current_user_id() fall back to the sub claim of request.jwt.claims (PostgREST).",
-        c"Only for servers where request.jwt.claims is set by PostgREST after verifying the JWT.",
-        &TRUST_REQUEST_JWT_CLAIMS,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-}
-
-/// The binding of this transaction, if any (also inside parallel workers): the setting's
-/// current text, parsed once per distinct text.
-pub(crate) fn current_binding() -> Option<Binding> {
-    // SAFETY: the GUC machinery of this backend owns the string and keeps it alive and
-    // NUL-terminated while it is the setting's value; we only read it here.
-    let text: &[u8] = unsafe {
-        let ptr = BINDING_VALUE;
-        if ptr.is_null() {
-            b""
-        } else {
-            CStr::from_ptr(ptr).to_bytes()
-        }
-    };
-    PARSED.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.0 != text {
-            let binding = std::str::from_utf8(text).ok().and_then(Binding::decode);
-            *p = (text.to_vec(), binding);
-        }
-        p.1.clone()
-    })
-}
-
-fn set_binding(value: &str) {
-    let name = c"pgauth.session_binding";
-    let value = CString::new(value).expect("binding has no NUL");
-    CHANGING_BINDING.with(|c| c.set(true));
-    // Transaction-local, like SET LOCAL: reverted at COMMIT/ROLLBACK (and subtransaction abort).
-    let result = PgTryBuilder::new(|| unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            pgrx::PgLogLevel::ERROR as i32,
-            false,
-        )
-    })
-    .finally(|| CHANGING_BINDING.with(|c| c.set(false)))
-    .execute();
-    let _ = result;
-}
-
-fn client_address() -> Option<IpAddr> {
-    read_one::<String>("SELECT host(pg_catalog.inet_client_addr())", &[])
-        .ok()
-        .flatten()
-        .and_then(|a| a.parse().ok())
-}
-
-fn bind(user_id: [u8; 16], aal: u8, session: Option<[u8; 16]>) {
-    let binding = Binding {
-        user_id,
-        client: client_address(),
-        aal,
-        session,
-    };
-    set_binding(&binding.encode());
-}
+use crate::login::api::{request, sign_in, Method};
+use crate::login::attempts::Kind;
+use crate::login::pipeline::{Account, Grant, Lookup, Proof, Tokens, Verdict};
+use crate::login::Reason;
+use crate::pg::binding::{self, bind};
+use crate::pg::event;
+use crate::pg::roles::{as_owner, require, Who};
+use crate::pg::spi::{read_one, read_row, spi_err, write_row};
 
 fn id_bytes(id: &Uuid) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -199,12 +38,7 @@ fn live_session(
             AND u.status = 'active'"
     );
     as_owner(|| {
-        Spi::connect(|client| {
-            let rows = client.select(&query, Some(1), &[key])?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let row = rows.first();
+        read_row(&query, &[key], |row| {
             Ok(
                 match (row.get::<Uuid>(1)?, row.get::<Uuid>(2)?, row.get::<i32>(3)?) {
                     (Some(sid), Some(user), Some(aal)) => Some((sid, user, aal.clamp(1, 3) as u8)),
@@ -212,18 +46,19 @@ fn live_session(
                 },
             )
         })
+        .map(Option::flatten)
     })
     .map_err(spi_err)
 }
 
 /// The session an access JWT names, after its signature and lifetime were checked.
 fn session_of_access_token(token: &str) -> AuthResult<(Uuid, Uuid, u8)> {
-    let claims = crate::jwt::sql::verify_access_token(token)?;
+    let claims = crate::jwt::api::verify_access_token(token)?;
     let claim_uuid = |name: &str| {
         claims
             .get(name)
             .and_then(|v| v.as_str())
-            .and_then(crate::rbac::model::parse_uuid)
+            .and_then(crate::ids::parse_uuid)
             .map(Uuid::from_bytes)
             .ok_or(AuthError::InvalidToken)
     };
@@ -250,21 +85,8 @@ fn user_is_active(user: &Uuid) -> bool {
 /// The pgauth user bound to this transaction; NULL when none. With
 /// `pgauth.trust_request_jwt_claims` on, falls back to the `sub` of PostgREST's verified claims.
 #[pg_extern(stable, parallel_safe)]
-pub(crate) fn auth_current_user_id() -> Option<Uuid> {
-    if let Some(b) = current_binding() {
-        return Some(Uuid::from_bytes(b.user_id));
-    }
-    if !TRUST_REQUEST_JWT_CLAIMS.get() {
-        return None;
-    }
-    let claims = unsafe { pg_sys::GetConfigOption(c"request.jwt.claims".as_ptr(), true, false) };
-    if claims.is_null() {
-        return None;
-    }
-    let text = unsafe { CStr::from_ptr(claims) }.to_string_lossy();
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let sub = value.get("sub")?.as_str()?;
-    crate::rbac::model::parse_uuid(sub).map(Uuid::from_bytes)
+fn auth_current_user_id() -> Option<Uuid> {
+    super::api::current_user_id().map(Uuid::from_bytes)
 }
 
 /// Verify a session token (from `auth_create_session`) or an access JWT (from `auth_login`,
@@ -290,10 +112,7 @@ fn auth_set_session(token: &str) -> Uuid {
 /// bind `user_id` to the current transaction, at the assurance level the server vouches for.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_bind_user(user_id: Uuid, aal: default!(i32, 1)) -> Uuid {
-    if !has_role(crate::backend::caller(), "pgauth_service") {
-        AuthError::PermissionDenied("auth_bind_user requires membership in pgauth_service".into())
-            .raise();
-    }
+    require(Who::Service, "auth_bind_user").or_raise();
     if !(1..=3).contains(&aal) {
         AuthError::InvalidRequest("aal must be 1, 2 or 3".into()).raise();
     }
@@ -308,7 +127,7 @@ fn auth_bind_user(user_id: Uuid, aal: default!(i32, 1)) -> Uuid {
 /// The assurance level of this transaction's binding (NULL when none is bound).
 #[pg_extern(stable, parallel_safe)]
 fn auth_current_aal() -> Option<i32> {
-    current_binding().map(|b| i32::from(b.aal))
+    binding::current().map(|b| i32::from(b.aal))
 }
 
 /// Step up: verify a TOTP code or a recovery code of the bound user and raise the session (and
@@ -317,57 +136,24 @@ fn auth_current_aal() -> Option<i32> {
 /// counts towards the TOTP attempt limit).
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_step_up(code: &str) -> bool {
-    let Some(binding) = current_binding() else {
+    let Some(binding) = binding::current() else {
         AuthError::NoSession.raise();
     };
     let user = Uuid::from_bytes(binding.user_id);
-    let ok = crate::mfa::sql::verify_second_factor(user, code).or_raise();
+    let ok = crate::mfa::api::verify_second_factor(user, code).or_raise();
     let subject = user.to_string();
     if !ok {
-        record_failure_event("step_up_failed", &subject, "{}").or_raise();
+        event::record_failure("step_up_failed", &subject, json!({})).or_raise();
         return false;
     }
     raise_bound_session(&binding, "otp").or_raise();
     true
 }
 
-/// After a second factor of the bound user was verified (`method`: "otp" for TOTP or recovery
-/// code, "hwk" for a passkey with user verification): aal 2 for this transaction's binding at
-/// once and for the session during `pgauth.step_up_ttl`. Records `step_up_succeeded`.
-pub(crate) fn raise_bound_session(binding: &Binding, method: &str) -> AuthResult<()> {
-    if let Some(sid) = binding.session {
-        as_owner(|| {
-            Spi::run_with_args(
-                "UPDATE pgauth.sessions
-                    SET step_up_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2),
-                        amr = CASE WHEN $3 = ANY (amr) THEN amr ELSE amr || $3 END
-                  WHERE id = $1",
-                &[
-                    Uuid::from_bytes(sid).into(),
-                    f64::from(STEP_UP_TTL_SECONDS.get()).into(),
-                    method.into(),
-                ],
-            )
-        })
-        .map_err(spi_err)?;
-    }
-    bind(binding.user_id, binding.aal.max(2), binding.session);
-    let details = serde_json::json!({
-        "session_id": binding.session.map(|s| Uuid::from_bytes(s).to_string()),
-        "ttl_seconds": STEP_UP_TTL_SECONDS.get(),
-        "method": method,
-    });
-    record_event(
-        "step_up_succeeded",
-        &Uuid::from_bytes(binding.user_id).to_string(),
-        &details.to_string(),
-    )
-}
-
 /// Forget the binding of the current transaction.
 #[pg_extern(volatile, parallel_unsafe)]
 fn auth_clear_session() {
-    set_binding("");
+    binding::clear();
 }
 
 /// A new session for `user_id` (pgauth_admin or pgauth_service): an opaque token, stored only as
@@ -380,13 +166,7 @@ fn auth_create_session(
     long: default!(bool, false),
 ) -> Option<String> {
     let user_id = user_id?;
-    let caller = crate::backend::caller();
-    if !has_role(caller, "pgauth_admin") && !has_role(caller, "pgauth_service") {
-        AuthError::PermissionDenied(
-            "auth_create_session requires membership in pgauth_admin or pgauth_service".into(),
-        )
-        .raise();
-    }
+    require(Who::AdminOrService, "auth_create_session").or_raise();
     if !user_is_active(&user_id) {
         AuthError::InvalidRequest(format!("user {user_id} does not exist or is not active"))
             .raise();
@@ -404,12 +184,12 @@ pub(crate) fn issue_session(
 ) -> AuthResult<String> {
     let token = new_token()?;
     let default_seconds = if long {
-        LONG_SESSION_TTL_SECONDS.get()
+        crate::settings::session().long_session_ttl()
     } else {
-        SESSION_TTL_SECONDS.get()
+        crate::settings::session().session_ttl()
     };
     as_owner(|| {
-        Spi::run_with_args(
+        crate::pg::spi::run_with_args(
             "INSERT INTO pgauth.sessions (token_hash, user_id, expires_at)
              VALUES ($1, $2, pg_catalog.now() + coalesce($3, pg_catalog.make_interval(secs => $4)))",
             &[
@@ -421,7 +201,7 @@ pub(crate) fn issue_session(
         )
     })
     .map_err(spi_err)?;
-    record_event("session_created", &user_id.to_string(), "{}")?;
+    event::record("session_created", &user_id.to_string(), json!({}))?;
     Ok(token)
 }
 
@@ -441,7 +221,7 @@ fn auth_revoke_session(token: &str) {
             token_hash(token).as_slice().to_vec().into(),
         )
     } else {
-        match crate::jwt::sql::access_token_session(token) {
+        match crate::jwt::api::access_token_session(token) {
             Some(sid) => ("id = $1", sid.into()),
             None => return,
         }
@@ -450,72 +230,25 @@ fn auth_revoke_session(token: &str) {
         "UPDATE pgauth.sessions SET revoked_at = pg_catalog.now()
           WHERE {condition} AND revoked_at IS NULL RETURNING user_id"
     );
-    let user = as_owner(|| {
-        Spi::connect_mut(|client| {
-            let rows = client.update(&query, None, &[key])?;
-            if rows.is_empty() {
-                Ok(None)
-            } else {
-                rows.first().get::<Uuid>(1)
-            }
-        })
-    })
-    .map_err(spi_err)
-    .or_raise();
+    let user =
+        as_owner(|| write_row(&query, &[key], |row| row.get::<Uuid>(1)).map(Option::flatten))
+            .map_err(spi_err)
+            .or_raise();
     if let Some(user) = user {
-        record_event("session_revoked", &user.to_string(), "{}").or_raise();
+        event::record("session_revoked", &user.to_string(), json!({})).or_raise();
     }
 }
 
-/// Open a session for a sign-in that succeeded (password, passkey): the session row with its
-/// assurance level and methods, a refresh token (stored as SHA-256) and an access JWT. Records
-/// `session_created`. The caller has checked the credentials and that the user is active.
-pub(crate) fn open_signed_in_session(
-    user_id: Uuid,
-    aal: i32,
-    amr: &[&str],
-) -> AuthResult<(String, String)> {
-    let aal = aal.clamp(1, 3);
-    let amr: Vec<String> = amr.iter().map(|m| m.to_string()).collect();
-    let sid = as_owner(|| {
-        Spi::connect_mut(|client| {
-            let rows = client.update(
-                "INSERT INTO pgauth.sessions (user_id, expires_at, aal, amr)
-                 VALUES ($1, pg_catalog.now() + pg_catalog.make_interval(secs => $2), $3, $4)
-                 RETURNING id",
-                None,
-                &[
-                    user_id.into(),
-                    f64::from(REFRESH_TTL_SECONDS.get()).into(),
-                    (aal as i16).into(),
-                    amr.clone().into(),
-                ],
-            )?;
-            rows.first().get::<Uuid>(1)
-        })
-    })
-    .map_err(spi_err)?
-    .ok_or_else(|| AuthError::Internal("session insert returned nothing".into()))?;
-    let refresh = store_refresh_token(sid)?;
-    let access = crate::jwt::sql::sign_access_token(user_id, sid, aal, &amr)?;
-    record_event(
-        "session_created",
-        &user_id.to_string(),
-        &serde_json::json!({"session_id": sid.to_string(), "aal": aal, "amr": amr}).to_string(),
-    )?;
-    Ok((access, refresh))
-}
-
-fn store_refresh_token(sid: Uuid) -> AuthResult<String> {
+pub(super) fn store_refresh_token(sid: Uuid) -> AuthResult<String> {
     let token = new_refresh_token()?;
     as_owner(|| {
-        Spi::run_with_args(
+        crate::pg::spi::run_with_args(
             "INSERT INTO pgauth.refresh_tokens (token_hash, session_id, expires_at)
              VALUES ($1, $2, pg_catalog.now() + pg_catalog.make_interval(secs => $3))",
             &[
                 token_hash(&token).as_slice().into(),
                 sid.into(),
-                f64::from(REFRESH_TTL_SECONDS.get()).into(),
+                f64::from(crate::settings::session().refresh_token_ttl()).into(),
             ],
         )
     })
@@ -534,27 +267,22 @@ fn refresh(token: &str) -> AuthResult<RefreshOutcome> {
     let hash = token_hash(token);
     // FOR UPDATE: two concurrent uses of one token serialise here, and the second sees it used.
     let row = as_owner(|| {
-        Spi::connect_mut(|client| {
-            let rows = client.update(
-                "SELECT r.session_id, r.used_at IS NOT NULL, r.expires_at > pg_catalog.now(),
+        write_row(
+            "SELECT r.session_id, r.used_at IS NOT NULL, r.expires_at > pg_catalog.now(),
                         s.user_id
                    FROM pgauth.refresh_tokens r JOIN pgauth.sessions s ON s.id = r.session_id
                   WHERE r.token_hash = $1
                     FOR UPDATE OF r",
-                None,
-                &[hash.as_slice().into()],
-            )?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let r = rows.first();
-            Ok(Some((
-                r.get::<Uuid>(1)?,
-                r.get::<bool>(2)?.unwrap_or(true),
-                r.get::<bool>(3)?.unwrap_or(false),
-                r.get::<Uuid>(4)?,
-            )))
-        })
+            &[hash.as_slice().into()],
+            |r| {
+                Ok((
+                    r.get::<Uuid>(1)?,
+                    r.get::<bool>(2)?.unwrap_or(true),
+                    r.get::<bool>(3)?.unwrap_or(false),
+                    r.get::<Uuid>(4)?,
+                ))
+            },
+        )
     })
     .map_err(spi_err)?;
     let Some((Some(sid), used, unexpired, Some(user))) = row else {
@@ -564,7 +292,7 @@ fn refresh(token: &str) -> AuthResult<RefreshOutcome> {
     if used {
         // Reuse: someone holds a copy. End the whole chain (the session and every token of it).
         let revoked = as_owner(|| {
-            Spi::connect_mut(|client| {
+            crate::pg::spi::connect_mut(|client| {
                 let rows = client.update(
                     "UPDATE pgauth.sessions SET revoked_at = pg_catalog.now()
                       WHERE id = $1 AND revoked_at IS NULL RETURNING 1",
@@ -575,11 +303,10 @@ fn refresh(token: &str) -> AuthResult<RefreshOutcome> {
             })
         })
         .map_err(spi_err)?;
-        record_event(
+        event::record(
             "refresh_token_reused",
             &subject,
-            &serde_json::json!({"session_id": sid.to_string(), "session_revoked": revoked})
-                .to_string(),
+            json!({"session_id": sid.to_string(), "session_revoked": revoked}),
         )?;
         return Ok(RefreshOutcome::Refused);
     }
@@ -590,16 +317,19 @@ fn refresh(token: &str) -> AuthResult<RefreshOutcome> {
         return Ok(RefreshOutcome::Refused);
     };
     as_owner(|| {
-        Spi::run_with_args(
+        crate::pg::spi::run_with_args(
             "UPDATE pgauth.refresh_tokens SET used_at = pg_catalog.now() WHERE token_hash = $1",
             &[hash.as_slice().into()],
         )?;
-        Spi::run_with_args(
+        crate::pg::spi::run_with_args(
             "UPDATE pgauth.sessions
                 SET expires_at = greatest(expires_at,
                                           pg_catalog.now() + pg_catalog.make_interval(secs => $2))
               WHERE id = $1",
-            &[sid.into(), f64::from(REFRESH_TTL_SECONDS.get()).into()],
+            &[
+                sid.into(),
+                f64::from(crate::settings::session().refresh_token_ttl()).into(),
+            ],
         )
     })
     .map_err(spi_err)?;
@@ -612,11 +342,11 @@ fn refresh(token: &str) -> AuthResult<RefreshOutcome> {
     .map_err(spi_err)?
     .unwrap_or_default();
     let next = store_refresh_token(sid)?;
-    let access = crate::jwt::sql::sign_access_token(user, sid, i32::from(aal), &amr)?;
-    record_event(
+    let access = crate::jwt::api::sign_access_token(user, sid, i32::from(aal), &amr)?;
+    event::record(
         "token_refreshed",
         &subject,
-        &serde_json::json!({"session_id": sid.to_string()}).to_string(),
+        json!({"session_id": sid.to_string()}),
     )?;
     Ok(RefreshOutcome::Rotated(access, next))
 }
@@ -648,20 +378,14 @@ fn auth_create_api_key(
     expires_at: default!(Option<pgrx::datum::TimestampWithTimeZone>, "NULL"),
 ) -> Option<String> {
     let (user_id, name) = (user_id?, name?);
-    let caller = crate::backend::caller();
-    if !has_role(caller, "pgauth_admin") && !has_role(caller, "pgauth_service") {
-        AuthError::PermissionDenied(
-            "auth_create_api_key requires membership in pgauth_admin or pgauth_service".into(),
-        )
-        .raise();
-    }
+    require(Who::AdminOrService, "auth_create_api_key").or_raise();
     if !user_is_active(&user_id) {
         AuthError::InvalidRequest(format!("user {user_id} does not exist or is not active"))
             .raise();
     }
     let (key, prefix) = super::api_keys::new_api_key().or_raise();
     as_owner(|| {
-        Spi::run_with_args(
+        crate::pg::spi::run_with_args(
             "INSERT INTO pgauth.api_keys (prefix, key_hash, user_id, name, scopes, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
             &[
@@ -676,14 +400,10 @@ fn auth_create_api_key(
     })
     .map_err(spi_err)
     .or_raise();
-    record_event(
+    event::record(
         "api_key_created",
         &user_id.to_string(),
-        &format!(
-            "{{\"prefix\": {}, \"name\": {}}}",
-            crate::backend::json_string(&prefix),
-            crate::backend::json_string(name)
-        ),
+        json!({"prefix": prefix, "name": name}),
     )
     .or_raise();
     Some(key)
@@ -703,66 +423,28 @@ fn auth_verify_api_key_for_scope(api_key: &str, scope: &str) -> Option<Uuid> {
     verify_api_key(api_key, Some(scope))
 }
 
-/// Wrong API keys are audited (`api_key_failed`, flood-controlled, kept after a rollback) but
-/// not refused: a key carries 256 random bits, so guessing is hopeless, while a lockout per
-/// address or per key would let anyone block an application server's or a user's keys.
+/// Wrong API keys are audited (`api_key_failed`, kept after a rollback; flood-controlled, as
+/// they charge no counter) but not refused: a key carries 256 random bits, so guessing is
+/// hopeless, while a lockout per address or per key would let anyone block an application
+/// server's or a user's keys. The sign-in pipeline decides this (`Proof::ApiKey`).
 fn verify_api_key(api_key: &str, scope: Option<&str>) -> Option<Uuid> {
-    let user = check_api_key(api_key, scope);
-    if user.is_none() {
-        if let Some(n) = crate::login::shared::event_number("api_key_failed") {
-            let (client_text, _) = crate::login::sql::client_key(None);
-            let prefix = super::api_keys::api_key_prefix(api_key).unwrap_or_default();
-            let details = serde_json::json!({
-                "reason": "invalid_credentials",
-                "prefix": prefix,
-                "client_ip": client_text,
-                "occurrence_this_minute": n,
-            });
-            record_failure_event("api_key_failed", prefix, &details.to_string()).or_raise();
-        }
-    }
-    user
-}
-
-fn check_api_key(api_key: &str, scope: Option<&str>) -> Option<Uuid> {
-    use subtle::ConstantTimeEq;
-    let prefix = super::api_keys::api_key_prefix(api_key)?;
-    let row = as_owner(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT k.key_hash, k.user_id, k.scopes FROM pgauth.api_keys k
-                   JOIN pgauth.users u ON u.id = k.user_id
-                  WHERE k.prefix = $1 AND k.revoked_at IS NULL
-                    AND (k.expires_at IS NULL OR k.expires_at > pg_catalog.now())
-                    AND u.status = 'active'",
-                Some(1),
-                &[prefix.into()],
-            )?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let r = rows.first();
-            let scopes = r.get::<Vec<Option<String>>>(3)?;
-            Ok(r.get::<Vec<u8>>(1)?
-                .zip(r.get::<Uuid>(2)?)
-                .map(|(hash, user)| (hash, user, scopes)))
-        })
-    })
-    .map_err(spi_err)
-    .or_raise();
-    let (stored, user, scopes) = row?;
-    let presented = super::api_keys::api_key_hash(api_key);
-    // The secret is checked first, so a scope mismatch says nothing about an unknown key.
-    if !bool::from(presented.as_slice().ct_eq(&stored)) {
-        return None;
-    }
-    if !super::api_keys::scope_allowed(scopes.as_deref(), scope) {
+    // A malformed key has no prefix: nothing is looked up.
+    let prefix = super::api_keys::api_key_prefix(api_key).unwrap_or_default();
+    let store = ApiKeyStore {
+        api_key,
+        prefix,
+        scope,
+        found: None,
+    };
+    let request = request(Proof::ApiKey { prefix }, None);
+    let outcome = sign_in("auth_verify_api_key", Kind::ApiKey, store, &request).or_raise();
+    if outcome.reason != Reason::Ok {
         return None;
     }
     // SKIP LOCKED: a transaction still open after using this key must not make the next use
     // of it wait (the timestamp is then left to that transaction).
     as_owner(|| {
-        Spi::run_with_args(
+        crate::pg::spi::run_with_args(
             "UPDATE pgauth.api_keys SET last_used_at = pg_catalog.now()
               WHERE prefix = $1 AND ctid = ANY (ARRAY(
                     SELECT ctid FROM pgauth.api_keys WHERE prefix = $1 FOR UPDATE SKIP LOCKED))",
@@ -771,25 +453,98 @@ fn check_api_key(api_key: &str, scope: Option<&str>) -> Option<Uuid> {
     })
     .map_err(spi_err)
     .or_raise();
-    Some(user)
+    outcome.user_id.map(Uuid::from_bytes)
+}
+
+/// API keys' part of the pipeline: the live (not revoked, not expired) key of a prefix and its
+/// user; the SHA-256 of the presented key against the stored one in constant time, then the
+/// scope. No session: the pipeline asks for no tokens.
+struct ApiKeyStore<'a> {
+    api_key: &'a str,
+    prefix: &'a str,
+    scope: Option<&'a str>,
+    found: Option<FoundKey>,
+}
+
+/// The stored hash and scopes (None: created without) of the key `lookup` found.
+type FoundKey = (Vec<u8>, Option<Vec<Option<String>>>);
+
+impl Method for ApiKeyStore<'_> {
+    fn lookup(&mut self, _: &Proof<'_>) -> AuthResult<Lookup> {
+        if self.prefix.is_empty() {
+            return Ok(Lookup::Unknown { problem: None });
+        }
+        let row = as_owner(|| {
+            read_row(
+                "SELECT k.key_hash, k.scopes, u.id, u.username, u.status FROM pgauth.api_keys k
+                   JOIN pgauth.users u ON u.id = k.user_id
+                  WHERE k.prefix = $1 AND k.revoked_at IS NULL
+                    AND (k.expires_at IS NULL OR k.expires_at > pg_catalog.now())",
+                &[self.prefix.into()],
+                |r| {
+                    let (Some(hash), Some(id)) = (r.get::<Vec<u8>>(1)?, r.get::<Uuid>(3)?) else {
+                        return Ok(None);
+                    };
+                    let account = Account {
+                        id: *id.as_bytes(),
+                        username: r.get::<String>(4)?.unwrap_or_default(),
+                        status: r.get::<String>(5)?.unwrap_or_default(),
+                    };
+                    Ok(Some((hash, r.get::<Vec<Option<String>>>(2)?, account)))
+                },
+            )
+        })
+        .map_err(spi_err)?
+        .flatten();
+        let Some((hash, scopes, account)) = row else {
+            return Ok(Lookup::Unknown { problem: None });
+        };
+        self.found = Some((hash, scopes));
+        Ok(Lookup::Known(account))
+    }
+
+    /// Nothing: an unknown key costs one SHA-256, which is not worth imitating.
+    fn dummy_verify(&mut self) {}
+
+    fn check_proof(&mut self, _: &Account) -> AuthResult<Verdict> {
+        use subtle::ConstantTimeEq;
+        let Some((stored, scopes)) = &self.found else {
+            return Err(AuthError::Internal("API key checked before lookup".into()));
+        };
+        let presented = super::api_keys::api_key_hash(self.api_key);
+        // The secret is checked first, so a scope mismatch says nothing about an unknown key.
+        let problem = if !bool::from(presented.as_slice().ct_eq(stored)) {
+            None
+        } else if !super::api_keys::scope_allowed(scopes.as_deref(), self.scope) {
+            Some("the key is not for this scope".to_string())
+        } else {
+            return Ok(Verdict::Accepted(Grant {
+                aal: 1,
+                amr: Vec::new(),
+                expired: false,
+            }));
+        };
+        Ok(Verdict::Refused {
+            problem,
+            no_password: false,
+        })
+    }
+
+    fn issue_tokens(&mut self, _: &Account, _: &Grant) -> AuthResult<Tokens> {
+        Err(AuthError::Internal("an API key opens no session".into()))
+    }
 }
 
 /// Revoke an API key by its prefix (pgauth_admin or pgauth_service).
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_revoke_api_key(prefix: &str) -> bool {
-    let caller = crate::backend::caller();
-    if !has_role(caller, "pgauth_admin") && !has_role(caller, "pgauth_service") {
-        AuthError::PermissionDenied(
-            "auth_revoke_api_key requires membership in pgauth_admin or pgauth_service".into(),
-        )
-        .raise();
-    }
+    require(Who::AdminOrService, "auth_revoke_api_key").or_raise();
     let prefix = prefix
         .strip_prefix(super::api_keys::API_KEY_PREFIX)
         .unwrap_or(prefix);
     let prefix = prefix.split('_').next().unwrap_or(prefix);
     let revoked = as_owner(|| {
-        Spi::connect_mut(|client| {
+        crate::pg::spi::connect_mut(|client| {
             let rows = client.update(
                 "UPDATE pgauth.api_keys SET revoked_at = pg_catalog.now()
                   WHERE prefix = $1 AND revoked_at IS NULL RETURNING user_id",
@@ -802,12 +557,7 @@ fn auth_revoke_api_key(prefix: &str) -> bool {
     .map_err(spi_err)
     .or_raise();
     if revoked {
-        record_event(
-            "api_key_revoked",
-            prefix,
-            &format!("{{\"prefix\": {}}}", crate::backend::json_string(prefix)),
-        )
-        .or_raise();
+        event::record("api_key_revoked", prefix, json!({"prefix": prefix})).or_raise();
     }
     revoked
 }

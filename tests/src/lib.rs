@@ -2,6 +2,10 @@
 //! `postgres` crate, as an application would. `make integration` starts the server
 //! (tests/cluster.sh) and sets PGAUTH_TEST_DSN.
 
+pub mod audit;
+pub mod standby;
+pub mod webauthn;
+
 use postgres::{Client, NoTls};
 
 pub fn dsn() -> String {
@@ -77,6 +81,31 @@ pub fn dsn_port() -> String {
         .unwrap_or_else(|| "5499".into())
 }
 
+/// The test cluster's root folder (tests/cluster.sh), from TEST_ROOT.
+pub fn test_root() -> String {
+    std::env::var("TEST_ROOT").unwrap_or_else(|_| "/tmp/pgauth-test".into())
+}
+
+/// A port for a side server of one test (a standby, a restore cluster, a pooler), derived from
+/// the test server's port so that two test runs on one machine (other TEST_PORTs) never collide.
+/// Offsets in use: settings 1, audit standby 2, crypto restore 3, rbac pgbouncer 4, restore of
+/// every feature 5, upgrade test 6 and package test 7 (Makefile), read paths on a standby 8.
+pub fn side_port(offset: u16) -> String {
+    let base: u16 = dsn_port().parse().expect("numeric test port");
+    (base + 1000 + offset).to_string()
+}
+
+/// A client program of the test server's PostgreSQL build (PG_BIN, as tests/cluster.sh uses it).
+pub fn pg_program(name: &str) -> String {
+    format!("{}/{name}", pg_bin())
+}
+
+/// The binaries folder of the major under test, from PG_BIN (the Makefile passes
+/// `pg_config --bindir`); Debian's PostgreSQL 15 when unset.
+pub fn pg_bin() -> String {
+    std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+}
+
 /// `pg_dump -Fc` of `dbname` on the test server into a temporary file; returns its path.
 pub fn dump_database(dbname: &str) -> String {
     let path = format!(
@@ -84,7 +113,7 @@ pub fn dump_database(dbname: &str) -> String {
         std::env::temp_dir().display(),
         std::process::id()
     );
-    let ok = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_dump")
+    let ok = std::process::Command::new(pg_program("pg_dump"))
         .args([
             "-h",
             "127.0.0.1",
@@ -106,7 +135,7 @@ pub fn dump_database(dbname: &str) -> String {
 
 /// `pg_restore --exit-on-error` of `dump` into the existing database `dbname` on `port`.
 pub fn restore_database(dump: &str, port: &str, dbname: &str) {
-    let ok = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_restore")
+    let ok = std::process::Command::new(pg_program("pg_restore"))
         .args([
             "-h",
             "127.0.0.1",

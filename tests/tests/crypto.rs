@@ -4,10 +4,6 @@
 use pgauth_integration_tests::*;
 use std::process::Command;
 
-fn test_root() -> String {
-    std::env::var("TEST_ROOT").unwrap_or_else(|_| "/tmp/pgauth-test".into())
-}
-
 #[test]
 fn python_decrypts_the_documented_envelope() {
     let mut db = fresh_database("pgauth_it_envelope");
@@ -34,7 +30,7 @@ fn python_decrypts_the_documented_envelope() {
     );
     let master_file = format!("{}/master.key", test_root());
     // Python's `cryptography` (OpenSSL) unwraps the data key with the master key and opens the
-    // envelope, following only the layout documented in the README.
+    // envelope, following only the layout documented in docs/crypto.md.
     let script = r#"
 import sys
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -114,7 +110,7 @@ fn keys_and_data_survive_dump_and_restore_into_a_new_cluster() {
 
     // A second cluster with the same master key file contents.
     let root2 = format!("{}-restore", test_root());
-    let port2 = "5498";
+    let port2 = &pgauth_integration_tests::side_port(3);
     let _ = std::fs::create_dir_all(&root2);
     let sh = |cmd: &str| {
         let st = Command::new("bash").args(["-c", cmd]).status().unwrap();

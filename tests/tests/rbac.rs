@@ -244,8 +244,10 @@ fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
     )
     .expect("cyd signs in");
 
-    let dir = "/tmp/pgauth-pgbouncer";
+    let dir = &format!("{}-pgbouncer", test_root());
     let port = dsn_port();
+    // 'static: each client thread reads it.
+    let pool_port: &'static str = Box::leak(side_port(4).into_boxed_str());
     let sh = |cmd: &str| {
         let out = Command::new("bash").args(["-c", cmd]).output().unwrap();
         assert!(
@@ -262,7 +264,7 @@ fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
         format!("{dir}/pgbouncer.ini"),
         format!(
             "[databases]\n* = host=127.0.0.1 port={port}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-             listen_port = 6499\nunix_socket_dir = {dir}\nauth_type = trust\nauth_file = {dir}/users.txt\n\
+             listen_port = {pool_port}\nunix_socket_dir = {dir}\nauth_type = trust\nauth_file = {dir}/users.txt\n\
              pool_mode = transaction\ndefault_pool_size = 1\nmax_client_conn = 20\n\
              logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n"
         ),
@@ -281,7 +283,7 @@ fn no_identity_leaks_through_a_transaction_pooling_pgbouncer() {
     let run = |plan: Plan| {
         std::thread::spawn(move || {
             let mut c = Client::connect(
-                "host=127.0.0.1 port=6499 user=postgres dbname=pgauth_it_pool",
+                &format!("host=127.0.0.1 port={pool_port} user=postgres dbname=pgauth_it_pool"),
                 NoTls,
             )
             .expect("connect through pgbouncer");

@@ -3,12 +3,14 @@
 //! postgresql.conf when it is preloaded at server start. Reserving the prefix before every
 //! setting was defined made PostgreSQL delete the placeholders of the later ones, values and all.
 
+use pgauth_integration_tests::side_port;
 use postgres::{Client, NoTls};
 use std::process::Command;
 
-/// Its own port: 5497 is make bench's durable cluster, 5496 the audit tests' standby, 5498 the
-/// crypto tests' restore cluster.
-const PORT: &str = "5495";
+/// Its own port, derived from the test server's (see `side_port`).
+fn port() -> String {
+    side_port(1)
+}
 
 fn root() -> String {
     format!(
@@ -22,7 +24,7 @@ fn cluster(action: &str, preload: &str) {
         .arg(format!("{}/cluster.sh", env!("CARGO_MANIFEST_DIR")))
         .arg(action)
         .env("TEST_ROOT", root())
-        .env("TEST_PORT", PORT)
+        .env("TEST_PORT", port())
         .env("TEST_PRELOAD", preload)
         .status()
         .unwrap();
@@ -31,7 +33,7 @@ fn cluster(action: &str, preload: &str) {
 
 fn connect(db: &str) -> Client {
     Client::connect(
-        &format!("host=127.0.0.1 port={PORT} user=postgres dbname={db}"),
+        &format!("host=127.0.0.1 port={} user=postgres dbname={db}", port()),
         NoTls,
     )
     .unwrap_or_else(|e| panic!("connect to {db}: {e}"))

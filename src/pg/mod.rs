@@ -1,0 +1,52 @@
+//! The shared SQL-side layer: what every capability's `sql.rs` needs from PostgreSQL, in one
+//! place, so that no capability reaches into another's `sql.rs`.
+//!
+//! - [`spi`]: read-only SPI reads (one value, one typed row) and the SPI error mapping;
+//! - [`roles`]: who is calling, the owner switch [`roles::as_owner`], and the one privilege check
+//!   [`roles::require`] (`Admin | Service | AdminOrService | SelfOr(user) | Superuser`);
+//! - [`event`]: the one writer of security events (a `serde_json::Value`), and failure events
+//!   kept after a rollback;
+//! - [`binding`]: the pgauth user bound to the transaction (user, aal, session), with a change
+//!   counter that caches key on;
+//! - [`shmem`]: the shared-memory regions reserved at server start;
+//! - [`compat`]: what differs between PostgreSQL majors (15 to 18).
+//!
+//! The rule: a capability calls another only through that capability's public Rust API (its
+//! pure core or its `api.rs`), never through its `sql.rs`; what several need lives here.
+
+pub mod binding;
+pub mod compat;
+pub mod event;
+pub mod roles;
+pub(crate) mod shmem;
+pub mod spi;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+use pgrx::pg_sys;
+
+/// Transaction, command within it, and statement start. Caches look for changes whenever this
+/// moves: never per row, but at every statement and after every modifying command.
+pub fn current_position() -> (u32, u32, i64) {
+    // SAFETY: MyProc is set for every backend and parallel worker before any SQL runs.
+    unsafe {
+        (
+            compat::local_transaction_id(),
+            pg_sys::GetCurrentCommandId(false),
+            pg_sys::GetCurrentStatementStartTimestamp(),
+        )
+    }
+}
+
+/// Refuse (25006) in a read-only transaction, which every transaction on a hot standby is.
+/// pgauth writes some of its rows past the executor's own check (the audit records) or through
+/// SPI calls that assign a transaction id first (an internal error on a standby): what writes
+/// asks here before it starts.
+pub fn require_writable() -> crate::error::AuthResult<()> {
+    // SAFETY: a backend-local flag, set at every transaction start.
+    if unsafe { pg_sys::XactReadOnly } {
+        return Err(crate::error::AuthError::ReadOnly);
+    }
+    Ok(())
+}
