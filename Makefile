@@ -3,6 +3,7 @@
 #   make test      every test suite (unit, pg_test, pg_regress, integration, upgrade, package)
 #   make test-all  `make test` for every supported PostgreSQL major (15 to 18), one after another
 #   make bench     benchmarks, each figure beside its anchor
+#   make fuzz      every fuzz target for FUZZ_SECONDS each (not part of make test)
 # Everything is idempotent; run as root on Debian 12 (see README.md, "Install").
 # PG_MAJOR=16|17|18 builds, installs and tests against that major instead of 15; `make setup-pg`
 # installs it under $(PG_PREFIX)/<major> (docs/development.md, "Other PostgreSQL majors").
@@ -41,7 +42,7 @@ export PATH  := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: all setup setup-apt setup-pg setup-pgrx setup-python build install-ext install demo test test-all \
         unit pgtest regress integration upgrade-test pg-upgrade-test print-bindir upgrade-test-run package package-test package-test-run bench test-cluster-start \
-        test-cluster-stop fmt lint clean
+        test-cluster-stop fmt lint clean fuzz setup-cargo-fuzz
 
 all: install
 
@@ -120,6 +121,7 @@ test-all:
 	  echo "PostgreSQL $$m: every test suite passed in $$(( $$(date +%s) - start )) s"; \
 	done
 	$(MAKE) --no-print-directory pg-upgrade-test
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
 ## pg_upgrade between two supported majors, pgauth installed in both (tests/upgrade/pg_upgrade.py);
 ## part of test-all, which has installed both already. From 16, not 15: Debian's 15.20 stores an
@@ -134,6 +136,22 @@ pg-upgrade-test:
 	NEW_BIN=$$($(MAKE) -s --no-print-directory print-bindir PG_MAJOR=$(PG_UPGRADE_TO)) \
 	  UPGRADE_PORT=$(shell echo $$(( $(TEST_PORT) + 1009 ))) UPGRADE_ROOT=/tmp/pgauth-pg-upgrade \
 	  python3 tests/upgrade/pg_upgrade.py
+
+## fuzz: the coverage-guided fuzz targets of fuzz/ (libFuzzer through cargo fuzz), each for
+## FUZZ_SECONDS (or FUZZ_RUNS executions), from the committed seeds; FUZZ_TARGETS picks some.
+## A crash, panic, timeout or allocation over 64 MiB fails it (docs/development.md, "Fuzzing").
+FUZZ_SECONDS    ?= 60
+FUZZ_RUNS       ?= 0
+FUZZ_TARGETS    ?=
+# The short run at the end of test-all (CI): a few seconds per target, about a minute in all.
+CI_FUZZ_SECONDS ?= 5
+CARGO_FUZZ_VERSION := 0.13.2
+fuzz: setup-apt setup-pgrx setup-cargo-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) bash fuzz/run.sh $(FUZZ_TARGETS)
+
+setup-cargo-fuzz:
+	@cargo fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)" || \
+	  cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
 
 print-bindir:
 	@$(PG_CONFIG) --bindir

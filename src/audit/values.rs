@@ -375,7 +375,13 @@ pub fn parse_array(
         _ => 1,
     };
     let aligned = |at: usize| (HDR + at).div_ceil(align) * align - HDR;
-    let mut elements = Vec::with_capacity(items);
+    // Without a null bitmap every element takes at least a byte: a count beyond the bytes left
+    // is forged. With one, the bitmap itself (inside the value) bounds it. Either way the count
+    // comes from the value, so nothing is reserved for it up front beyond the value's size.
+    if bitmap.is_none() && items > p.len() - data_at {
+        return bad("array with more elements than bytes");
+    }
+    let mut elements = Vec::with_capacity(items.min(p.len()));
     let mut at = data_at;
     for i in 0..items {
         if bitmap.is_some_and(|b| b[i / 8] & (1 << (i % 8)) == 0) {
@@ -465,6 +471,14 @@ mod tests {
         // The header claims more elements than the array carries.
         let more = int8_array(1, &[1000], &[7, 8]);
         assert!(parse_array(&more, 20, 8, b'd').is_err());
+        // Found by fuzzing (fuzz/seeds/audit_values/crash-*): a count under MAX_ITEMS but far
+        // beyond the bytes, with no null bitmap, made the reader reserve memory for every
+        // claimed element (up to 2 GiB) before finding the first one missing.
+        let claimed = int8_array(1, &[100_000_000], &[7, 8]);
+        assert_eq!(
+            parse_array(&claimed, 20, 8, b'd'),
+            bad("array with more elements than bytes")
+        );
         let huge = int8_array(2, &[1 << 30, 1 << 30], &[7, 8]);
         assert!(parse_array(&huge, 20, 8, b'd').is_err());
         // Another element type (e.g. record, 2249) than the column's.

@@ -389,14 +389,54 @@ pub fn verify_raw(
             return Err(AuthError::InvalidToken);
         }
     }
-    // PostgreSQL's jsonb cannot hold \u0000; such claims are not a token pgauth hands back.
-    if claims
-        .windows(6)
-        .any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
-    {
+    // PostgreSQL's jsonb cannot hold \u0000 or a lone surrogate, which the fields read here
+    // are not checked for; such claims are not a token pgauth hands back.
+    if !escapes_fit_jsonb(&claims) {
         return Err(AuthError::InvalidToken);
     }
     Ok(claims)
+}
+
+/// Whether every `\u` escape of JSON text is one jsonb takes: not `\u0000`, and surrogates only
+/// in high-low pairs (found by fuzzing: `"\ud800"` passed the claims parser, then failed as
+/// jsonb). Text with no backslash, nearly every token, is one scan.
+fn escapes_fit_jsonb(json: &[u8]) -> bool {
+    let mut i = 0;
+    let mut high = false;
+    while let Some(at) = json
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|b| *b == b'\\'))
+    {
+        let at = i + at;
+        if json.get(at + 1) != Some(&b'u') {
+            if high {
+                return false;
+            }
+            i = at + 2;
+            continue;
+        }
+        if high && at != i {
+            return false;
+        }
+        let Some(code) = json
+            .get(at + 2..at + 6)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+        else {
+            return false;
+        };
+        match code {
+            0 => return false,
+            0xD800..=0xDBFF if high => return false,
+            0xD800..=0xDBFF => high = true,
+            0xDC00..=0xDFFF if !high => return false,
+            0xDC00..=0xDFFF => high = false,
+            _ if high => return false,
+            _ => {}
+        }
+        i = at + 6;
+    }
+    !high
 }
 
 /// [`verify_raw`], with the claims parsed.
@@ -414,6 +454,31 @@ pub fn verify(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn claims_jsonb_cannot_hold_are_refused() {
+        for ok in [
+            &br#"{"a":"x"}"#[..],
+            br#"{"a":"\u0041\n\\u0000"}"#,
+            br#"{"a":"\ud83d\ude00"}"#,
+            br#"{"a":"\\"}"#,
+        ] {
+            assert!(escapes_fit_jsonb(ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &br#"{"a":"\u0000"}"#[..],
+            br#"{"a":"\ud800"}"#,
+            br#"{"a":"\ud800x"}"#,
+            br#"{"a":"\ud800\u0041"}"#,
+            br#"{"a":"\ud800\n"}"#,
+            br#"{"a":"\udc00"}"#,
+            br#"{"a":"\ud800\ud800\udc00"}"#,
+            br#"{"a":"\u00"#,
+            b"\\u",
+        ] {
+            assert!(!escapes_fit_jsonb(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     fn now() -> i64 {
         std::time::SystemTime::now()

@@ -9,9 +9,9 @@
 //! limited, and every malformed or unexpected value is an error, never a panic. Signatures are
 //! verified by aws-lc-rs; CBOR is decoded by ciborium.
 
-pub(crate) mod attestation;
-pub(crate) mod authdata;
-pub(crate) mod cose;
+pub mod attestation;
+pub mod authdata;
+pub mod cose;
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;
 pub(crate) mod sql;
