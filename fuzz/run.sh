@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make fuzz: build every target (libFuzzer through cargo fuzz, no sanitizer: the stable toolchain
-# here has none) and run each for FUZZ_SECONDS (or FUZZ_RUNS executions), starting from the
+# here has none) and run each for FUZZ_SECONDS (or FUZZ_RUNS executions, if sooner), from the
 # committed seeds (fuzz/seeds/<target>) and the corpus kept from earlier runs (fuzz/corpus/,
 # not committed). A crash, panic, timeout or allocation over 64 MiB fails the run and leaves the
 # input in fuzz/artifacts/<target>/. A report per target: executions, coverage, corpus size.
@@ -19,13 +19,14 @@ if ! cargo fuzz build -s none >../target/fuzz/build.log 2>&1; then
     echo "cargo fuzz build failed"
     exit 1
 fi
-report=../target/fuzz/report.tsv
+report=${FUZZ_REPORT:-../target/fuzz/report.tsv}
 printf 'target\texecutions\texec/s\tcoverage\tfeatures\tcorpus\tseconds\n' > "$report"
 failed=0
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
+    # Whichever comes first: FUZZ_SECONDS, or FUZZ_RUNS executions when given.
     limit=(-max_total_time="$SECONDS_EACH")
-    if [ "$RUNS" != 0 ]; then limit=(-runs="$RUNS"); fi
+    if [ "$RUNS" != 0 ]; then limit+=(-runs="$RUNS"); fi
     log=../target/fuzz/$t.log
     start=$(date +%s)
     if ! cargo fuzz run -s none "$t" "corpus/$t" "seeds/$t" -- "${limit[@]}" \
