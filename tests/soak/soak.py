@@ -5,8 +5,9 @@ checks. `make soak` / `make soak-short`; docs/development.md, "Soak".
 
 Environment: SOAK_SECONDS (600), SOAK_CLIENTS (4), SOAK_FAULTS (1), SOAK_PORT (server),
 SOAK_POOL_PORT (pgbouncer, default SOAK_PORT + 1), SOAK_ROOT (/tmp/soak), PG_BIN, PG_MAJOR,
-SOAK_REPORT (target/soak/report.json), SOAK_BREAK (a check name: deliberately break that check,
-to see that it fires).
+SOAK_REPORT (target/soak/report.json), SOAK_KEEP=1 (leave the cluster running), SOAK_BREAK
+(sabotage, to see the checks fire: leak = a user gets a global read role; audit = capture off for
+3 s; counter = attempt counters reset before the checks; decrypt = one ciphertext damaged).
 
 Exit status: 0 when every check passed; 1 on any leak, lost event, unexpected SQLSTATE or failed
 check.
@@ -211,9 +212,20 @@ def setup():
         c.execute("""CREATE TABLE secrets (id uuid PRIMARY KEY, user_id uuid NOT NULL, plain text NOT NULL,
                                            ct bytea NOT NULL)""")
         c.execute(f"GRANT SELECT, INSERT ON secrets TO {APP}")
+        # the end check decrypts every value; one that fails is counted, not an abort
+        c.execute("""CREATE FUNCTION soak_decrypt_problem(ct bytea, aad bytea, plain text) RETURNS text
+                     LANGUAGE plpgsql AS $$
+                     BEGIN
+                         IF auth_decrypt_text(ct, aad) IS DISTINCT FROM plain THEN RETURN 'wrong plaintext'; END IF;
+                         RETURN NULL;
+                     EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM;
+                     END $$""")
+        c.execute("REVOKE ALL ON FUNCTION soak_decrypt_problem(bytea, bytea, text) FROM PUBLIC")
         c.execute("SELECT auth_create_key('soak')")
         c.execute(f"SELECT auth_grant_key_usage('soak', '{APP}')")
         c.execute("SELECT auth_create_signing_key('soak-sign', 'EdDSA')")
+        if BREAK == "leak":  # sabotage: one user may read every tenant's documents
+            c.execute("SELECT auth_assign_role(%s, 'reader')", (users["s0_0"]["id"],))
         # users for the concurrency phases
         for i in range(40):
             mk(f"race{i}", "race", None)
@@ -512,7 +524,7 @@ class Client:
                     self.leak(f"{name} has doc.read in another user's scope {other}")
                 rows = self.q("SELECT owner_id FROM docs").fetchall()
                 bad = [r[0] for r in rows if str(r[0]) != u["id"]]
-                if bad or BREAK == "leak":
+                if bad:
                     self.leak(f"{name} read {len(bad)} docs of other users: {bad[:3]}")
                 if len(rows) != u["ndocs"]:
                     self.fail(f"{name} read {len(rows)} docs, owns {u['ndocs']}")
@@ -759,6 +771,30 @@ def fault_kill9(epoch, recovered_at, faults):
     log(f"fault: kill -9 {pid}; recovered in {time.time() - t:.1f} s")
 
 
+def fault_kill9_rotator(epoch, recovered_at, faults):
+    """kill -9 of the backend of the key rotator while it re-encrypts (an in-flight rotation)."""
+    epoch.value += 1
+    pid = None
+    end = time.time() + 15
+    with connect(DIRECT) as c:
+        while time.time() < end and pid is None:
+            row = c.execute(f"""SELECT pid FROM pg_stat_activity WHERE datname = '{DB}' AND state = 'active'
+                                   AND query LIKE '%auth_reencrypt%' AND pid <> pg_backend_pid()""").fetchone()
+            pid = row[0] if row else None
+            time.sleep(0.005)
+    t = time.time()
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    wait_server()
+    b = audit_boundary()
+    recovered_at.value = time.time()
+    epoch.value += 1
+    faults.append(dict(kind="kill -9 of the key rotator's backend mid re-encryption", pid=pid,
+                       recovery_seconds=round(time.time() - t, 2), boundary_event_id=b))
+    log(f"fault: kill -9 {pid} (rotator); recovered in {time.time() - t:.1f} s")
+
+
 def fault_immediate(epoch, recovered_at, faults):
     epoch.value += 1
     t = time.time()
@@ -772,6 +808,25 @@ def fault_immediate(epoch, recovered_at, faults):
     faults.append(dict(kind="immediate shutdown + restart", recovery_seconds=round(time.time() - t, 2),
                        boundary_event_id=b))
     log(f"fault: immediate shutdown and restart; recovered in {time.time() - t:.1f} s")
+
+
+def sabotage_audit(epoch, recovered_at, faults):
+    with connect(DIRECT) as c:
+        c.execute("ALTER TABLE notes DISABLE TRIGGER pgauth_audit_insert")
+        time.sleep(3)
+        c.execute("ALTER TABLE notes ENABLE TRIGGER pgauth_audit_insert")
+    log("SOAK_BREAK=audit: notes inserts were not captured for 3 s")
+
+
+def sabotage_end():
+    """SOAK_BREAK=counter|decrypt: damage the state the end checks look at, to see them fire."""
+    with connect(DIRECT) as c:
+        if BREAK == "counter":
+            n = c.execute("SELECT count(pgauth.attempt_counters_reset(user_id)) FROM pgauth.login_state WHERE failed_count > 0").fetchone()[0]
+            log(f"SOAK_BREAK=counter: reset {n} users' attempt counters")
+        if BREAK == "decrypt":
+            c.execute("UPDATE secrets SET ct = overlay(ct placing '\\xff'::bytea from 40) WHERE id = (SELECT id FROM secrets ORDER BY id LIMIT 1)")
+            log("SOAK_BREAK=decrypt: one ciphertext damaged")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -921,8 +976,6 @@ def end_checks(users, results, rot, conc, faults, rss, t_warm):
     checks = {}
 
     def check(name, ok, detail):
-        if BREAK == name:
-            ok = not ok
         checks[name] = dict(ok=bool(ok), detail=detail)
 
     clients = [r for k, r in results.items() if k != "rotator"]
@@ -1035,15 +1088,15 @@ def end_checks(users, results, rot, conc, faults, rss, t_warm):
               dict(reuses=len(rs), unknown_outcome=len(rsu), events=sum(got.values()), not_recorded=lost[:5], unexplained=extra[:5]))
 
         # every encrypted value decrypts (after rotations, re-encryptions and faults)
-        total, bad = c.execute("""SELECT count(*), count(*) FILTER (WHERE auth_decrypt_text(ct, uuid_send(id)) IS DISTINCT FROM plain)
-                                   FROM secrets""").fetchone()
+        total, bad, why = c.execute("""SELECT count(*), count(p), min(p) FROM (
+                                          SELECT soak_decrypt_problem(ct, uuid_send(id), plain) AS p FROM secrets) s""").fetchone()
         sok = [s for r in clients for s in r["secrets_ok"]]
         lost_secrets = c.execute("SELECT count(*) FROM unnest(%s::uuid[]) i WHERE NOT EXISTS (SELECT 1 FROM secrets WHERE id = i)",
                                  (sok,)).fetchone()[0]
         keys = c.execute("SELECT status, count(*) FROM pgauth.keys WHERE name = 'soak' GROUP BY 1").fetchall()
         dfail = sum(r["decrypt_failures"] for r in clients)
         check("every_value_decrypts", bad == 0 and dfail == 0 and lost_secrets == 0 and dict(keys).get("active") == 1,
-              dict(values=total, failures_at_end=bad, failures_during_run=dfail, decrypts_during_run=sum(r["decrypts"] for r in clients),
+              dict(values=total, failures_at_end=bad, first_problem=why, failures_during_run=dfail, decrypts_during_run=sum(r["decrypts"] for r in clients),
                    confirmed_but_missing=lost_secrets, key_versions=dict(keys), rotations=rot.get("rotations"),
                    reencrypted=rot.get("reencrypted")))
 
@@ -1135,7 +1188,10 @@ def run(users, t_start, first):
     for pr in procs:
         pr.start()
     faults = []
-    plan = [(0.25, fault_kill9), (0.45, fault_immediate)] if FAULTS else []
+    plan = [(0.2, fault_kill9), (0.3, fault_kill9_rotator), (0.45, fault_immediate)] if FAULTS else []
+    if BREAK == "audit":  # sabotage: a few seconds of inserts into notes with capture off
+        plan.append((0.5, sabotage_audit))
+        plan.sort(key=lambda x: x[0])
     t_warm = (0.6 if FAULTS else 0.2) * SECONDS
     rss = {}
     series = []
@@ -1171,6 +1227,7 @@ def run(users, t_start, first):
     workload_seconds = time.time() - t0
     log(f"workload done after {workload_seconds:.0f} s; concurrency phases")
     conc = concurrency_phases(users, {})
+    sabotage_end()
     rot = results.get("rotator", {})
     checks, errors = end_checks(users, {k: v for k, v in results.items()}, rot, conc, faults, rss, rss.get("warm_t"))
     checks["first_sign_in_race"] = first
