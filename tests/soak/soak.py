@@ -7,7 +7,8 @@ Environment: SOAK_SECONDS (600), SOAK_CLIENTS (4), SOAK_FAULTS (1), SOAK_PORT (s
 SOAK_POOL_PORT (pgbouncer, default SOAK_PORT + 1), SOAK_ROOT (/tmp/soak), PG_BIN, PG_MAJOR,
 SOAK_REPORT (target/soak/report.json), SOAK_KEEP=1 (leave the cluster running), SOAK_BREAK
 (sabotage, to see the checks fire: leak = a user gets a global read role; audit = capture off for
-3 s; counter = attempt counters reset before the checks; decrypt = one ciphertext damaged).
+3 s; counter = attempt counters reset before the checks; decrypt = one ciphertext damaged),
+SOAK_XFAIL (comma-separated check names: reported, marked known_bug, not failing the run).
 
 Exit status: 0 when every check passed; 1 on any leak, lost event, unexpected SQLSTATE or failed
 check.
@@ -40,6 +41,8 @@ ROOT = os.environ.get("SOAK_ROOT", "/tmp/soak")
 BOUNCER_DIR = ROOT + "-pgbouncer"
 REPORT = os.environ.get("SOAK_REPORT", os.path.join(REPO, "target", "soak", "report.json"))
 BREAK = os.environ.get("SOAK_BREAK", "")
+# checks reported but not failing the run (known bugs, named in the report)
+XFAIL = [x for x in os.environ.get("SOAK_XFAIL", "").split(",") if x]
 DB = "soak"
 APP = "soak_app"
 USERS_PER_CLIENT = 4
@@ -155,6 +158,9 @@ def password(rng):
 # Setup
 
 
+PRE_CHECKS = {}  # races run by setup() on the fresh database
+
+
 def setup():
     with connect(f"host=127.0.0.1 port={PORT} user=postgres dbname=postgres") as c:
         c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
@@ -171,6 +177,27 @@ def setup():
     users = {}  # name -> dict(id, pw, kind, client)
     with connect(DIRECT) as c:
         c.execute("CREATE EXTENSION pgauth")
+    # the key 'default' is made by the first auth_encrypt (crypto.md), before anything else
+    # makes it (a signing key's private half is sealed under it): four first uses at once
+    barrier = threading.Barrier(4)
+    res = []
+
+    def enc():
+        with connect(DIRECT) as c:
+            barrier.wait()
+            try:
+                c.execute("SELECT auth_encrypt('first'::text)")
+                res.append(True)
+            except psycopg.Error as e:
+                res.append(f"{e.sqlstate} {str(e).splitlines()[0]}")
+    ts = [threading.Thread(target=enc) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    bad = [r for r in res if r is not True]
+    PRE_CHECKS["first_encrypt_race"] = dict(ok=not bad, detail=dict(calls=4, failures=bad))
+    with connect(DIRECT) as c:
         c.execute(f"GRANT pgauth_service TO {APP}")
         c.execute("SELECT auth_create_role('reader'), auth_create_role('writer')")
         c.execute("SELECT auth_grant_permission('reader', 'doc.read'), auth_grant_permission('writer', 'note.write')")
@@ -211,6 +238,7 @@ def setup():
         c.execute(f"GRANT SELECT, INSERT, UPDATE ON notes TO {APP}")
         c.execute("""CREATE TABLE secrets (id uuid PRIMARY KEY, user_id uuid NOT NULL, plain text NOT NULL,
                                            ct bytea NOT NULL)""")
+        c.execute("CREATE INDEX ON secrets (user_id)")
         c.execute(f"GRANT SELECT, INSERT ON secrets TO {APP}")
         # the end check decrypts every value; one that fails is counted, not an abort
         c.execute("""CREATE FUNCTION soak_decrypt_problem(ct bytea, aad bytea, plain text) RETURNS text
@@ -584,8 +612,10 @@ class Client:
             self.r["secrets_ok"].append(sid)
 
         def g():
-            rows = self.q("""SELECT id, plain, auth_decrypt_text(ct, uuid_send(id)) FROM secrets
-                              WHERE user_id = %s ORDER BY random() LIMIT 3""", (u["id"],)).fetchall()
+            # three of the user's values (picked first: the sort would decrypt every one)
+            rows = self.q("""SELECT id, plain, auth_decrypt_text(ct, uuid_send(id))
+                               FROM (SELECT id, plain, ct FROM secrets WHERE user_id = %s
+                                      ORDER BY random() LIMIT 3) s""", (u["id"],)).fetchall()
             for i, p, d in rows:
                 self.r["decrypts"] += 1
                 if p != d:
@@ -833,12 +863,12 @@ def sabotage_end():
 # Concurrency phases: threads released together by a barrier, each on its own pooled connection.
 
 
-def race(n, fn):
+def race(n, fn, user=APP):
     barrier = threading.Barrier(n)
     results = [None] * n
 
     def run(i):
-        conn = connect(POOLED + f" user={APP}")
+        conn = connect(POOLED + f" user={user}")
         try:
             barrier.wait()
             results[i] = fn(i, conn)
@@ -852,6 +882,34 @@ def race(n, fn):
     for t in ts:
         t.join()
     return results
+
+
+def first_races(users):
+    """Races on a fresh database, before the workload: checks of their own (each a bug when it
+    fails: every error must be a SQLSTATE the reference documents for the call)."""
+    out = {}
+
+    def judge(res):
+        return [f"{type(r).__name__}: {getattr(r, 'sqlstate', '')} {str(r).splitlines()[0]}" if isinstance(r, Exception) else r
+                for r in res if r is not True]
+
+    out.update(PRE_CHECKS)
+    # two rotations of one key at once, data key and signing key
+    with connect(DIRECT) as c:
+        c.execute("SELECT auth_create_key('race-k'), auth_create_signing_key('race-s', 'EdDSA')")
+    for name, sql in (("rotate_key_race", "SELECT auth_rotate_key('race-k')"),
+                      ("rotate_signing_key_race", "SELECT auth_rotate_signing_key('race-s')")):
+        def rot(k, c, sql=sql):
+            c.execute(sql)
+            return True
+        res = race(3, rot, user="postgres")
+        with connect(DIRECT) as c:
+            active = c.execute("""SELECT (SELECT count(*) FROM pgauth.keys WHERE name = 'race-k' AND status = 'active'),
+                                         (SELECT count(*) FROM pgauth.signing_keys WHERE name = 'race-s' AND status = 'active')""").fetchone()
+        out[name] = dict(ok=not judge(res) and active == (1, 1),
+                         detail=dict(calls=3, failures=judge(res), active_versions=list(active)))
+    out["first_sign_in_race"] = first_sign_in_race(users)
+    return out
 
 
 def first_sign_in_race(users):
@@ -1165,8 +1223,8 @@ def main():
     try:
         users = setup()
         start_pgbouncer()
-        first = first_sign_in_race(users)
-        log(f"first sign-in race: {first}")
+        first = first_races(users)
+        log(f"first races: {json.dumps(first)}")
         return run(users, t_start, first)
     finally:
         stop_pgbouncer()
@@ -1230,7 +1288,10 @@ def run(users, t_start, first):
     sabotage_end()
     rot = results.get("rotator", {})
     checks, errors = end_checks(users, {k: v for k, v in results.items()}, rot, conc, faults, rss, rss.get("warm_t"))
-    checks["first_sign_in_race"] = first
+    checks.update(first)
+    for name in XFAIL:
+        if name in checks and not checks[name]["ok"]:
+            checks[name]["known_bug"] = True
 
     clients = [r for k, r in results.items() if k != "rotator"]
     lat = {}
@@ -1249,7 +1310,7 @@ def run(users, t_start, first):
         errors_by_sqlstate=dict(sorted(errors.items())), faults=faults,
         backend_rss=dict(warm_at_seconds=rss.get("warm_t"), series=series),
         rotator=dict(rotations=rot.get("rotations"), reencrypted=rot.get("reencrypted")),
-        checks=checks, ok=all(c["ok"] for c in checks.values()), total_seconds=round(time.time() - t_start, 1))
+        checks=checks, ok=all(c["ok"] or c.get("known_bug") for c in checks.values()), total_seconds=round(time.time() - t_start, 1))
     with open(REPORT, "w") as f:
         json.dump(report, f, indent=2, default=str)
     print_report(report)
@@ -1274,7 +1335,7 @@ def print_report(r):
         d = c["detail"]
         if name == "backend_memory_flat":
             d = {k: v for k, v in d.items() if k != "per_backend"}
-        print(f"  {'ok  ' if c['ok'] else 'FAIL'} {name}: {json.dumps(d, default=str)[:400]}")
+        print(f"  {'ok  ' if c['ok'] else ('XFAIL' if c.get('known_bug') else 'FAIL')} {name}: {json.dumps(d, default=str)[:400]}")
     print("RESULT:", "PASS" if r["ok"] else "FAIL")
 
 
