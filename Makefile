@@ -4,6 +4,7 @@
 #   make test-all  `make test` for every supported PostgreSQL major (15 to 18), one after another
 #   make bench     benchmarks, each figure beside its anchor
 #   make fuzz      every fuzz target for FUZZ_SECONDS each (not part of make test)
+#   make soak      a 10-minute mixed workload through pgbouncer, with faults (soak-short: 1 minute)
 # Everything is idempotent; run as root on Debian 12 (see README.md, "Install").
 # PG_MAJOR=16|17|18 builds, installs and tests against that major instead of 15; `make setup-pg`
 # installs it under $(PG_PREFIX)/<major> (docs/development.md, "Other PostgreSQL majors").
@@ -42,7 +43,7 @@ export PATH  := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: all setup setup-apt setup-pg setup-pgrx setup-python build install-ext install demo test test-all \
         unit pgtest regress integration upgrade-test pg-upgrade-test print-bindir upgrade-test-run package package-test package-test-run bench test-cluster-start \
-        test-cluster-stop fmt lint clean fuzz setup-cargo-fuzz
+        test-cluster-stop fmt lint clean fuzz setup-cargo-fuzz soak soak-short soak-run
 
 all: install
 
@@ -190,6 +191,27 @@ bench: setup install-ext test-cluster-start
 	TEST_FSYNC=on $(MAKE) --no-print-directory test-cluster-start TEST_PORT=$(DURABLE_PORT) TEST_ROOT=$(DURABLE_ROOT)
 	TEST_PORT=$(TEST_PORT) BENCH_DURABLE_PORT=$(DURABLE_PORT) PGBENCH=$$($(PG_CONFIG) --bindir)/pgbench python3 benches/run.py; rc=$$?; \
 	  $(MAKE) --no-print-directory test-cluster-stop TEST_PORT=$(DURABLE_PORT) TEST_ROOT=$(DURABLE_ROOT); exit $$rc
+
+## soak: a mixed workload from several client processes through a real pgbouncer in transaction
+## pooling mode, with faults and races, then end checks (tests/soak/soak.py; docs/development.md,
+## "Soak"); not part of `make test`. Its own cluster (fsync on) and pgbouncer on SOAK_PORT and
+## SOAK_PORT + 1; report in target/soak/report.json.
+SOAK_SECONDS ?= 600
+SOAK_CLIENTS ?= 4
+SOAK_FAULTS  ?= 1
+SOAK_PORT    ?= $(shell echo $$(( $(TEST_PORT) + 1011 )))
+SOAK_ROOT    ?= /tmp/pgauth-soak
+
+soak: setup install-ext
+	$(MAKE) --no-print-directory soak-run
+
+soak-short: setup install-ext
+	$(MAKE) --no-print-directory soak-run SOAK_SECONDS=60
+
+soak-run:
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_CLIENTS=$(SOAK_CLIENTS) SOAK_FAULTS=$(SOAK_FAULTS) SOAK_PORT=$(SOAK_PORT) \
+	  SOAK_ROOT=$(SOAK_ROOT) PG_MAJOR=$(PG_MAJOR) PG_BIN=$$($(PG_CONFIG) --bindir) \
+	  SOAK_REPORT=$(CURDIR)/target/soak/report.json python3 tests/soak/soak.py
 
 fmt:
 	cargo fmt --all
