@@ -248,6 +248,14 @@ def seed(args):
     wdir = os.path.join(REPO, "tests/fixtures/webauthn")
     for f in sorted(os.listdir(wdir)):
         d = json.load(open(os.path.join(wdir, f)))
+        if "registration" not in d:  # a real authenticator's recording: build the JSON shapes
+            d["registration"] = {"id": d["credential_id"], "rawId": d["credential_id"], "type": "public-key",
+                                 "response": {"clientDataJSON": d["registration_client_data"],
+                                              "attestationObject": d["attestation_object"]}}
+            d["assertion"] = {"id": d["credential_id"], "rawId": d["credential_id"], "type": "public-key",
+                              "response": {"clientDataJSON": d["assertion_client_data"],
+                                           "authenticatorData": d["authenticator_data"],
+                                           "signature": d["signature"]}}
         P["credential"] += [json.dumps(d["registration"]), json.dumps(d["assertion"])]
         P["credential_id"].append(d["registration"]["id"])
     P["credential"].append(json.dumps(one(a, "SELECT auth_webauthn_register_begin(%s)", (users["dave"],))))
@@ -566,9 +574,11 @@ class Mutator:
     # scalars ----------------------------------------------------------------------------------
     def uuid_(self, s, pool):
         r = self.r
-        op = r.randrange(5)
+        op = r.randrange(8)
         if op == 0:
             return str(uuid.uuid4())
+        if op >= 5 and pool:
+            return r.choice(pool)  # another valid id (a key id as a user id, ...)
         if op == 1:
             return r.choice(["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"])
         if op == 2:  # flip one hex digit of a valid one
@@ -601,6 +611,15 @@ class Mutator:
 
 # ---------------------------------------------------------------------------------------------
 # A worker: its own connections, its own share of the calls
+
+
+def is_parameter_input(context):
+    """The error arose converting a bind parameter to the argument's type (PostgreSQL's input
+    function, before the call): the outermost CONTEXT line names the parameter and no line is
+    inside a function or an SQL statement of one."""
+    lines = (context or "").strip().splitlines()
+    return bool(lines) and re.match(r"(unnamed portal|portal \S+) parameter \$\d+", lines[-1]) is not None \
+        and not any(re.match(r"(SQL statement|PL/pgSQL function|SQL function)", l) for l in lines)
 
 
 def literal(typ, v):
@@ -667,7 +686,8 @@ class Worker:
         return values
 
     def record(self, fn, role, values, bound, kind, code, msg):
-        key = (fn["sig"], kind, code, re.sub(r"[0-9a-f-]{8,}|\d+", "#", msg or "")[:120])
+        first = (msg or "").splitlines()[0] if msg else ""
+        key = (fn["sig"], kind, code, re.sub(r"\"[^\"]*\"|[0-9a-f-]{8,}|\d+", "#", first)[:120])
         size = sum(len(v) if isinstance(v, (str, bytes)) else 0 for v in values)
         old = self.findings.get(key)
         if old is None or size < old["size"]:
@@ -710,7 +730,7 @@ class Worker:
                 self.record(fn, role, values, bound, "timeout", code, msg)
             elif code in self.documented:
                 pass
-            elif code in GENERIC_INPUT and (diag.context or "").startswith("unnamed portal parameter"):
+            elif code in GENERIC_INPUT and is_parameter_input(diag.context):
                 self.input_errors[code] += 1
                 code = code + "(input)"
             else:
@@ -879,9 +899,9 @@ def main():
     if findings:
         print(f"\n{len(findings)} FINDINGS (report: {args.report}):")
         for f in report["findings"]:
-            print(f"- [{f['kind']}] {f['function']} {f['sqlstate']} x{f['count']}: {f['message'][:200]}")
+            print(f"- [{f['kind']}] {f['function']} {f['sqlstate']} x{f['count']}: {f['message'].splitlines()[0][:160]}")
             if f.get("sql"):
-                print(f"    reproducer: {f['sql'][:600]}")
+                print(f"    reproducer: {f['sql'][:400]}")
         return 1
     print(f"\nno findings (report: {args.report})")
     return 0
