@@ -143,6 +143,10 @@ def seed(args):
                            ("webauthn_origins", "https://example.com"),
                            ("webauthn_pending_challenges", 0)]:
         c.execute(f"ALTER DATABASE {DB} SET pgauth.{setting} = '{value}'")
+    # The clients see every error; the server log keeps what a crash leaves (LOG and above:
+    # 'terminated by signal', PANIC), not a line and a statement of up to 1 MiB per failed call.
+    c.execute(f"ALTER DATABASE {DB} SET log_min_messages = 'log'")
+    c.execute(f"ALTER DATABASE {DB} SET log_min_error_statement = 'panic'")
     c.execute("CREATE ROLE fuzz_anon LOGIN")
     c.execute("CREATE ROLE fuzz_admin LOGIN IN ROLE pgauth_admin")
     c.execute("CREATE ROLE fuzz_service LOGIN IN ROLE pgauth_service")
@@ -654,6 +658,8 @@ class Worker:
         self.input_errors = collections.Counter()  # sqlstate -> n accepted as parameter conversion
         self.spent = collections.Counter()  # sig -> seconds
         self.findings = {}
+        self.index = index
+        self.progress = True
 
     def conn(self, role):
         c = self.conns.get(role)
@@ -749,11 +755,15 @@ class Worker:
     def run(self, funcs, calls, deadline):
         counts = collections.Counter()
         n = 0
+        last = time.time()
         while n < calls and time.time() < deadline:
             fn = self.pick(funcs, counts)
             counts[fn["sig"]] += 1
             self.call(fn)
             n += 1
+            if self.progress and time.time() - last > 30:
+                last = time.time()
+                print(f"  worker {self.index}: {n} calls, {len(self.findings)} findings so far", flush=True)
         return n
 
 
