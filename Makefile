@@ -43,7 +43,8 @@ export PATH  := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: all setup setup-apt setup-pg setup-pgrx setup-python build install-ext install demo test test-all \
         unit pgtest regress integration upgrade-test pg-upgrade-test print-bindir upgrade-test-run package package-test package-test-run bench test-cluster-start \
-        test-cluster-stop fmt lint clean fuzz setup-cargo-fuzz soak soak-short soak-run
+        test-cluster-stop fmt lint clean fuzz setup-cargo-fuzz soak soak-short soak-run \
+        fuzz-sql fuzz-sql-run fuzz-sql-ci
 
 all: install
 
@@ -112,6 +113,8 @@ test: setup unit pgtest install-ext regress integration upgrade-test package-tes
 
 ## test-all: the whole of `make test` on every supported major in turn, each with its own test
 ## cluster (stopped after its run, so the next major can take the port); stops at the first failure.
+## Then, once: pg_upgrade between two majors, and the short runs of the fuzz targets (5 s each),
+## the SQL fuzzer (a minute) and the soak (a minute) against the PostgreSQL 15 install.
 test-all:
 	@for m in $(PG_MAJORS); do \
 	  start=$$(date +%s); \
@@ -123,6 +126,8 @@ test-all:
 	done
 	$(MAKE) --no-print-directory pg-upgrade-test
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
+	$(MAKE) --no-print-directory fuzz-sql-run FUZZ_SQL_SECONDS=60
+	$(MAKE) --no-print-directory soak-run SOAK_SECONDS=60
 
 ## pg_upgrade between two supported majors, pgauth installed in both (tests/upgrade/pg_upgrade.py);
 ## part of test-all, which has installed both already. From 16, not 15: Debian's 15.20 stores an
@@ -212,6 +217,28 @@ soak-run:
 	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_CLIENTS=$(SOAK_CLIENTS) SOAK_FAULTS=$(SOAK_FAULTS) SOAK_PORT=$(SOAK_PORT) \
 	  SOAK_ROOT=$(SOAK_ROOT) PG_MAJOR=$(PG_MAJOR) PG_BIN=$$($(PG_CONFIG) --bindir) \
 	  SOAK_REPORT=$(CURDIR)/target/soak/report.json python3 tests/soak/soak.py
+
+## fuzz-sql: the SQL-level fuzzer (tests/fuzz/sql_fuzz.py) against its own throwaway cluster:
+## mutated inputs to every function of the extension, as an unprivileged role, pgauth_admin and
+## pgauth_service; fails on a crash, an XX000 or a SQLSTATE docs/reference.md does not list.
+## FUZZ_SQL_CALLS calls (default 1,000,000); FUZZ_SQL_SECONDS caps the time as well.
+## fuzz-sql-ci: about a minute. Report: target/fuzz/sql_report.json.
+FUZZ_SQL_CALLS   ?= 1000000
+FUZZ_SQL_SECONDS ?= 0
+FUZZ_SQL_WORKERS ?= 2
+FUZZ_SQL_PORT    ?= $(shell echo $$(( $(TEST_PORT) + 121 )))
+FUZZ_SQL_ROOT    ?= /tmp/pgauth-sqlfuzz
+
+fuzz-sql: setup-python install-ext fuzz-sql-run
+
+fuzz-sql-ci:
+	$(MAKE) --no-print-directory fuzz-sql FUZZ_SQL_SECONDS=60
+
+# The same without building and installing (the extension must be installed already).
+fuzz-sql-run:
+	python3 tests/fuzz/sql_fuzz.py --calls $(FUZZ_SQL_CALLS) --seconds $(FUZZ_SQL_SECONDS) \
+	  --workers $(FUZZ_SQL_WORKERS) --port $(FUZZ_SQL_PORT) --root $(FUZZ_SQL_ROOT) \
+	  --pg-major $(PG_MAJOR) --pg-bin $$($(PG_CONFIG) --bindir)
 
 fmt:
 	cargo fmt --all

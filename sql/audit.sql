@@ -162,7 +162,10 @@ CREATE FUNCTION auth_audit_events(event text DEFAULT NULL, since interval DEFAUL
 RETURNS SETOF pgauth.audit_log LANGUAGE sql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pgauth, pg_temp AS $$
     SELECT l.* FROM pgauth.audit_log l
-     WHERE l.occurred_at >= pg_catalog.now() - auth_audit_events.since
+     -- beyond 1000 years: everything (or nothing), not a timestamp out of range
+     WHERE l.occurred_at >= CASE WHEN auth_audit_events.since > interval '1000 years' THEN '-infinity'
+                                 WHEN auth_audit_events.since < interval '-1000 years' THEN 'infinity'
+                                 ELSE pg_catalog.now() - auth_audit_events.since END
        AND (auth_audit_events.event IS NULL OR l.event = auth_audit_events.event)
      ORDER BY l.id
 $$;

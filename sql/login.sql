@@ -108,6 +108,9 @@ BEGIN
     IF username IS NULL THEN
         RAISE EXCEPTION 'username must not be NULL' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF length(username) NOT BETWEEN 1 AND 256 OR username ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'a username must be 1 to 256 characters without control characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF EXISTS (SELECT 1 FROM pgauth.users u WHERE lower(u.username) = lower(auth_create_user.username)) THEN
         RAISE EXCEPTION 'user "%" already exists', username USING ERRCODE = 'unique_violation';
     END IF;

@@ -80,7 +80,10 @@ CREATE OR REPLACE FUNCTION auth_audit_events(event text DEFAULT NULL, since inte
 RETURNS SETOF pgauth.audit_log LANGUAGE sql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pgauth, pg_temp AS $$
     SELECT l.* FROM pgauth.audit_log l
-     WHERE l.occurred_at >= pg_catalog.now() - auth_audit_events.since
+     -- beyond 1000 years: everything (or nothing), not a timestamp out of range
+     WHERE l.occurred_at >= CASE WHEN auth_audit_events.since > interval '1000 years' THEN '-infinity'
+                                 WHEN auth_audit_events.since < interval '-1000 years' THEN 'infinity'
+                                 ELSE pg_catalog.now() - auth_audit_events.since END
        AND (auth_audit_events.event IS NULL OR l.event = auth_audit_events.event)
      ORDER BY l.id
 $$;
@@ -240,6 +243,9 @@ BEGIN
     IF username IS NULL THEN
         RAISE EXCEPTION 'username must not be NULL' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF length(username) NOT BETWEEN 1 AND 256 OR username ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'a username must be 1 to 256 characters without control characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF EXISTS (SELECT 1 FROM pgauth.users u WHERE lower(u.username) = lower(auth_create_user.username)) THEN
         RAISE EXCEPTION 'user "%" already exists', username USING ERRCODE = 'unique_violation';
     END IF;
@@ -293,6 +299,9 @@ CREATE OR REPLACE FUNCTION @extschema@.auth_create_group(name text) RETURNS uuid
 LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 DECLARE new_id uuid;
 BEGIN
+    IF length(auth_create_group.name) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a group name must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO pgauth.groups (name) VALUES (auth_create_group.name) RETURNING id INTO new_id;
     PERFORM pgauth.record_event('group_created', auth_create_group.name, jsonb_build_object('group_id', new_id));
     RETURN new_id;
@@ -322,6 +331,9 @@ CREATE OR REPLACE FUNCTION @extschema@.auth_create_role(name text, inherits text
 LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 DECLARE new_id uuid; parent text;
 BEGIN
+    IF length(auth_create_role.name) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a role name must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO pgauth.roles (name) VALUES (auth_create_role.name) RETURNING id INTO new_id;
     FOREACH parent IN ARRAY coalesce(inherits, '{}') LOOP
         INSERT INTO pgauth.role_inherits (role_id, inherits_id) VALUES (new_id, pgauth.role_id(parent));
@@ -353,6 +365,12 @@ CREATE OR REPLACE FUNCTION @extschema@.auth_grant_permission(role text, permissi
 RETURNS void LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
+    IF permission !~ '^[A-Za-z0-9_.:*/-]{1,200}$' THEN
+        RAISE EXCEPTION 'a permission name is 1 to 200 characters of A-Z, a-z, 0-9 and _ . : * / -' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(min_aal, 1) NOT BETWEEN 1 AND 3 THEN
+        RAISE EXCEPTION 'min_aal must be 1, 2 or 3' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO pgauth.permissions (name) VALUES (permission) ON CONFLICT DO NOTHING;
     INSERT INTO pgauth.role_permissions (role_id, permission, min_aal)
     VALUES (pgauth.role_id(role), permission, coalesce(min_aal, 1))
@@ -377,6 +395,9 @@ CREATE OR REPLACE FUNCTION @extschema@.auth_assign_role(user_id uuid, role text,
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
+    IF length(scope) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a scope must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     PERFORM pgauth.require_user(user_id);
     INSERT INTO pgauth.role_grants (user_id, role_id, scope, allowed_ips, expires_at)
     VALUES (auth_assign_role.user_id, pgauth.role_id(role), scope, allowed_ips, expires_at)
@@ -393,6 +414,9 @@ CREATE OR REPLACE FUNCTION @extschema@.auth_assign_group_role(group_name text, r
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
+    IF length(scope) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a scope must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO pgauth.role_grants (group_id, role_id, scope, allowed_ips, expires_at)
     VALUES (pgauth.group_id(group_name), pgauth.role_id(role), scope, allowed_ips, expires_at)
     ON CONFLICT (user_id, group_id, role_id, scope)
@@ -426,6 +450,9 @@ CREATE OR REPLACE FUNCTION @extschema@.auth_purge_expired(keep interval DEFAULT 
 LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 DECLARE n bigint; total bigint := 0;
 BEGIN
+    IF keep NOT BETWEEN interval '-1000 years' AND interval '1000 years' THEN
+        RAISE EXCEPTION 'keep must be within 1000 years' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     -- Used tokens stay until they expire: a late second use must still be seen as reuse.
     DELETE FROM pgauth.refresh_tokens r WHERE r.expires_at < now() - keep;
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
@@ -451,6 +478,13 @@ DECLARE
     policy_name text;
     cmd text;
 BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'tbl must not be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- a regclass given as a number is not looked up when it is read
+    IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = tbl) THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid USING ERRCODE = 'undefined_table';
+    END IF;
     IF permission IS NULL OR permission !~ '^[A-Za-z0-9_.:*/-]{1,200}$' THEN
         RAISE EXCEPTION 'invalid permission name' USING ERRCODE = 'invalid_parameter_value';
     END IF;

@@ -129,6 +129,9 @@ CREATE FUNCTION @extschema@.auth_create_group(name text) RETURNS uuid
 LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 DECLARE new_id uuid;
 BEGIN
+    IF length(auth_create_group.name) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a group name must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO pgauth.groups (name) VALUES (auth_create_group.name) RETURNING id INTO new_id;
     PERFORM pgauth.record_event('group_created', auth_create_group.name, jsonb_build_object('group_id', new_id));
     RETURN new_id;
@@ -183,6 +186,9 @@ CREATE FUNCTION @extschema@.auth_create_role(name text, inherits text[] DEFAULT 
 LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 DECLARE new_id uuid; parent text;
 BEGIN
+    IF length(auth_create_role.name) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a role name must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO pgauth.roles (name) VALUES (auth_create_role.name) RETURNING id INTO new_id;
     FOREACH parent IN ARRAY coalesce(inherits, '{}') LOOP
         INSERT INTO pgauth.role_inherits (role_id, inherits_id) VALUES (new_id, pgauth.role_id(parent));
@@ -214,6 +220,12 @@ CREATE FUNCTION @extschema@.auth_grant_permission(role text, permission text, mi
 RETURNS void LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
+    IF permission !~ '^[A-Za-z0-9_.:*/-]{1,200}$' THEN
+        RAISE EXCEPTION 'a permission name is 1 to 200 characters of A-Z, a-z, 0-9 and _ . : * / -' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(min_aal, 1) NOT BETWEEN 1 AND 3 THEN
+        RAISE EXCEPTION 'min_aal must be 1, 2 or 3' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO pgauth.permissions (name) VALUES (permission) ON CONFLICT DO NOTHING;
     INSERT INTO pgauth.role_permissions (role_id, permission, min_aal)
     VALUES (pgauth.role_id(role), permission, coalesce(min_aal, 1))
@@ -238,6 +250,9 @@ CREATE FUNCTION @extschema@.auth_assign_role(user_id uuid, role text, scope text
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
+    IF length(scope) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a scope must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     PERFORM pgauth.require_user(user_id);
     INSERT INTO pgauth.role_grants (user_id, role_id, scope, allowed_ips, expires_at)
     VALUES (auth_assign_role.user_id, pgauth.role_id(role), scope, allowed_ips, expires_at)
@@ -254,6 +269,9 @@ CREATE FUNCTION @extschema@.auth_assign_group_role(group_name text, role text, s
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
+    IF length(scope) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a scope must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO pgauth.role_grants (group_id, role_id, scope, allowed_ips, expires_at)
     VALUES (pgauth.group_id(group_name), pgauth.role_id(role), scope, allowed_ips, expires_at)
     ON CONFLICT (user_id, group_id, role_id, scope)
@@ -299,6 +317,13 @@ DECLARE
     policy_name text;
     cmd text;
 BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'tbl must not be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- a regclass given as a number is not looked up when it is read
+    IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = tbl) THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid USING ERRCODE = 'undefined_table';
+    END IF;
     IF permission IS NULL OR permission !~ '^[A-Za-z0-9_.:*/-]{1,200}$' THEN
         RAISE EXCEPTION 'invalid permission name' USING ERRCODE = 'invalid_parameter_value';
     END IF;

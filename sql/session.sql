@@ -58,6 +58,9 @@ CREATE FUNCTION @extschema@.auth_purge_expired(keep interval DEFAULT '1 day') RE
 LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pgauth, pg_temp AS $$
 DECLARE n bigint; total bigint := 0;
 BEGIN
+    IF keep NOT BETWEEN interval '-1000 years' AND interval '1000 years' THEN
+        RAISE EXCEPTION 'keep must be within 1000 years' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     -- Used tokens stay until they expire: a late second use must still be seen as reuse.
     DELETE FROM pgauth.refresh_tokens r WHERE r.expires_at < now() - keep;
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;

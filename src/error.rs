@@ -196,6 +196,18 @@ pub enum AuthError {
     #[error("permission denied: {0}")]
     FactorChangeNeedsStepUp(String),
 
+    /// A regclass argument given as the OID of no relation.
+    #[error("{0}")]
+    NoSuchRelation(String),
+
+    /// A jsonb argument serde_json cannot represent (a number beyond an f64, such as 1e400).
+    #[error("{0}")]
+    JsonArgument(String),
+
+    /// `auth_import_keys` with a document that is not what `auth_export_keys` produces.
+    #[error("{0}")]
+    BadKeyExport(String),
+
     #[error("internal error in pgauth: {0}")]
     Internal(String),
 }
@@ -220,7 +232,10 @@ impl AuthError {
             NoSuchKeyName(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             PlaintextTooLong { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            InvalidRequest(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            NoSuchRelation(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            InvalidRequest(_) | JsonArgument(_) | BadKeyExport(_) => {
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
             AuditAppendOnly(_) | AuditPermissionDenied(_) | AuditEventNotPgauths(_) => {
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
             }
@@ -384,6 +399,13 @@ impl AuthError {
                  auth_step_up(code) with a TOTP or recovery code, or auth_webauthn_step_up(credential) \
                  with one of the user's passkeys.",
             ),
+            JsonArgument(_) => Some(
+                "pgauth reads JSON numbers as 64-bit integers or doubles (up to about 1.8e308); \
+                 pass larger numbers as strings.",
+            ),
+            BadKeyExport(_) => Some(
+                "Pass the document auth_export_keys() produced, unchanged; nothing was imported.",
+            ),
             _ => None,
         }
     }
@@ -469,6 +491,9 @@ mod tests {
             (AccessKeyReserved("jwt".into()), "42501"),
             (ReadOnly, "25006"),
             (AuditEventNotPgauths("x".into()), "42501"),
+            (JsonArgument("x".into()), "22023"),
+            (NoSuchRelation("x".into()), "42P01"),
+            (BadKeyExport("x".into()), "22023"),
         ];
         for (err, sqlstate) in cases {
             let code = err.sqlstate() as isize;

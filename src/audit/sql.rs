@@ -9,12 +9,13 @@
 //! `as_owner_unpinned` for C-level work that runs no SQL), while the functions themselves run
 //! as the caller.
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, PgRelation};
 
 use super::raw::{register_syscache_callback, register_xact_callback};
 use super::{admin, capture, seal, verify, Head};
 use crate::error::{AuthError, OrRaise};
+use crate::pg::regclass::RegclassArg;
 use crate::pg::roles::{as_owner, require_or, Who};
 
 /// From `_PG_init`: seal at commit, and forget stored shapes when a schema or type changes
@@ -97,14 +98,14 @@ fn auth_audit_verify(
 /// Audit INSERT, UPDATE, DELETE and TRUNCATE on `tbl` into pgauth.audit_log. The columns in
 /// `exclude_columns` are never stored (password hashes, ciphertexts).
 #[pg_extern(volatile, parallel_unsafe)]
-fn auth_audit_enable(tbl: PgRelation, exclude_columns: default!(Vec<Option<String>>, "'{}'")) {
-    admin::enable(tbl, exclude_columns)
+fn auth_audit_enable(tbl: RegclassArg, exclude_columns: default!(Vec<Option<String>>, "'{}'")) {
+    admin::enable(tbl.0, exclude_columns)
 }
 
 /// Stop auditing `tbl`. Its audit rows stay.
 #[pg_extern(volatile, strict, parallel_unsafe)]
-fn auth_audit_disable(tbl: PgRelation) {
-    admin::disable(tbl)
+fn auth_audit_disable(tbl: RegclassArg) {
+    admin::disable(tbl.0)
 }
 
 /// Remove the chain entries up to `through_position` and all their audit records, after checking

@@ -571,3 +571,24 @@ mod tests {
         assert!(check_key_file_mode(0o010_600, 26, 26).is_err());
     }
 }
+
+/// A data key's name as `pgauth.keys` allows it: 1 to 128 of `A-Z a-z 0-9 _ . : @ / -`.
+pub fn valid_key_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:@/-".contains(&b))
+}
+
+#[cfg(test)]
+mod key_name_tests {
+    #[test]
+    fn key_names() {
+        for ok in ["default", "k2", "billing/2026:eu@x-y_z.1", &"a".repeat(128)] {
+            assert!(super::valid_key_name(ok), "{ok}");
+        }
+        for bad in ["", "a b", "é", "a\u{0}", &"a".repeat(129), "x'"] {
+            assert!(!super::valid_key_name(bad), "{bad}");
+        }
+    }
+}

@@ -21,6 +21,7 @@ pub(crate) mod api;
 pub mod cache;
 pub mod digest;
 pub mod envelope;
+pub mod export;
 pub mod keys;
 pub mod master_source;
 pub(crate) mod sql;

@@ -262,4 +262,40 @@ mod tests {
             Some("55000".into())
         );
     }
+
+    /// Found by the SQL fuzzer (tests/fuzz/sql_fuzz.py): a number jsonb holds but serde_json
+    /// cannot (XX000 from pgrx's JsonB) and fields missing or of the wrong type (23502, 22P02,
+    /// 23514 from the INSERT). Now 22023 with a hint, and nothing imported.
+    #[pg_test]
+    fn damaged_key_exports_are_invalid_arguments() {
+        Spi::run("CREATE TEMP TABLE d AS SELECT auth_export_keys() AS doc, auth_encrypt('x') AS v")
+            .unwrap();
+        let before = Spi::get_one::<i64>("SELECT count(*) FROM pgauth.keys").unwrap();
+        for doc in [
+            "jsonb_set(doc, '{keys,0,version}', '1e400')",
+            "'{\"format\": \"pgauth-keys/1\", \"keys\": [-1e400]}'::jsonb",
+            "jsonb_set(doc, '{keys,0,id}', 'null')",
+            "jsonb_set(doc, '{keys,0,id}', to_jsonb(gen_random_uuid()::text)) #- '{keys,0,wrapped_key}'",
+            "jsonb_set(doc, '{keys,0,id}', '\"x\"')",
+            "jsonb_set(doc, '{keys,0,version}', '1.5')",
+            "jsonb_set(doc, '{keys,0,created_at}', '\"2026-02-30T00:00:00\"')",
+            "jsonb_set(doc, '{grants}', '[{\"key_name\": null, \"grantee\": \"public\"}]')",
+            "jsonb_set(doc, '{format}', '1')",
+        ] {
+            assert_eq!(
+                sqlstate_of(&format!("SELECT auth_import_keys({doc}) FROM d")),
+                Some("22023".into()),
+                "{doc}"
+            );
+        }
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM pgauth.keys").unwrap(),
+            before
+        );
+        // The same goes for every function with a jsonb argument.
+        assert_eq!(
+            sqlstate_of("SELECT auth_jwt_sign('{\"n\": 1e400}', 'jwt')"),
+            Some("22023".into())
+        );
+    }
 }

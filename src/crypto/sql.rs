@@ -25,6 +25,12 @@ use super::store::*;
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_create_key(name: &str) -> Uuid {
     require(Who::Admin, "auth_create_key").or_raise();
+    if !super::keys::valid_key_name(name) {
+        AuthError::InvalidRequest(
+            "a key name is 1 to 128 characters of A-Z, a-z, 0-9 and _ . : @ / -".into(),
+        )
+        .raise();
+    }
     if key_name_exists(name) {
         AuthError::InvalidRequest(format!(
             "encryption key \"{name}\" already exists; use auth_rotate_key() for a new version"
@@ -264,17 +270,12 @@ fn auth_export_keys() -> JsonB {
 }
 
 /// Import what auth_export_keys() produced. Keys already present (same id) are skipped.
-/// Returns how many key versions were added.
+/// Returns how many key versions were added. The whole document is checked first
+/// (`export::check`): a damaged one is refused with 22023 and nothing is imported.
 #[pg_extern(volatile, strict, parallel_unsafe)]
-fn auth_import_keys(export: JsonB) -> i64 {
+fn auth_import_keys(export: crate::pg::jsonb::JsonbArg) -> i64 {
     require(Who::Admin, "auth_import_keys").or_raise();
-    let format_ok = export.0.get("format").and_then(|f| f.as_str()) == Some("pgauth-keys/1");
-    if !format_ok {
-        AuthError::InvalidRequest(
-            "not a pgauth key export (expected \"format\": \"pgauth-keys/1\")".into(),
-        )
-        .raise();
-    }
+    let export = JsonB(super::export::check(&export.0).or_raise());
     let added = as_owner(|| {
         // No row limit (see auth_revoke_key): the statement triggers must fire.
         let added = crate::pg::spi::connect_mut(|client| {

@@ -356,7 +356,7 @@ fn interval_seconds(ttl: &pgrx::datum::Interval) -> i64 {
 /// when the claims have none, `iss` (`pgauth.jwt_issuer`). For pgauth_service and pgauth_admin.
 #[pg_extern(volatile, strict, parallel_safe)]
 fn auth_jwt_sign(
-    claims: JsonB,
+    claims: crate::pg::jsonb::JsonbArg,
     key_name: default!(&str, "'jwt'"),
     ttl: default!(pgrx::datum::Interval, "'15 minutes'"),
 ) -> String {

@@ -9,6 +9,8 @@
 //! - [`binding`]: the pgauth user bound to the transaction (user, aal, session), with a change
 //!   counter that caches key on;
 //! - [`shmem`]: the shared-memory regions reserved at server start;
+//! - [`jsonb`]: `jsonb` arguments that raise 22023, not XX000, when serde_json cannot read them;
+//! - [`regclass`]: `regclass` arguments that raise 42P01, not XX000, for an OID of no relation;
 //! - [`compat`]: what differs between PostgreSQL majors (15 to 18).
 //!
 //! The rule: a capability calls another only through that capability's public Rust API (its
@@ -17,6 +19,8 @@
 pub mod binding;
 pub mod compat;
 pub mod event;
+pub mod jsonb;
+pub mod regclass;
 pub mod roles;
 pub(crate) mod shmem;
 pub mod spi;

@@ -43,7 +43,11 @@ WITH RECURSIVE assigned AS (
       FROM closure c JOIN pgauth.role_inherits i ON i.role_id = c.role_id
 )
 SELECT rp.permission, c.scope, c.allowed_ips::text[],
-       (extract(epoch FROM c.expires_at) * 1000000)::bigint, rp.min_aal
+       -- 'infinity': never expires; '-infinity': expired; no bigint overflow near either end
+       CASE WHEN c.expires_at = 'infinity' THEN NULL
+            WHEN c.expires_at = '-infinity' THEN -9223372036854775807
+            ELSE least(extract(epoch FROM c.expires_at) * 1000000, 9223372036854775807)::bigint
+       END, rp.min_aal
   FROM closure c JOIN pgauth.role_permissions rp ON rp.role_id = c.role_id";
 
 fn unix_micros_now() -> i64 {
@@ -212,7 +216,11 @@ fn auth_has_permission_uuid(permission: Option<&str>, scope: Option<Uuid>) -> bo
 /// Raise 42501 unless the bound session user has `permission` in `scope`. When the session's
 /// assurance level is what is missing, the hint says to step up.
 #[pg_extern(stable, parallel_safe)]
-fn auth_require_permission(permission: &str, scope: default!(Option<&str>, "NULL")) {
+fn auth_require_permission(permission: Option<&str>, scope: default!(Option<&str>, "NULL")) {
+    // NULL names no permission: never granted (as auth_has_permission answers false).
+    let Some(permission) = permission else {
+        AuthError::PermissionDenied("a NULL permission is never granted".into()).raise();
+    };
     let scope = scope.map_or(Scope::Global, Scope::Text);
     if !check_bound(Some(permission), scope) {
         let Some(binding) = binding::current() else {
@@ -248,8 +256,10 @@ fn auth_user_has_permission(
     permission: Option<&str>,
     scope: default!(Option<&str>, "NULL"),
     client_ip: default!(Option<pgrx::datum::Inet>, "NULL"),
-    aal: default!(i32, 1),
+    aal: default!(Option<i32>, 1),
 ) -> bool {
+    // NULL: the default, a password sign-in
+    let aal = aal.unwrap_or(1);
     let (Some(user_id), Some(permission)) = (user_id, permission) else {
         return false;
     };

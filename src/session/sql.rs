@@ -163,16 +163,30 @@ fn auth_clear_session() {
 fn auth_create_session(
     user_id: Option<Uuid>,
     ttl: default!(Option<pgrx::datum::Interval>, "NULL"),
-    long: default!(bool, false),
+    long: default!(Option<bool>, false),
 ) -> Option<String> {
     let user_id = user_id?;
+    let long = long.unwrap_or(false); // NULL: the default
     require(Who::AdminOrService, "auth_create_session").or_raise();
+    if let Some(ttl) = &ttl {
+        // now() + ttl must stay a timestamp (22008 otherwise, from the INSERT)
+        let micros = i128::from(ttl.micros())
+            + i128::from(ttl.days()) * 86_400_000_000
+            + i128::from(ttl.months()) * 30 * 86_400_000_000;
+        if micros.abs() > MAX_SESSION_TTL_MICROS {
+            AuthError::InvalidRequest("a session's ttl must be less than 1000 years".into())
+                .raise();
+        }
+    }
     if !user_is_active(&user_id) {
         AuthError::InvalidRequest(format!("user {user_id} does not exist or is not active"))
             .raise();
     }
     Some(issue_session(user_id, ttl, long).or_raise())
 }
+
+/// The largest `ttl` of `auth_create_session`, either sign: far from the ends of timestamptz.
+const MAX_SESSION_TTL_MICROS: i128 = 1000 * 366 * 86_400_000_000;
 
 /// Store a new session for `user_id` and return its token; records `session_created`. The
 /// caller has checked who may ask for it and that the user is active (auth_create_session,
@@ -374,11 +388,22 @@ fn auth_refresh(
 fn auth_create_api_key(
     user_id: Option<Uuid>,
     name: Option<&str>,
-    scopes: default!(Option<Vec<String>>, "NULL"),
+    scopes: default!(Option<Vec<Option<String>>>, "NULL"),
     expires_at: default!(Option<pgrx::datum::TimestampWithTimeZone>, "NULL"),
 ) -> Option<String> {
     let (user_id, name) = (user_id?, name?);
     require(Who::AdminOrService, "auth_create_api_key").or_raise();
+    if !(1..=200).contains(&name.chars().count()) {
+        AuthError::InvalidRequest("an API key's name must be 1 to 200 characters".into()).raise();
+    }
+    let scopes: Option<Vec<String>> = scopes.map(|s| {
+        s.into_iter()
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_else(|| {
+                AuthError::InvalidRequest("an API key's scopes must not contain NULL".into())
+                    .raise()
+            })
+    });
     if !user_is_active(&user_id) {
         AuthError::InvalidRequest(format!("user {user_id} does not exist or is not active"))
             .raise();

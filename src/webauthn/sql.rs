@@ -239,7 +239,7 @@ fn register_begin(user_id: Uuid) -> AuthResult<Value> {
 #[pg_extern(volatile, parallel_unsafe)]
 fn auth_webauthn_register_finish(
     user_id: Option<Uuid>,
-    credential: Option<JsonB>,
+    credential: Option<crate::pg::jsonb::JsonbArg>,
     name: default!(Option<&str>, "NULL"),
 ) -> Option<Uuid> {
     let (user_id, credential) = (user_id?, credential?);
@@ -545,7 +545,7 @@ fn revoke(credential_id: &str) -> AuthResult<bool> {
 /// session cannot add the passkey it would step up with. False when the assertion is not the bound user's, is not
 /// user-verified, or fails any check (recorded as `step_up_failed`; the challenge is used up).
 #[pg_extern(volatile, strict, parallel_unsafe)]
-fn auth_webauthn_step_up(credential: JsonB) -> bool {
+fn auth_webauthn_step_up(credential: crate::pg::jsonb::JsonbArg) -> bool {
     let Some(binding) = binding::current() else {
         AuthError::NoSession.raise();
     };

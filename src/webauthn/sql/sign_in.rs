@@ -134,7 +134,7 @@ fn login_begin(username: Option<&str>, client_ip: Option<&Inet>) -> AuthResult<V
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::type_complexity)] // the row type is spelled out for pgrx's SQL generation
 fn auth_webauthn_login_finish(
-    credential: Option<JsonB>,
+    credential: Option<crate::pg::jsonb::JsonbArg>,
     client_ip: default!(Option<Inet>, "NULL"),
 ) -> TableIterator<
     'static,
