@@ -31,6 +31,7 @@ fn auth_create_key(name: &str) -> Uuid {
         )
         .raise();
     }
+    crate::pg::serialize_on(crate::pg::LockSpace::EncryptionKey, name);
     if key_name_exists(name) {
         AuthError::InvalidRequest(format!(
             "encryption key \"{name}\" already exists; use auth_rotate_key() for a new version"
@@ -46,6 +47,7 @@ fn auth_create_key(name: &str) -> Uuid {
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn auth_rotate_key(name: &str) -> Uuid {
     require(Who::Admin, "auth_rotate_key").or_raise();
+    crate::pg::serialize_on(crate::pg::LockSpace::EncryptionKey, name);
     if !key_name_exists(name) {
         AuthError::NoSuchKeyName(name.to_string()).raise();
     }

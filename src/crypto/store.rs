@@ -320,6 +320,13 @@ pub(super) fn active_key(name: &str, create_default: bool) -> AuthResult<(KeyId,
             // A key named "default" exists once a master key is configured: made on first use.
             // Never inside a parallel query, where no backend may write.
             if create_default && name == DEFAULT_KEY && !unsafe { pg_sys::IsInParallelMode() } {
+                // Two first uses at once: the second waits here for the first to commit, then
+                // finds its key.
+                crate::pg::serialize_on(crate::pg::LockSpace::EncryptionKey, name);
+                match active_key(name, false) {
+                    Err(AuthError::NoSuchKeyName(_)) => {}
+                    found => return found,
+                }
                 let id = create_key_version(name)?;
                 event::record(
                     "key_created",
@@ -418,6 +425,7 @@ pub(super) fn first_version_key(name: &str) -> AuthResult<DataKey> {
 /// Make a new active version of `name` (version 1 if new); the previous active one becomes
 /// decrypt_only. Returns the new key id.
 pub(super) fn create_key_version(name: &str) -> AuthResult<KeyId> {
+    crate::pg::serialize_on(crate::pg::LockSpace::EncryptionKey, name);
     let (wrapped, fingerprint, id) = with_master(|master, fingerprint| {
         let id = crate::random::uuid_v4()?;
         let data_key = DataKey::generate()?;

@@ -19,9 +19,14 @@ pub(crate) fn sign_access_token(
     let name = access_key_name();
     refresh()?;
     if signer(&name)?.is_none() {
-        let alg = Alg::parse(&crate::settings::jwt().algorithm())?;
-        let private = super::generate(alg)?;
-        store_version(&name, Purpose::Access, alg, Some(&private), None)?;
+        // Made on first use. Two first sign-ins at once: the second waits here for the first
+        // to commit, then signs with its key (before, it failed with 23505: found by the soak).
+        crate::pg::serialize_on(crate::pg::LockSpace::SigningKey, &name);
+        if signer(&name)?.is_none() {
+            let alg = Alg::parse(&crate::settings::jwt().algorithm())?;
+            let private = super::generate(alg)?;
+            store_version(&name, Purpose::Access, alg, Some(&private), None)?;
+        }
     }
     let mut claims = json!({
         "sub": user.to_string(),

@@ -441,6 +441,7 @@ pub(super) fn store_version(
     public_pem: Option<&[u8]>,
 ) -> AuthResult<Uuid> {
     check_name(name)?;
+    crate::pg::serialize_on(crate::pg::LockSpace::SigningKey, name);
     if let Some(existing) = name_purpose(name)? {
         if existing != purpose {
             return Err(AuthError::NotAccessKey(name.into()));

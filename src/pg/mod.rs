@@ -54,3 +54,45 @@ pub fn require_writable() -> crate::error::AuthResult<()> {
     }
     Ok(())
 }
+
+/// What [`serialize_on`] serializes: one lock space per kind of named object.
+#[derive(Clone, Copy)]
+pub enum LockSpace {
+    /// `pgauth.keys` by key name: creation (also on first use) and rotation.
+    EncryptionKey = 1,
+    /// `pgauth.signing_keys` by key name: creation (also on first use) and rotation.
+    SigningKey = 2,
+}
+
+/// Wait for, then hold until the end of the transaction, the lock of `name` in `space`: the
+/// check-then-insert of a named object's versions runs one transaction at a time, so two first
+/// uses, rotations or creations at once do not both insert (which failed with 23505 on the
+/// one-active-version index: found by the soak). A later statement of the transaction sees what
+/// the other committed (READ COMMITTED). Only those administrative paths and the one first use
+/// of a key take it: no sign-in or encryption waits on it once the key exists. The tag has
+/// field4 0x7067 ("pg"), which no `pg_advisory_*` call from SQL can build.
+pub fn serialize_on(space: LockSpace, name: &str) {
+    // FNV-1a: the same in every backend (unlike std's seeded hasher).
+    let hash = name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let tag = pg_sys::LOCKTAG {
+        // SAFETY: MyDatabaseId is set at backend start and only read here.
+        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        locktag_field2: space as u32,
+        locktag_field3: hash,
+        locktag_field4: 0x7067,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    };
+    // SAFETY: a valid advisory tag; transaction-level (sessionLock false), released at the
+    // transaction's end; waits (dontWait false), so it always acquires or raises.
+    unsafe {
+        pg_sys::LockAcquire(
+            &tag,
+            pg_sys::ExclusiveLock as pg_sys::LOCKMODE,
+            false,
+            false,
+        );
+    }
+}
