@@ -63,6 +63,17 @@ pub fn with_standby(name: &str, port: &str, dbname: &str, f: impl FnOnce(&mut Cl
             "fast",
         ],
     );
+    // pg_basebackup -R writes every connection option its libpq knows into primary_conninfo;
+    // the walreceiver of the PyPI 16 build loads an older libpq that refuses `sslcertmode`, so
+    // the standby never streamed (CI saw it as "the standby did not catch up"). A later line of
+    // postgresql.auto.conf wins: only what the test needs.
+    let auto_conf = format!("{data}/postgresql.auto.conf");
+    let mut conf = std::fs::read_to_string(&auto_conf).unwrap();
+    conf.push_str(&format!(
+        "primary_conninfo = 'host=127.0.0.1 port={} user=postgres'\n",
+        dsn_port()
+    ));
+    std::fs::write(&auto_conf, conf).unwrap();
     let log = format!("{standby}/server.log");
     let options = format!("-p {port} -c unix_socket_directories={standby}");
     as_postgres(
