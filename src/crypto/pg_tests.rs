@@ -268,8 +268,13 @@ mod tests {
     /// 23514 from the INSERT). Now 22023 with a hint, and nothing imported.
     #[pg_test]
     fn damaged_key_exports_are_invalid_arguments() {
-        Spi::run("CREATE TEMP TABLE d AS SELECT auth_export_keys() AS doc, auth_encrypt('x') AS v")
-            .unwrap();
+        // The key first (made on first use), then an export that holds it.
+        Spi::run("SELECT auth_encrypt('x')").unwrap();
+        Spi::run("CREATE TEMP TABLE d AS SELECT auth_export_keys() AS doc").unwrap();
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT jsonb_array_length(doc->'keys') FROM d").unwrap(),
+            Some(1)
+        );
         let before = Spi::get_one::<i64>("SELECT count(*) FROM pgauth.keys").unwrap();
         for doc in [
             "jsonb_set(doc, '{keys,0,version}', '1e400')",
