@@ -510,6 +510,8 @@ fn auth_create_signing_key(name: &str, algorithm: &str) -> Uuid {
     require(Who::Admin, "auth_create_signing_key").or_raise();
     let alg = Alg::parse(algorithm).or_raise();
     refuse_access_key_name(name).or_raise();
+    // Two creations of one name at once: the second waits, then finds the first's key.
+    crate::pg::serialize_on(crate::pg::LockSpace::SigningKey, name);
     if name_purpose(name).or_raise().is_some() {
         AuthError::InvalidRequest(format!(
             "signing key \"{name}\" already exists; use auth_rotate_signing_key() for a new version"
