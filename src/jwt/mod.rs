@@ -389,9 +389,10 @@ pub fn verify_raw(
             return Err(AuthError::InvalidToken);
         }
     }
-    // PostgreSQL's jsonb cannot hold \u0000 or a lone surrogate, which the fields read here
-    // are not checked for; such claims are not a token pgauth hands back.
-    if !escapes_fit_jsonb(&claims) {
+    // PostgreSQL's jsonb cannot hold \u0000, a lone surrogate or bytes that are not UTF-8, which
+    // the fields read here are not checked for (serde skips the others unchecked); such claims
+    // are not a token pgauth hands back (found by fuzzing: fuzz/seeds/jwt_claims/crash-*).
+    if std::str::from_utf8(&claims).is_err() || !escapes_fit_jsonb(&claims) {
         return Err(AuthError::InvalidToken);
     }
     Ok(claims)
@@ -454,6 +455,30 @@ pub fn verify(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn claims_that_are_not_utf8_are_refused() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let secret = [7u8; 32];
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"k"}"#),
+            URL_SAFE_NO_PAD.encode(b"{\"exp\":4102444800,\"sub\":\"al\xe9\xe9ice\"}")
+        );
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        let key = decoding_key(Alg::Hs256, Some(&secret), None).unwrap();
+        let token = format!("{message}.{signature}");
+        assert!(matches!(
+            verify_raw(&token, Alg::Hs256, &key, Expected::default()),
+            Err(AuthError::InvalidToken)
+        ));
+    }
 
     #[test]
     fn claims_jsonb_cannot_hold_are_refused() {
