@@ -196,6 +196,29 @@ fn audit_values() {
     }
 }
 
+fn key_exports() {
+    let key = |id: &str, name: &str, version: u32, status: &str| {
+        json!({"id": id, "name": name, "version": version, "status": status,
+               "wrapped_key": STANDARD.encode([0x11u8; 60]),
+               "master_key_fingerprint": "0123456789abcdef", "created_by": "postgres",
+               "created_at": "2026-12-05T05:33:16.123456+00:00",
+               "status_changed_at": if status == "active" { Value::Null } else {
+                   json!("2026-12-05T06:00:00+00:00") }})
+    };
+    let docs = [
+        json!({"format": "pgauth-keys/1", "keys": [], "grants": []}),
+        json!({"format": "pgauth-keys/1",
+               "keys": [key("0b7c6f3e-4c1a-4f57-9a4e-2f0e3d1c5b6a", "default", 1, "decrypt_only"),
+                        key("1c8d7a4f-5d2b-4a68-8b5f-3a1f4e2d6c7b", "default", 2, "active"),
+                        key("2d9e8b5a-6e3c-4b79-9c6a-4b2a5f3e7d8c", "pii", 1, "revoked")],
+               "grants": [{"key_name": "default", "grantee": "app"},
+                          {"key_name": "pii", "grantee": "pgauth_admin"}]}),
+    ];
+    for (i, doc) in docs.iter().enumerate() {
+        write("key_export", &format!("export-{i}"), serde_json::to_string_pretty(doc).unwrap().as_bytes());
+    }
+}
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("audit-values") {
         return audit_values();
@@ -205,4 +228,5 @@ fn main() {
     tokens();
     passkeys();
     master_keys();
+    key_exports();
 }
