@@ -215,7 +215,11 @@ fn key_exports() {
                           {"key_name": "pii", "grantee": "pgauth_admin"}]}),
     ];
     for (i, doc) in docs.iter().enumerate() {
-        write("key_export", &format!("export-{i}"), serde_json::to_string_pretty(doc).unwrap().as_bytes());
+        write(
+            "key_export",
+            &format!("export-{i}"),
+            serde_json::to_string_pretty(doc).unwrap().as_bytes(),
+        );
     }
 }
 

@@ -392,52 +392,60 @@ pub fn verify_raw(
     // PostgreSQL's jsonb cannot hold \u0000, a lone surrogate or bytes that are not UTF-8, which
     // the fields read here are not checked for (serde skips the others unchecked); such claims
     // are not a token pgauth hands back (found by fuzzing: fuzz/seeds/jwt_claims/crash-*).
-    if std::str::from_utf8(&claims).is_err() || !escapes_fit_jsonb(&claims) {
+    if !text_fits_jsonb(&claims) {
         return Err(AuthError::InvalidToken);
     }
     Ok(claims)
 }
 
-/// Whether every `\u` escape of JSON text is one jsonb takes: not `\u0000`, and surrogates only
-/// in high-low pairs (found by fuzzing: `"\ud800"` passed the claims parser, then failed as
-/// jsonb). Text with no backslash, nearly every token, is one scan.
-fn escapes_fit_jsonb(json: &[u8]) -> bool {
+/// Whether JSON text (already parsed once, for the fields read here) is text jsonb takes in
+/// full: UTF-8, no raw control character inside a string, no `\u0000`, surrogate escapes only in
+/// high-low pairs. serde skips the fields it does not read without these checks, so such claims
+/// passed verification and then failed as jsonb (found by fuzzing: fuzz/seeds/jwt_claims/).
+fn text_fits_jsonb(json: &[u8]) -> bool {
+    if std::str::from_utf8(json).is_err() {
+        return false;
+    }
+    let (mut in_string, mut high) = (false, false);
     let mut i = 0;
-    let mut high = false;
-    while let Some(at) = json
-        .get(i..)
-        .and_then(|rest| rest.iter().position(|b| *b == b'\\'))
-    {
-        let at = i + at;
-        if json.get(at + 1) != Some(&b'u') {
-            if high {
-                return false;
-            }
-            i = at + 2;
-            continue;
-        }
-        if high && at != i {
+    while let Some(&b) = json.get(i) {
+        if high && b != b'\\' {
             return false;
         }
-        let Some(code) = json
-            .get(at + 2..at + 6)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u16::from_str_radix(h, 16).ok())
-        else {
-            return false;
-        };
-        match code {
+        match b {
+            b'"' => in_string = !in_string,
+            b'\\' if in_string => match json.get(i + 1) {
+                Some(b'u') => {
+                    let Some(code) = json
+                        .get(i + 2..i + 6)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+                        .and_then(|h| u16::from_str_radix(h, 16).ok())
+                    else {
+                        return false;
+                    };
+                    match code {
+                        0 => return false,
+                        0xD800..=0xDBFF if high => return false,
+                        0xD800..=0xDBFF => high = true,
+                        0xDC00..=0xDFFF if !high => return false,
+                        0xDC00..=0xDFFF => high = false,
+                        _ if high => return false,
+                        _ => {}
+                    }
+                    i += 6;
+                    continue;
+                }
+                Some(_) if !high => i += 1,
+                _ => return false,
+            },
             0 => return false,
-            0xD800..=0xDBFF if high => return false,
-            0xD800..=0xDBFF => high = true,
-            0xDC00..=0xDFFF if !high => return false,
-            0xDC00..=0xDFFF => high = false,
-            _ if high => return false,
+            c if c < 0x20 && in_string => return false,
             _ => {}
         }
-        i = at + 6;
+        i += 1;
     }
-    !high
+    !high && !in_string
 }
 
 /// [`verify_raw`], with the claims parsed.
@@ -487,8 +495,9 @@ mod tests {
             br#"{"a":"\u0041\n\\u0000"}"#,
             br#"{"a":"\ud83d\ude00"}"#,
             br#"{"a":"\\"}"#,
+            b"{\n\t\"a\" : [1e400, \"\\\"\"]}",
         ] {
-            assert!(escapes_fit_jsonb(ok), "{}", String::from_utf8_lossy(ok));
+            assert!(text_fits_jsonb(ok), "{}", String::from_utf8_lossy(ok));
         }
         for bad in [
             &br#"{"a":"\u0000"}"#[..],
@@ -499,9 +508,14 @@ mod tests {
             br#"{"a":"\udc00"}"#,
             br#"{"a":"\ud800\ud800\udc00"}"#,
             br#"{"a":"\u00"#,
-            b"\\u",
+            br#""\u"#,
+            b"{\"a\":\"line\nbreak\"}",
+            b"{\"a\":\"nul\0\"}",
+            b"{\"a\":\"al\xe9ice\"}",
+            br#"{"a":"\u00zz"}"#,
+            br#"{"a":"open}"#,
         ] {
-            assert!(!escapes_fit_jsonb(bad), "{}", String::from_utf8_lossy(bad));
+            assert!(!text_fits_jsonb(bad), "{}", String::from_utf8_lossy(bad));
         }
     }
 
