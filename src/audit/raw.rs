@@ -29,20 +29,8 @@ pub(super) const ID_LOCK_KEY: i64 = 0x7067_6175_7468_0002;
 // ---------------------------------------------------------------------------------------------
 // Locks
 
-/// An advisory lock tag that SQL cannot build: `pg_advisory_lock` uses field4 1 (one bigint)
-/// or 2 (two ints); pgauth's locks use 0x7067 ("pg"), so no role can take them from SQL and
-/// stall the audited writes or the sealer.
-pub(super) fn pgauth_lock_tag(key: i64) -> pg_sys::LOCKTAG {
-    pg_sys::LOCKTAG {
-        // SAFETY: MyDatabaseId is set at backend start and only read here.
-        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
-        locktag_field2: (key >> 32) as u32,
-        locktag_field3: key as u32,
-        locktag_field4: 0x7067,
-        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
-        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
-    }
-}
+/// pgauth's advisory lock tags (`crate::pg::lock_tag`), under the name the audit phases use.
+pub(super) use crate::pg::lock_tag as pgauth_lock_tag;
 
 /// Take the sealer's chain lock until the end of the transaction. `wait`: wait for it;
 /// otherwise return false at once when another backend holds it.

@@ -55,6 +55,21 @@ pub fn require_writable() -> crate::error::AuthResult<()> {
     Ok(())
 }
 
+/// An advisory lock tag that SQL cannot build: `pg_advisory_lock` uses field4 1 (one bigint)
+/// or 2 (two ints); pgauth's locks use 0x7067 ("pg"), so no role can take them from SQL and
+/// stall pgauth (the audit's writes and sealer, key creation).
+pub fn lock_tag(key: i64) -> pg_sys::LOCKTAG {
+    pg_sys::LOCKTAG {
+        // SAFETY: MyDatabaseId is set at backend start and only read here.
+        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        locktag_field2: (key >> 32) as u32,
+        locktag_field3: key as u32,
+        locktag_field4: 0x7067,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    }
+}
+
 /// What [`serialize_on`] serializes: one lock space per kind of named object.
 #[derive(Clone, Copy)]
 pub enum LockSpace {
@@ -69,22 +84,15 @@ pub enum LockSpace {
 /// uses, rotations or creations at once do not both insert (which failed with 23505 on the
 /// one-active-version index: found by the soak). A later statement of the transaction sees what
 /// the other committed (READ COMMITTED). Only those administrative paths and the one first use
-/// of a key take it: no sign-in or encryption waits on it once the key exists. The tag has
-/// field4 0x7067 ("pg"), which no `pg_advisory_*` call from SQL can build.
+/// of a key take it: no sign-in or encryption waits on it once the key exists. The tag is a
+/// [`lock_tag`], which no `pg_advisory_*` call from SQL can build.
 pub fn serialize_on(space: LockSpace, name: &str) {
-    // FNV-1a: the same in every backend (unlike std's seeded hasher).
+    // FNV-1a: the same in every backend (unlike std's seeded hasher). The space fills the high
+    // half of the key, so no name's lock is one of the audit's ("pgau…" keys).
     let hash = name.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
-    let tag = pg_sys::LOCKTAG {
-        // SAFETY: MyDatabaseId is set at backend start and only read here.
-        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
-        locktag_field2: space as u32,
-        locktag_field3: hash,
-        locktag_field4: 0x7067,
-        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
-        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
-    };
+    let tag = lock_tag((space as i64) << 32 | i64::from(hash));
     // SAFETY: a valid advisory tag; transaction-level (sessionLock false), released at the
     // transaction's end; waits (dontWait false), so it always acquires or raises.
     unsafe {
